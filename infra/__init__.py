@@ -1,0 +1,1 @@
+"""pg-platform: PostgreSQL platforms with Pulumi, and the SQL that runs on them."""

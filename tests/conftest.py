@@ -1,0 +1,22 @@
+"""Fixtures shared by every test layer: real servers, started by the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import FreshDatabase, RunningServer, fresh_database, start_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[RunningServer]:
+    """One real PostgreSQL for the session; tests isolate themselves by database."""
+    with start_server() as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_db(pg_server: RunningServer) -> Iterator[FreshDatabase]:
+    with fresh_database(pg_server) as db:
+        yield db
