@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.errors import ConfigError
+
+if TYPE_CHECKING:
+    from infra.config_cloud import AwsSettings, DockerSettings
 
 PROJECT = "pg-platform"
 BACKENDS = ("local", "docker", "aws")
@@ -31,7 +34,7 @@ def _key(path: str) -> str:
     return f"{PROJECT}:{path}"
 
 
-class _Section:
+class Section:
     """Reads one mapping from a stack file and records which keys were used."""
 
     def __init__(self, raw: Any, path: str) -> None:
@@ -87,8 +90,8 @@ class _Section:
             raise ConfigError(f"{self.where(name)}={value!r}: expected a non-empty string")
         return value
 
-    def section(self, name: str) -> _Section:
-        return _Section(self.get(name, None), f"{self.path}.{name}" if self.path else name)
+    def section(self, name: str) -> Section:
+        return Section(self.get(name, None), f"{self.path}.{name}" if self.path else name)
 
     def finish(self) -> None:
         unknown = sorted(set(self.raw) - self.used)
@@ -139,6 +142,8 @@ class PlatformConfig:
     replicas: int = 0
     state_dir: str = ""
     tenants: tuple[Tenant, ...] = field(default_factory=tuple)
+    docker: DockerSettings | None = None
+    aws: AwsSettings | None = None
 
     @property
     def max_wal_senders(self) -> int:
@@ -146,7 +151,7 @@ class PlatformConfig:
         return self.replicas + 5
 
 
-def _postgres(sec: _Section) -> PostgresSettings:
+def _postgres(sec: Section) -> PostgresSettings:
     version = sec.int("version", 15, 13, 17)
     port = sec.int("port", 5432, 1024, 65535)
     listen = sec.text("listen_address", "127.0.0.1")
@@ -211,7 +216,7 @@ def _tenants(raw: Any) -> tuple[Tenant, ...]:
     seen: set[str] = set()
     out: list[Tenant] = []
     for i, item in enumerate(raw):
-        sec = _Section(item, f"tenants[{i}]")
+        sec = Section(item, f"tenants[{i}]")
         try:
             slug = validate_slug(sec.get("slug", None))
         except ConfigError as exc:
@@ -228,7 +233,7 @@ def _tenants(raw: Any) -> tuple[Tenant, ...]:
 
 def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     """Build settings from a stack's config, keyed without the project prefix."""
-    top = _Section(raw, "")
+    top = Section(raw, "")
     default_backend = {"dev": "docker", "prod": "aws"}.get(stack, "local")
     backend = top.choice("backend", default_backend, BACKENDS)
     postgres = _postgres(top.section("postgres"))
@@ -237,9 +242,14 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     if not isinstance(state_dir, str):
         raise ConfigError(f"{_key('state_dir')}={state_dir!r}: expected a path string")
     tenants = _tenants(top.get("tenants", None))
+    from infra import config_cloud
+
+    docker = config_cloud.parse_docker(top.section("docker"), backend)
+    aws = config_cloud.parse_aws(top.section("aws"), backend)
     top.finish()
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
-                          replicas=replicas, state_dir=state_dir, tenants=tenants)
+                          replicas=replicas, state_dir=state_dir, tenants=tenants,
+                          docker=docker, aws=aws)
 
 
 def from_pulumi() -> PlatformConfig:

@@ -1,0 +1,46 @@
+# pg-platform: every target bootstraps first, so each works on a fresh machine.
+#   make up                  the local stack (STACK=dev|prod for the others)
+#   make test                unit and integration tests against real servers
+STACK ?= local
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+
+export PATH := $(ROOT)/.tools/bin:$(ROOT)/.venv/bin:$(PATH)
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+export PULUMI_HOME := $(ROOT)/.state/pulumi-home
+export PULUMI_BACKEND_URL := file://$(ROOT)/.state/backend
+export PULUMI_CONFIG_PASSPHRASE_FILE := $(ROOT)/.state/passphrase
+
+PY := $(ROOT)/.venv/bin/python
+
+.PHONY: bootstrap stack up preview refresh destroy test lint bench
+
+bootstrap:
+	@scripts/bootstrap
+
+stack: bootstrap
+	@mkdir -p .state/backend
+	@pulumi stack select $(STACK) >/dev/null 2>&1 || pulumi stack init $(STACK)
+
+up: stack
+	pulumi up --stack $(STACK) --yes --diff
+
+preview: stack
+	pulumi preview --stack $(STACK) --diff
+
+refresh: stack
+	pulumi refresh --stack $(STACK) --yes
+
+destroy: stack
+	pulumi destroy --stack $(STACK) --yes
+
+test: bootstrap
+	$(PY) -m pytest
+
+lint: bootstrap
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+bench: bootstrap
+	$(PY) -m bench

@@ -1,0 +1,23 @@
+"""Backends: the only code that knows how a host is made.
+
+Each backend turns validated settings into running hosts and returns the same
+`Endpoints`, so the SQL engine and the stack outputs do not care which one ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+
+
+@dataclass
+class Endpoints:
+    """Where the platform answers; every DSN is a secret Output."""
+
+    primary_dsn: pulumi.Output[str]
+    app_dsn: pulumi.Output[str]
+    replica_dsns: pulumi.Output[list[str]]
+    pooler_dsn: pulumi.Output[str] | None = None
+    # Resources the SQL engine must wait for (the database and its roles).
+    ready: list[pulumi.Resource] = field(default_factory=list)

@@ -1,0 +1,190 @@
+"""Dynamic providers that run PostgreSQL as processes on this machine.
+
+The provider classes are pickled by reference into the stack's state, and
+destroy and refresh use them without running the program: this module must
+import cleanly, keep its path, and create every client inside the methods.
+Code changes do not trigger updates by themselves, so each resource carries
+PROVIDER_VERSION as an input; bump it when behaviour changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pulumi
+from psycopg import sql
+from pulumi.dynamic import (
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from infra import pgctl, scram
+from infra.errors import ProcessError
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_VERSION = "1"
+# Inputs whose change means a new data directory; every other change is an update.
+_REPLACE_KEYS = ("data_dir", "superuser")
+
+
+def _server(props: dict[str, Any]) -> pgctl.Server:
+    return pgctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
+                        host=props["host"])
+
+
+def _connect(props: dict[str, Any], dbname: str = "postgres") -> psycopg.Connection[Any]:
+    dsn = _server(props).dsn(props["superuser"], props["superuser_password"], dbname)
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+
+
+def _write_config(props: dict[str, Any]) -> None:
+    server = _server(props)
+    pgctl.make_dir(Path(props["socket_dir"]), 0o755)
+    pgctl.write_file(server.data_dir / "postgresql.conf", props["postgresql_conf"])
+    pgctl.write_file(server.data_dir / "pg_hba.conf", props["pg_hba_conf"])
+
+
+def _set_superuser_verifier(props: dict[str, Any]) -> None:
+    """Replace initdb's randomly salted verifier by the deterministic one."""
+    with _connect(props) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(props["superuser"]),
+            sql.Literal(scram.verifier(props["superuser"], props["superuser_password"]))))
+
+
+class PostgresServerProvider(ResourceProvider):
+    """A PostgreSQL data directory, its rendered config files and its postmaster."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        server = _server(props)
+        if server.data_dir.exists() and any(server.data_dir.iterdir()):
+            raise ProcessError(
+                f"data_dir {server.data_dir} already exists and is not empty; pg-platform "
+                "creates clusters only in new directories. Remove it, or set "
+                "`pg-platform:state_dir` to another folder.")
+        try:
+            server.initdb(props["superuser"], props["superuser_password"])
+            _write_config(props)
+            server.start()
+            server.wait_ready()
+            _set_superuser_verifier(props)
+        except Exception:
+            # Nothing half-made stays behind: the next `up` starts from scratch.
+            server.remove()
+            raise
+        return CreateResult(id_=str(server.data_dir), outs={**props, "running": True})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """Refresh notices a server that was stopped, or removed, by hand."""
+        server = _server(props)
+        if not server.exists():
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, "running": server.is_running()})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
+        changed = [k for k in news if k != "running" and olds.get(k) != news.get(k)]
+        stopped = olds.get("running") is False
+        return DiffResult(changes=bool(changed) or stopped, replaces=replaces,
+                          delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        server = _server(news)
+        _write_config(news)
+        restart = olds.get("port") != news.get("port") or olds.get("host") != news.get("host")
+        if restart:
+            pgctl.Server(Path(olds["data_dir"]), int(olds["port"]), olds["host"]).stop()
+        if not server.is_running():
+            server.start()
+            server.wait_ready()
+        else:
+            server.reload()
+            with _connect(news) as conn:
+                row = conn.execute("SELECT count(*) FROM pg_settings WHERE pending_restart"
+                                   ).fetchone()
+            if row and row[0]:
+                logger.info("restarting %s: %s settings need a restart", server.data_dir, row[0])
+                server.stop()
+                server.start()
+                server.wait_ready()
+        if olds.get("superuser_password") != news.get("superuser_password"):
+            _set_superuser_verifier(news)
+        return UpdateResult(outs={**news, "running": True})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _server(props).remove()
+
+
+class DatabaseProvider(ResourceProvider):
+    """The platform database, owned by the owner role, and the app role that owns nothing."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        self._apply(props)
+        return CreateResult(id_=props["database"], outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in ("database", "app_role")
+                    if olds.get(k) != news.get(k)]
+        changed = [k for k in news if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=replaces,
+                          delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        self._apply(news)
+        return UpdateResult(outs=news)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if not _server(props).is_running():
+            return  # the server goes with its data directory; nothing to drop
+        with _connect(props) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(props["database"])))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
+                sql.Identifier(props["app_role"])))
+
+    @staticmethod
+    def _apply(props: dict[str, Any]) -> None:
+        """Idempotent: creates what is missing and sets what drifted."""
+        db, owner, app = (sql.Identifier(props[k]) for k in ("database", "superuser", "app_role"))
+        app_verifier = sql.Literal(scram.verifier(props["app_role"], props["app_password"]))
+        with _connect(props) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                  (props["app_role"],)).fetchone()
+            conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                 "NOREPLICATION NOBYPASSRLS PASSWORD {}").format(
+                sql.SQL("ALTER" if exists else "CREATE"), app, app_verifier))
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                (props["database"],)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, owner))
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+            conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, app))
+        with _connect(props, props["database"]) as conn:
+            conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+
+
+class PostgresServer(Resource):
+    """A local PostgreSQL server; its superuser password is a secret."""
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["superuser_password"]))
+        super().__init__(PostgresServerProvider(), name,
+                         {**props, "running": None, "provider_version": PROVIDER_VERSION}, opts)
+
+
+class PlatformDatabase(Resource):
+    """The platform database and the app role."""
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["superuser_password", "app_password"]))
+        super().__init__(DatabaseProvider(), name,
+                         {**props, "provider_version": PROVIDER_VERSION}, opts)
