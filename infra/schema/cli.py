@@ -1,0 +1,118 @@
+"""``python -m infra.schema {status,plan,apply,validate,repair} --dsn DSN``.
+
+The only layer that prints. Errors go to stderr as one readable line and the
+exit status says what happened: 0 done (or nothing to do), 1 refused or
+failed, 2 with ``plan --detailed-exitcode`` when something is pending.
+The DSN may come from ``$PGPLATFORM_DSN`` so that it stays out of shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from infra.errors import PlatformError
+from infra.schema import engine
+from infra.schema.plan import Plan
+from infra.schema.progress import ProgressBar
+from infra.schema.status import table
+from infra.schema.tenants import TenantSpec
+
+COMMANDS = ("status", "plan", "apply", "validate", "repair")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m infra.schema",
+                                 description="pg-platform's versioned SQL engine")
+    ap.add_argument("command", choices=COMMANDS)
+    ap.add_argument("--dsn", default=os.environ.get("PGPLATFORM_DSN"),
+                    help="direct owner-role DSN (never the pooler); default $PGPLATFORM_DSN")
+    ap.add_argument("--sql-dir", default="sql", help="folder with schema/, tenant/, policies/")
+    ap.add_argument("--tenant", action="append", default=[], metavar="SLUG[,PLAN[,NAME]]",
+                    help="a stack-config tenant to register (repeatable)")
+    ap.add_argument("--app-role", default="app", help="the application role's name")
+    ap.add_argument("--workers", type=int, default=4,
+                    help="connections used to migrate tenant schemas in parallel")
+    ap.add_argument("--lock-timeout", type=float, default=600.0,
+                    help="seconds to wait for another apply")
+    ap.add_argument("--detailed-exitcode", action="store_true",
+                    help="plan/status: exit 2 when something is pending")
+    ap.add_argument("-v", "--verbose", action="count", default=0)
+    return ap
+
+
+def _tenant(raw: str) -> TenantSpec:
+    slug, plan, name = ([*raw.split(",", 2), "", ""])[:3]
+    return TenantSpec(slug=slug, name=name or slug, plan=plan or "standard")
+
+
+def _describe_plan(p: Plan) -> list[str]:
+    lines = [f"apply {m.ref}" for m in p.schema_pending]
+    lines += [f"register tenant {t.slug} ({t.plan})" for t in p.unregistered]
+    for w in p.tenant_work[:20]:
+        verb = "migrate" if w.schema_exists else "create"
+        files = ", ".join(m.script for m in w.pending) or "(schema only)"
+        lines.append(f"{verb} tenant schema {w.schema}: {files}")
+    if len(p.tenant_work) > 20:
+        lines.append(f"... and {len(p.tenant_work) - 20} more tenant schemas")
+    lines += [f"apply {m.ref}" for m in p.policies_pending]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.dsn:
+        print("error: --dsn (or $PGPLATFORM_DSN) is required", file=sys.stderr)
+        return 1
+    try:
+        opts = engine.Options(sql_dir=Path(args.sql_dir),
+                              tenants=tuple(_tenant(t) for t in args.tenant),
+                              app_role=args.app_role, workers=max(1, args.workers),
+                              lock_timeout=args.lock_timeout)
+        return _run(args, opts)
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, opts: engine.Options) -> int:
+    cmd = args.command
+    if cmd == "status":
+        p, rows = engine.status(args.dsn, opts)
+        print(table(rows))
+        for problem in p.problems():
+            print(f"problem: {problem}", file=sys.stderr)
+        state = "up to date" if p.is_noop and p.history_exists else "changes pending"
+        print(f"\n{state}")
+        return 2 if args.detailed_exitcode and not p.is_noop else 0
+    if cmd == "plan":
+        p = engine.plan(args.dsn, opts)
+        for line in _describe_plan(p) or ["nothing to do"]:
+            print(line)
+        for problem in p.problems():
+            print(f"problem: {problem}", file=sys.stderr)
+        if p.problems():
+            return 1
+        return 2 if args.detailed_exitcode and not p.is_noop else 0
+    if cmd == "validate":
+        engine.validate(args.dsn, opts)
+        print("valid: every applied file matches its checksum")
+        return 0
+    if cmd == "repair":
+        done = engine.repair(args.dsn, opts)
+        for line in done or ["nothing to repair"]:
+            print(line)
+        return 0
+    result = engine.apply(args.dsn, opts, on_progress=ProgressBar())
+    for ref in result.applied:
+        print(f"applied {ref}")
+    if result.tenants_created:
+        print(f"created {len(result.tenants_created)} tenant schema(s)")
+    print(f"{'done' if result.changed else 'nothing to do'} in {result.seconds:.2f}s")
+    return 0

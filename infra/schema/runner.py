@@ -1,0 +1,121 @@
+"""Run one migration file: its own transaction, its history row, a clear failure.
+
+A transactional file's statements and its history row commit together, so a
+failure leaves the database exactly as it was and records nothing. A file
+marked ``-- pg-platform: nontransactional`` runs each statement on its own
+(autocommit), which CREATE INDEX CONCURRENTLY needs; its history row is
+written only after the last statement succeeds, so a failed run is retried
+as a whole and such files should be idempotent (``IF NOT EXISTS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from infra.errors import MigrationError
+from infra.schema import history, sqltext
+from infra.schema.files import Migration
+
+logger = logging.getLogger(__name__)
+
+
+def connect(dsn: str, purpose: str) -> psycopg.Connection[Any]:
+    """An autocommit connection; transactions are opened explicitly per migration."""
+    conn = psycopg.connect(dsn, autocommit=True, application_name=f"pg-platform {purpose}")
+    conn.add_notice_handler(lambda d: logger.debug("notice: %s", d.message_primary))
+    return conn
+
+
+def run(conn: psycopg.Connection[Any], m: Migration, values: Mapping[str, str],
+        history_schema: str, tenant_schema: str | None = None,
+        prelude: sql.Composed | None = None) -> int:
+    """Apply `m` and record it; return its execution time in milliseconds.
+
+    :param values: placeholder values; for a tenant migration they include
+        ``tenant_schema``, which also leads the search_path while it runs.
+    :param prelude: a statement run first, inside the same transaction when
+        there is one (creating a new tenant's schema), so a failure undoes it.
+    :raises MigrationError: naming the file, the statement's line and
+        PostgreSQL's message; nothing of the migration is recorded.
+    """
+    statements = _parse(m)
+    where = f" in schema {tenant_schema}" if tenant_schema else ""
+    logger.info("applying %s%s", m.ref, where)
+    started = time.monotonic()
+    if m.transactional:
+        with conn.transaction():
+            if prelude is not None:
+                conn.execute(prelude)
+            if tenant_schema:
+                conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(
+                    sql.Identifier(tenant_schema)))
+            _execute_all(conn, m, statements, values, tenant_schema)
+            ms = _elapsed_ms(started)
+            history.record(conn, history_schema, m, tenant_schema, ms)
+        return ms
+    if prelude is not None:
+        conn.execute(prelude)
+    try:
+        if tenant_schema:
+            conn.execute(sql.SQL("SET search_path TO {}, public").format(
+                sql.Identifier(tenant_schema)))
+        _execute_all(conn, m, statements, values, tenant_schema)
+    finally:
+        if tenant_schema and not conn.closed:
+            conn.execute("RESET search_path")
+    ms = _elapsed_ms(started)
+    history.record(conn, history_schema, m, tenant_schema, ms)
+    return ms
+
+
+def _parse(m: Migration) -> list[sqltext.Statement]:
+    try:
+        return sqltext.split(m.text)
+    except MigrationError as exc:
+        raise MigrationError(f"{m.ref}: {exc}") from None
+
+
+def _execute_all(conn: psycopg.Connection[Any], m: Migration,
+                 statements: list[sqltext.Statement], values: Mapping[str, str],
+                 tenant_schema: str | None) -> None:
+    for stmt in statements:
+        query = sqltext.substitute(stmt, values, m.ref)
+        try:
+            conn.execute(query)
+        except psycopg.Error as err:
+            raise MigrationError(_describe_failure(conn, m, stmt, query, err,
+                                                   tenant_schema)) from err
+
+
+def _describe_failure(conn: psycopg.Connection[Any], m: Migration, stmt: sqltext.Statement,
+                      query: sql.Composed, err: psycopg.Error, tenant_schema: str | None) -> str:
+    diag = err.diag
+    line = stmt.line
+    position = diag.statement_position
+    if position and position.isdigit():
+        try:
+            rendered = query.as_string(conn)
+        except (psycopg.Error, UnicodeError):
+            rendered = stmt.text
+        # Placeholders never hold newlines, so lines in `rendered` are file lines.
+        line += rendered.count("\n", 0, int(position) - 1)
+    message = (diag.message_primary or str(err)).strip()
+    detail = f" ({diag.message_detail})" if diag.message_detail else ""
+    state = f" [SQLSTATE {diag.sqlstate}]" if diag.sqlstate else ""
+    first = stmt.text.splitlines()[0].strip()
+    where = f" for tenant schema {tenant_schema}" if tenant_schema else ""
+    outcome = ("rolled back; nothing was recorded" if m.transactional else
+               "statements before it in this non-transactional file stay applied; "
+               "nothing was recorded, so the whole file runs again next time")
+    return (f"{m.ref}:{line}: migration failed{where}: {message}{detail}{state}; "
+            f"statement starting at line {stmt.line}: {first[:80]!r}; {outcome}")
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
