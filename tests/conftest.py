@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support import FreshDatabase, RunningServer, fresh_database, start_server
+from tests.support import (
+    FreshDatabase,
+    RunningServer,
+    fresh_database,
+    scratch_dir,
+    start_server,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +28,11 @@ def pg_server() -> Iterator[RunningServer]:
 def fresh_db(pg_server: RunningServer) -> Iterator[FreshDatabase]:
     with fresh_database(pg_server) as db:
         yield db
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A scratch directory the postgres OS user can reach, removed afterwards."""
+    path = scratch_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
