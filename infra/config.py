@@ -90,6 +90,12 @@ class Section:
             raise ConfigError(f"{self.where(name)}={value!r}: expected a non-empty string")
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.where(name)}={value!r}: expected true or false")
+        return value
+
     def section(self, name: str) -> Section:
         return Section(self.get(name, None), f"{self.path}.{name}" if self.path else name)
 
@@ -127,6 +133,71 @@ class PostgresSettings:
     parameters: tuple[tuple[str, str], ...] = ()
 
 
+# PgBouncer keeps this many of the primary's connections free for direct use
+# (migrations, pgBackRest, monitoring) when sizing pools against max_connections.
+DIRECT_CONNECTION_HEADROOM = 5
+MAX_REPLICAS = 5
+
+
+@dataclass(frozen=True)
+class PoolerSettings:
+    """PgBouncer in front of the cluster; defaults are PgBouncer's except where noted."""
+
+    port: int = 6432
+    pool_mode: str = "transaction"
+    default_pool_size: int = 20
+    min_pool_size: int = 0
+    reserve_pool_size: int = 0
+    reserve_pool_timeout: int = 5
+    max_client_conn: int = 1000
+    max_db_connections: int = 0
+    server_idle_timeout: int = 600
+    server_lifetime: int = 3600
+    server_connect_timeout: int = 15
+    query_wait_timeout: int = 120
+    client_idle_timeout: int = 0
+    idle_transaction_timeout: int = 0
+    admin_user: str = "pgbouncer_admin"
+    log_connections: bool = False
+
+    @property
+    def server_connections_per_pool(self) -> int:
+        """The most server connections one pool may open, reserve included."""
+        most = self.default_pool_size + self.reserve_pool_size
+        return min(most, self.max_db_connections) if self.max_db_connections else most
+
+
+@dataclass(frozen=True)
+class S3Repo:
+    bucket: str
+    region: str
+    endpoint: str
+    path: str = "/pgbackrest"
+    uri_style: str = "host"
+
+
+@dataclass(frozen=True)
+class BackupSchedule:
+    """Cron expressions (minute hour day-of-month month day-of-week); "" disables one."""
+
+    full: str = "0 1 * * 0"
+    diff: str = "0 1 * * 1-6"
+    incr: str = "0 */4 * * *"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    stanza: str = "main"
+    repo: str = "posix"
+    retention_full: int = 2
+    retention_full_type: str = "count"
+    retention_diff: int = 6
+    compress_type: str = "lz4"
+    process_max: int = 1
+    schedule: BackupSchedule = field(default_factory=BackupSchedule)
+    s3: S3Repo | None = None
+
+
 @dataclass(frozen=True)
 class Tenant:
     slug: str
@@ -144,11 +215,18 @@ class PlatformConfig:
     tenants: tuple[Tenant, ...] = field(default_factory=tuple)
     docker: DockerSettings | None = None
     aws: AwsSettings | None = None
+    pooler: PoolerSettings = field(default_factory=PoolerSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     @property
     def max_wal_senders(self) -> int:
-        """Room for every replica plus backups and a spare, whatever the count."""
-        return self.replicas + 5
+        """Room for the most replicas allowed plus backups and a spare, whatever the count.
+
+        Fixed rather than tied to `replicas`: it needs a restart of the primary and
+        every standby must match it, so adding or removing a replica would otherwise
+        restart the whole cluster.
+        """
+        return MAX_REPLICAS + 5
 
 
 def _postgres(sec: Section) -> PostgresSettings:
@@ -237,7 +315,7 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     default_backend = {"dev": "docker", "prod": "aws"}.get(stack, "local")
     backend = top.choice("backend", default_backend, BACKENDS)
     postgres = _postgres(top.section("postgres"))
-    replicas = top.int("replicas", 0, 0, 5)
+    replicas = top.int("replicas", 0, 0, MAX_REPLICAS)
     state_dir = top.get("state_dir", "")
     if not isinstance(state_dir, str):
         raise ConfigError(f"{_key('state_dir')}={state_dir!r}: expected a path string")
@@ -246,10 +324,15 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
 
     docker = config_cloud.parse_docker(top.section("docker"), backend)
     aws = config_cloud.parse_aws(top.section("aws"), backend)
+    from infra import config_services
+
+    pooler = config_services.parse_pooler(top.section("pooler"), postgres)
+    backup = config_services.parse_backup(top.section("backup"), backend,
+                                          aws.region if aws else None)
     top.finish()
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                           replicas=replicas, state_dir=state_dir, tenants=tenants,
-                          docker=docker, aws=aws)
+                          docker=docker, aws=aws, pooler=pooler, backup=backup)
 
 
 def from_pulumi() -> PlatformConfig:

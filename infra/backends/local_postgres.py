@@ -30,7 +30,7 @@ from infra.errors import ProcessError
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_VERSION = "1"
+PROVIDER_VERSION = "2"
 # Inputs whose change means a new data directory; every other change is an update.
 _REPLACE_KEYS = ("data_dir", "superuser")
 
@@ -60,6 +60,32 @@ def _set_superuser_verifier(props: dict[str, Any]) -> None:
             sql.Literal(scram.verifier(props["superuser"], props["superuser_password"]))))
 
 
+def apply_config(olds: dict[str, Any], news: dict[str, Any]) -> None:
+    """After new config files: start, reload, or restart when a setting needs it."""
+    server = _server(news)
+    if olds.get("port") != news.get("port") or olds.get("host") != news.get("host"):
+        pgctl.Server(Path(olds["data_dir"]), int(olds["port"]), olds["host"]).stop()
+    if not server.is_running():
+        server.start()
+        server.wait_ready()
+        return
+    server.reload()
+    with _connect(news) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_settings WHERE pending_restart").fetchone()
+    if row and row[0]:
+        logger.info("restarting %s: %s settings need a restart", server.data_dir, row[0])
+        server.stop()
+        server.start()
+        server.wait_ready()
+
+
+def _system_identifier(props: dict[str, Any]) -> str:
+    """Set by initdb: a new cluster, even in the same directory, gets a new one."""
+    with _connect(props) as conn:
+        row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+    return str(row[0]) if row else ""
+
+
 class PostgresServerProvider(ResourceProvider):
     """A PostgreSQL data directory, its rendered config files and its postmaster."""
 
@@ -76,11 +102,13 @@ class PostgresServerProvider(ResourceProvider):
             server.start()
             server.wait_ready()
             _set_superuser_verifier(props)
+            ident = _system_identifier(props)
         except Exception:
             # Nothing half-made stays behind: the next `up` starts from scratch.
             server.remove()
             raise
-        return CreateResult(id_=str(server.data_dir), outs={**props, "running": True})
+        return CreateResult(id_=str(server.data_dir),
+                            outs={**props, "running": True, "system_identifier": ident})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Refresh notices a server that was stopped, or removed, by hand."""
@@ -91,33 +119,19 @@ class PostgresServerProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
-        changed = [k for k in news if k != "running" and olds.get(k) != news.get(k)]
+        changed = [k for k in news if k not in ("running", "system_identifier")
+                   and olds.get(k) != news.get(k)]
         stopped = olds.get("running") is False
         return DiffResult(changes=bool(changed) or stopped, replaces=replaces,
                           delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        server = _server(news)
         _write_config(news)
-        restart = olds.get("port") != news.get("port") or olds.get("host") != news.get("host")
-        if restart:
-            pgctl.Server(Path(olds["data_dir"]), int(olds["port"]), olds["host"]).stop()
-        if not server.is_running():
-            server.start()
-            server.wait_ready()
-        else:
-            server.reload()
-            with _connect(news) as conn:
-                row = conn.execute("SELECT count(*) FROM pg_settings WHERE pending_restart"
-                                   ).fetchone()
-            if row and row[0]:
-                logger.info("restarting %s: %s settings need a restart", server.data_dir, row[0])
-                server.stop()
-                server.start()
-                server.wait_ready()
+        apply_config(olds, news)
         if olds.get("superuser_password") != news.get("superuser_password"):
             _set_superuser_verifier(news)
-        return UpdateResult(outs={**news, "running": True})
+        ident = olds.get("system_identifier") or _system_identifier(news)
+        return UpdateResult(outs={**news, "running": True, "system_identifier": ident})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _server(props).remove()
@@ -131,8 +145,9 @@ class DatabaseProvider(ResourceProvider):
         return CreateResult(id_=props["database"], outs=props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in ("database", "app_role")
-                    if olds.get(k) != news.get(k)]
+        # A key missing from olds was added by a newer version: an update, not a new database.
+        replaces: list[str] = [k for k in ("database", "app_role", "replication_role")
+                    if k in olds and olds.get(k) != news.get(k)]
         changed = [k for k in news if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=replaces,
                           delete_before_replace=True)
@@ -147,8 +162,10 @@ class DatabaseProvider(ResourceProvider):
         with _connect(props) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(props["database"])))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
-                sql.Identifier(props["app_role"])))
+            for role in ("app_role", "replication_role"):
+                if props.get(role):
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
+                        sql.Identifier(props[role])))
 
     @staticmethod
     def _apply(props: dict[str, Any]) -> None:
@@ -161,6 +178,8 @@ class DatabaseProvider(ResourceProvider):
             conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
                                  "NOREPLICATION NOBYPASSRLS PASSWORD {}").format(
                 sql.SQL("ALTER" if exists else "CREATE"), app, app_verifier))
+            if props.get("replication_role"):
+                _apply_replication_role(conn, props)
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                 (props["database"],)).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, owner))
@@ -170,14 +189,27 @@ class DatabaseProvider(ResourceProvider):
             conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
 
 
+def _apply_replication_role(conn: psycopg.Connection[Any], props: dict[str, Any]) -> None:
+    """The role replicas and pg_basebackup log in as: REPLICATION, nothing else."""
+    role = props["replication_role"]
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    conn.execute(sql.SQL("{} ROLE {} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                         "NOBYPASSRLS PASSWORD {}").format(
+        sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(role),
+        sql.Literal(scram.verifier(role, props["replication_password"]))))
+
+
 class PostgresServer(Resource):
     """A local PostgreSQL server; its superuser password is a secret."""
+
+    system_identifier: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             additional_secret_outputs=["superuser_password"]))
         super().__init__(PostgresServerProvider(), name,
-                         {**props, "running": None, "provider_version": PROVIDER_VERSION}, opts)
+                         {**props, "running": None, "system_identifier": None,
+                          "provider_version": PROVIDER_VERSION}, opts)
 
 
 class PlatformDatabase(Resource):
@@ -185,6 +217,7 @@ class PlatformDatabase(Resource):
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["superuser_password", "app_password"]))
+            additional_secret_outputs=["superuser_password", "app_password",
+                                       "replication_password"]))
         super().__init__(DatabaseProvider(), name,
                          {**props, "provider_version": PROVIDER_VERSION}, opts)

@@ -1,0 +1,77 @@
+"""Dynamic provider: the local stack's pgBackRest stanza, posix repository and schedule.
+
+Pickled by reference into the stack's state (see local_postgres.py): keep this
+module importable without side effects and at this path. Creating it makes the
+stanza and a first full backup (`--start-fast`); a changed retention rewrites
+pgbackrest.conf and expires what the new retention no longer keeps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+
+from infra import render, replica
+from infra.backup import stanza
+from infra.backup.pgbackrest import PgBackRest
+
+PROVIDER_VERSION = "1"
+
+
+def _pgbr(props: dict[str, Any]) -> PgBackRest:
+    return PgBackRest(config=Path(props["config_path"]), stanza=props["stanza"],
+                      passfile=Path(props["passfile"]))
+
+
+def _paths(props: dict[str, Any]) -> render.BackupPaths:
+    return render.BackupPaths(repo_path=props["repo_path"], log_path=props["log_path"],
+                              lock_path=props["lock_path"], spool_path=props["spool_path"])
+
+
+def _write(props: dict[str, Any]) -> None:
+    # Any host: pgBackRest connects through the socket directory, check through TCP.
+    replica.write_passfile(Path(props["passfile"]), "*", int(props["pg_port"]),
+                           props["superuser"], props["superuser_password"])
+    stanza.write_files(_pgbr(props), props["pgbackrest_conf"], _paths(props),
+                       schedule_path=Path(props["schedule_path"]),
+                       schedule_text=props["schedule"])
+
+
+class BackupProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        _write(props)
+        label = stanza.initialise(_pgbr(props))
+        return CreateResult(id_=props["stanza"], outs={**props, "first_backup": label})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in ("stanza", "repo_path", "config_path")
+                    if olds.get(k) != news.get(k)]
+        changed = [k for k in news if k != "first_backup" and olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=replaces,
+                          delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        _write(news)
+        pgbr = _pgbr(news)
+        pgbr.stanza_create()
+        if olds.get("pgbackrest_conf") != news.get("pgbackrest_conf"):
+            pgbr.expire()
+        return UpdateResult(outs={**news, "first_backup": olds.get("first_backup", "")})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        stanza.remove(_pgbr(props), _paths(props), Path(props["schedule_path"]))
+        Path(props["passfile"]).unlink(missing_ok=True)
+
+
+class Backup(Resource):
+    """pgBackRest for the primary; the owner password (for its passfile) is a secret."""
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["superuser_password"]))
+        super().__init__(BackupProvider(), name,
+                         {**props, "first_backup": None, "provider_version": PROVIDER_VERSION},
+                         opts)

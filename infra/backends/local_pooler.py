@@ -1,0 +1,84 @@
+"""Dynamic provider: PgBouncer as a process on this machine.
+
+Pickled by reference into the stack's state (see local_postgres.py): keep this
+module importable without side effects and at this path. A change to
+pgbouncer.ini or the auth file is a reload (SIGHUP), which keeps clients
+connected; only a new listen address or port restarts the daemon.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from infra import pgctl
+from infra.pooler import PgBouncer
+
+PROVIDER_VERSION = "1"
+
+
+def _bouncer(props: dict[str, Any]) -> PgBouncer:
+    return PgBouncer(ini_path=Path(props["ini_path"]), pid_file=Path(props["pid_file"]),
+                     host=props["host"], port=int(props["port"]),
+                     log_file=Path(props["log_file"]))
+
+
+def _write(props: dict[str, Any]) -> None:
+    ini = Path(props["ini_path"])
+    pgctl.make_dir(ini.parent, 0o700)
+    pgctl.make_dir(Path(props["socket_dir"]), 0o755)
+    pgctl.write_file(Path(props["auth_file"]), props["userlist"])
+    pgctl.write_file(ini, props["pgbouncer_ini"])
+
+
+class PoolerProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        _write(props)
+        _bouncer(props).start()
+        return CreateResult(id_=props["ini_path"], outs={**props, "running": True})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs={**props, "running": _bouncer(props).is_running()})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in ("ini_path",) if olds.get(k) != news.get(k)]
+        changed = [k for k in news if k != "running" and olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed) or olds.get("running") is False,
+                          replaces=replaces, delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        old, new = _bouncer(olds), _bouncer(news)
+        _write(news)
+        if (olds.get("host"), olds.get("port"), olds.get("socket_dir")) != (
+                news.get("host"), news.get("port"), news.get("socket_dir")):
+            old.stop()
+        if new.is_running():
+            new.reload()
+        else:
+            new.start()
+        return UpdateResult(outs={**news, "running": True})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _bouncer(props).stop()
+        for key in ("ini_path", "auth_file", "pid_file"):
+            Path(props[key]).unlink(missing_ok=True)
+
+
+class Pooler(Resource):
+    """PgBouncer; the auth file (SCRAM verifiers) is kept as a secret."""
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["userlist"]))
+        super().__init__(PoolerProvider(), name,
+                         {**props, "running": None, "provider_version": PROVIDER_VERSION}, opts)

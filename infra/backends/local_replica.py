@@ -1,0 +1,119 @@
+"""Dynamic provider: a streaming read replica as processes on this machine.
+
+Pickled by reference into the stack's state (see local_postgres.py): keep this
+module importable without side effects and at this path. Each replica owns a
+physical slot on the primary; deleting the replica stops it, removes its data
+and drops that slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import (
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from infra import pgctl, replica
+from infra.backends.local_postgres import apply_config
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_VERSION = "1"
+_REPLACE_KEYS = ("data_dir", "slot", "primary_host", "primary_port", "replication_role")
+
+
+def _server(props: dict[str, Any]) -> pgctl.Server:
+    return pgctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
+                        host=props["host"])
+
+
+def _primary_dsn(props: dict[str, Any]) -> str:
+    primary = pgctl.Server(Path("/nonexistent"), int(props["primary_port"]),
+                           props["primary_host"])
+    return primary.dsn(props["superuser"], props["superuser_password"])
+
+
+def _own_dsn(props: dict[str, Any]) -> str:
+    return _server(props).dsn(props["superuser"], props["superuser_password"])
+
+
+def _write_passfile(props: dict[str, Any]) -> None:
+    replica.write_passfile(Path(props["passfile"]), props["primary_host"],
+                           int(props["primary_port"]), props["replication_role"],
+                           props["replication_password"])
+
+
+class ReplicaProvider(ResourceProvider):
+    """pg_basebackup through a new slot, the replica's own config, standby.signal, start."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        server = _server(props)
+        _write_passfile(props)
+        # A slot left by an interrupted run would make pg_basebackup -C fail.
+        replica.drop_slot(_primary_dsn(props), props["slot"])
+        try:
+            replica.basebackup(server, primary_host=props["primary_host"],
+                               primary_port=int(props["primary_port"]),
+                               user=props["replication_role"],
+                               passfile=Path(props["passfile"]), slot=props["slot"])
+            replica.make_standby(server, props["postgresql_conf"], props["pg_hba_conf"],
+                                 Path(props["socket_dir"]))
+            server.start()
+            server.wait_ready()
+            replica.wait_streaming(_own_dsn(props))
+        except Exception:
+            server.remove()
+            replica.drop_slot(_primary_dsn(props), props["slot"])
+            raise
+        return CreateResult(id_=str(server.data_dir), outs={**props, "running": True})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        server = _server(props)
+        if not server.exists():
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, "running": server.is_running()})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
+        changed = [k for k in news if k != "running" and olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed) or olds.get("running") is False,
+                          replaces=replaces, delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        server = _server(news)
+        _write_passfile(news)
+        pgctl.write_file(server.data_dir / "postgresql.conf", news["postgresql_conf"])
+        pgctl.write_file(server.data_dir / "pg_hba.conf", news["pg_hba_conf"])
+        pgctl.make_dir(Path(news["socket_dir"]), 0o755)
+        apply_config(olds, news)
+        return UpdateResult(outs={**news, "running": True})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _server(props).remove()
+        Path(props["passfile"]).unlink(missing_ok=True)
+        primary = pgctl.Server(Path("/nonexistent"), int(props["primary_port"]),
+                               props["primary_host"])
+        if pgctl.port_open(primary.host, primary.port):
+            replica.drop_slot(_primary_dsn(props), props["slot"])
+        else:
+            logger.warning("primary %s:%s is down; slot %s not dropped", primary.host,
+                           primary.port, props["slot"])
+
+
+class Replica(Resource):
+    """A local streaming replica; passwords are secrets."""
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["superuser_password", "replication_password"]))
+        super().__init__(ReplicaProvider(), name,
+                         {**props, "running": None, "provider_version": PROVIDER_VERSION}, opts)

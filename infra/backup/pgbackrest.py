@@ -1,0 +1,85 @@
+"""Run pgBackRest commands for one stanza, as the database's OS user.
+
+Shared by the local backend's dynamic provider, the restore and drill commands
+and the tests. Commands that connect to PostgreSQL (check, backup) find the
+owner role's password in a libpq passfile named by PGPASSFILE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra import pgctl
+
+logger = logging.getLogger(__name__)
+
+PGBACKREST = "pgbackrest"
+BACKUP_TYPES = ("full", "diff", "incr")
+
+
+@dataclass(frozen=True)
+class PgBackRest:
+    """pgbackrest with a given config file and stanza."""
+
+    config: Path
+    stanza: str
+    passfile: Path | None = None
+
+    def run(self, command: str, *options: str, timeout: float = 600.0) -> str:
+        argv = [PGBACKREST, f"--config={self.config}", f"--stanza={self.stanza}",
+                *options, command]
+        env = {"PGPASSFILE": str(self.passfile)} if self.passfile else None
+        return pgctl.run(argv, what=f"pgbackrest {command} ({shlex.join(options)})".rstrip(),
+                         timeout=timeout, env=env)
+
+    def stanza_create(self) -> None:
+        """Safe to repeat: pgBackRest accepts an existing stanza that matches the cluster."""
+        self.run("stanza-create")
+
+    def check(self) -> None:
+        """Forces a WAL switch and waits until that segment reached the repository."""
+        self.run("check")
+
+    def backup(self, kind: str = "full", *, start_fast: bool = True) -> None:
+        if kind not in BACKUP_TYPES:
+            raise ValueError(f"backup type {kind!r}: allowed are {', '.join(BACKUP_TYPES)}")
+        options = [f"--type={kind}"] + (["--start-fast"] if start_fast else [])
+        self.run("backup", *options, timeout=3600)
+
+    def expire(self) -> None:
+        """Apply the retention in pgbackrest.conf now rather than after the next backup."""
+        self.run("expire")
+
+    def info(self) -> dict[str, Any]:
+        """The stanza's entry of `pgbackrest info --output=json`."""
+        data = json.loads(self.run("info", "--output=json"))
+        for entry in data:
+            if entry.get("name") == self.stanza:
+                return dict(entry)
+        return {}
+
+    def restore(self, data_dir: Path, *, target: str | None = None,
+                target_action: str = "promote") -> None:
+        """Restore into `data_dir` (new and empty); to a time when `target` is given."""
+        pgctl.make_dir(data_dir.parent, 0o755)
+        pgctl.make_dir(data_dir, 0o700)
+        options = [f"--pg1-path={data_dir}"]
+        if target:
+            options += ["--type=time", f"--target={target}",
+                        f"--target-action={target_action}"]
+        else:
+            options += ["--type=default"]
+        self.run("restore", *options, timeout=3600)
+
+
+def backups(info: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(info.get("backup", []))
+
+
+def full_backups(info: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in backups(info) if b.get("type") == "full"]

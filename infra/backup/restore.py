@@ -1,0 +1,114 @@
+"""Point-in-time restore into a new data directory, started on a free port.
+
+The restored server never touches the source: it gets its own port and socket
+directory, and WAL archiving is switched off, so a promoted copy cannot push a
+new timeline into the source's repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from infra import pgctl
+from infra.backup.pgbackrest import PgBackRest
+from infra.errors import ProcessError
+from infra.render import pgquote
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A restored, running copy."""
+
+    server: pgctl.Server
+    workdir: Path
+    target: str | None
+
+    def remove(self) -> None:
+        import shutil
+
+        self.server.remove()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def format_target(when: datetime) -> str:
+    """A recovery_target_time PostgreSQL parses exactly: UTC, microseconds."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def new_workdir(parent: Path) -> Path:
+    """restores/<UTC time>-<n>: a directory that did not exist before."""
+    pgctl.make_dir(parent, 0o755)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        path = parent / f"{stamp}-{n}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        path.chmod(0o755)
+        pgctl.chown_service(path)
+        return path
+    raise ProcessError(f"no free restore directory under {parent}")
+
+
+def restore(pgbr: PgBackRest, workdir: Path, *, target: str | None,
+            host: str = "127.0.0.1", port: int | None = None) -> Restored:
+    """Restore the stanza (to `target`, a timestamp, when given) and start the copy."""
+    data_dir = workdir / "data"
+    pgbr.restore(data_dir, target=target)
+    port = port or pgctl.free_port(host)
+    socket_dir = pgctl.make_dir(workdir / "run", 0o755)
+    auto = data_dir / "postgresql.auto.conf"
+    overrides = "\n".join([
+        "# pg-platform restore: its own port and socket; no archiving into the source's repo.",
+        f"listen_addresses = {pgquote(host)}",
+        f"port = {port}",
+        f"unix_socket_directories = {pgquote(socket_dir)}",
+        "archive_mode = 'off'",
+        "primary_conninfo = ''",
+        "primary_slot_name = ''",
+        "",
+    ])
+    pgctl.write_file(auto, auto.read_text() + overrides)
+    server = pgctl.Server(data_dir=data_dir, port=port, host=host)
+    try:
+        server.start(timeout=600)
+    except ProcessError:
+        raise ProcessError(f"the restored server in {data_dir} did not start; "
+                           f"{_log_tail(server)}") from None
+    return Restored(server=server, workdir=workdir, target=target)
+
+
+def wait_promoted(restored: Restored, dsn: str, timeout: float = 300.0) -> None:
+    """Wait until recovery reached its target and the copy accepts writes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not restored.server.is_running():
+            raise ProcessError(f"the restored server stopped during recovery; "
+                               f"{_log_tail(restored.server)}")
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                if row and row[0] is False:
+                    return
+        except psycopg.OperationalError:
+            pass
+        time.sleep(0.1)
+    raise ProcessError(f"the restored server was still recovering after {timeout:.0f}s; "
+                       f"{_log_tail(restored.server)}")
+
+
+def _log_tail(server: pgctl.Server, lines: int = 6) -> str:
+    try:
+        tail = server.log_file.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"log {server.log_file} unreadable"
+    return f"log {server.log_file}: " + " | ".join(tail)

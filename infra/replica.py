@@ -1,0 +1,98 @@
+"""Make and unmake streaming replicas of a PostgreSQL primary on this machine.
+
+Shared by the local backend's dynamic provider and the integration tests. A
+replica is a pg_basebackup of the primary taken through its own physical
+replication slot, which the primary then keeps for it; removing the replica
+drops the slot, or the primary would keep WAL for it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from infra import pgctl
+from infra.errors import ProcessError
+
+logger = logging.getLogger(__name__)
+
+
+def pgpass_line(host: str, port: int, user: str, password: str) -> str:
+    """A libpq password-file line for every database (`replication` included)."""
+    def esc(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+    return f"{esc(host)}:{port}:*:{esc(user)}:{esc(password)}\n"
+
+
+def write_passfile(path: Path, host: str, port: int, user: str, password: str) -> None:
+    """The only place a password rests on disk: 0600, owned by the service user."""
+    pgctl.make_dir(path.parent, 0o700)
+    pgctl.write_file(path, pgpass_line(host, port, user, password), 0o600)
+
+
+def drop_slot(primary_dsn: str, slot: str, timeout: float = 15.0) -> bool:
+    """Drop a physical slot once no walsender holds it; True when one was dropped."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(primary_dsn, autocommit=True, connect_timeout=10) as conn:
+        while True:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                               (slot,)).fetchone()
+            if row is None:
+                return False
+            if not row[0]:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                logger.info("dropped replication slot %s", slot)
+                return True
+            if time.monotonic() > deadline:
+                raise ProcessError(f"replication slot {slot} is still active after "
+                                   f"{timeout:.0f}s; stop its replica first")
+            time.sleep(0.1)
+
+
+def basebackup(replica: pgctl.Server, *, primary_host: str, primary_port: int, user: str,
+               passfile: Path, slot: str, timeout: float = 600.0) -> None:
+    """Copy the primary into an empty data dir, creating the replica's slot on the way."""
+    if replica.data_dir.exists() and any(replica.data_dir.iterdir()):
+        raise ProcessError(f"data_dir {replica.data_dir} already exists and is not empty; "
+                           "a replica is made only in a new directory")
+    pgctl.make_dir(replica.data_dir.parent, 0o755)
+    pgctl.make_dir(replica.data_dir, 0o700)
+    conninfo = (f"host={primary_host} port={primary_port} user={user} "
+                f"passfile={passfile} application_name={slot}")
+    pgctl.run([str(pgctl.bin_dir() / "pg_basebackup"), "-D", str(replica.data_dir),
+               "-d", conninfo, "-w", "-X", "stream", "-c", "fast", "-C", "-S", slot],
+              what=f"pg_basebackup into {replica.data_dir}", timeout=timeout)
+
+
+def make_standby(replica: pgctl.Server, postgresql_conf: str, pg_hba_conf: str,
+                 socket_dir: Path) -> None:
+    """Give the copied data dir the replica's own config, and mark it a standby."""
+    pgctl.make_dir(socket_dir, 0o755)
+    pgctl.write_file(replica.data_dir / "postgresql.conf", postgresql_conf)
+    pgctl.write_file(replica.data_dir / "pg_hba.conf", pg_hba_conf)
+    # pg_basebackup copied the primary's ALTER SYSTEM settings; the rendered file rules.
+    pgctl.write_file(replica.data_dir / "postgresql.auto.conf", "")
+    pgctl.write_file(replica.data_dir / "standby.signal", "")
+    (replica.data_dir / "postmaster.opts").unlink(missing_ok=True)
+
+
+def wait_streaming(replica_dsn: str, timeout: float = 60.0) -> None:
+    """Wait until the replica's WAL receiver streams from the primary."""
+    deadline = time.monotonic() + timeout
+    status: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(replica_dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+                status = row[0] if row else None
+                if status == "streaming":
+                    return
+        except psycopg.OperationalError as exc:
+            status = str(exc).strip()
+        time.sleep(0.1)
+    raise ProcessError(f"replica did not start streaming within {timeout:.0f}s "
+                       f"(last status: {status})")
