@@ -1,0 +1,164 @@
+"""Tenant benchmark (P3/P3c): 1,000 tenant schemas created and migrated, then a no-op pass.
+
+Prints seconds and per-tenant cost for pg-platform's engine, and the same for
+two baselines measured in the same run on the same throw-away server, each in
+its own database:
+
+(a) a per-schema loop, as Flyway's docs advise for identical schemas: for each
+    tenant, one connection, one history table in that schema, a history
+    check, then the tenant track in a transaction and a history row;
+(b) the DDL floor: the same statements over two connections in batches of
+    tenants per transaction, with no engine around them.
+
+Never asserts on time: these machines are noisy, so the figure that matters
+is the ratio against the baselines. Usage::
+
+    .venv/bin/python bench/tenants.py [--tenants 1000] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from infra.schema import engine, sqltext  # noqa: E402
+from infra.schema.files import Migration, MigrationSet  # noqa: E402
+from infra.schema.tenants import TenantSpec, schema_for  # noqa: E402
+from tests.support import RunningServer, start_server  # noqa: E402
+
+SQL_DIR = ROOT / "sql"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def new_database(srv: RunningServer, name: str) -> str:
+    with psycopg.connect(srv.superuser_dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return srv.superuser_dsn(name)
+
+
+def statements(files: Sequence[Migration], slug: str) -> list[sql.Composed]:
+    values = {"app_role": "app", "history_schema": "pgplatform",
+              "tenant_schema": schema_for(slug), "tenant_slug": slug}
+    return [sqltext.substitute(s, values, m.ref) for m in files for s in sqltext.split(m.text)]
+
+
+def baseline_a(dsn: str, files: Sequence[Migration], slugs: Sequence[str]) -> None:
+    """One connection and one history table per schema, sequentially."""
+    for slug in slugs:
+        schema = sql.Identifier(schema_for(slug))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.schema_history (version text PRIMARY KEY, "
+                "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(schema))
+            done = {r[0] for r in conn.execute(
+                sql.SQL("SELECT version FROM {}.schema_history").format(schema))}
+            for m in files:
+                if m.version in done:
+                    continue
+                with conn.transaction():
+                    for q in statements([m], slug):
+                        conn.execute(q)
+                    conn.execute(sql.SQL("INSERT INTO {}.schema_history (version, checksum) "
+                                         "VALUES (%s, %s)").format(schema),
+                                 (m.version, m.checksum))
+
+
+def baseline_a_noop(dsn: str, slugs: Sequence[str]) -> None:
+    for slug in slugs:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("SELECT version, checksum FROM {}.schema_history").format(
+                sql.Identifier(schema_for(slug)))).fetchall()
+
+
+def baseline_b(dsn: str, files: Sequence[Migration], slugs: Sequence[str],
+               batch: int = 50) -> None:
+    """The same DDL over two connections, `batch` tenants per transaction."""
+    halves = [slugs[0::2], slugs[1::2]]
+
+    def run(part: Sequence[str]) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for i in range(0, len(part), batch):
+                with conn.transaction():
+                    for slug in part[i:i + batch]:
+                        conn.execute(sql.SQL("CREATE SCHEMA {}").format(
+                            sql.Identifier(schema_for(slug))))
+                        for q in statements(files, slug):
+                            conn.execute(q)
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in halves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def row(label: str, seconds: float, n: int, base: float | None = None) -> str:
+    ratio = f"{base / seconds:6.2f}x" if base else "      "
+    return f"{label:<52} {seconds:8.3f} s {seconds / n * 1000:9.3f} ms/tenant  {ratio}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--tenants", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=4)
+    args = ap.parse_args(argv)
+    n = args.tenants
+    slugs = [f"t{i:05d}" for i in range(n)]
+    tenants = tuple(TenantSpec(s, f"Tenant {s}", "standard") for s in slugs)
+    files = MigrationSet.load(SQL_DIR).tenant
+
+    with start_server() as srv:
+        ours = new_database(srv, "bench_engine")
+        base_opts = engine.Options(sql_dir=SQL_DIR, workers=args.workers)
+        engine.apply(ours, base_opts)  # schema + policies tracks, not timed
+        opts = engine.Options(sql_dir=SQL_DIR, tenants=tenants, workers=args.workers)
+        t_engine = timed(lambda: engine.apply(ours, opts))
+        t_noop = timed(lambda: engine.apply(ours, opts))
+        t_survey = timed(lambda: engine.plan(ours, opts))
+        with psycopg.connect(ours) as conn:
+            made: Any = conn.execute("SELECT count(*) FROM pg_namespace "
+                                     "WHERE nspname LIKE 'tenant\\_%'").fetchone()
+        assert made and made[0] == n, f"expected {n} tenant schemas, found {made}"
+
+        a_dsn = new_database(srv, "bench_baseline_a")
+        t_a = timed(lambda: baseline_a(a_dsn, files, slugs))
+        t_a_noop = timed(lambda: baseline_a_noop(a_dsn, slugs))
+        b_dsn = new_database(srv, "bench_baseline_b")
+        t_b = timed(lambda: baseline_b(b_dsn, files, slugs))
+
+    print(f"P3 tenants: {n} tenant schemas, tenant track {[m.script for m in files]}, "
+          f"{args.workers} workers; command: .venv/bin/python bench/tenants.py "
+          f"--tenants {n} --workers {args.workers}")
+    print(f"{'measure':<52} {'time':>10} {'per tenant':>18}  {'(a)/ours':>7}")
+    print(row("pg-platform: register + create + migrate", t_engine, n, t_a))
+    print(row("baseline (a): per-schema loop, history per schema", t_a, n))
+    print(row("baseline (b): DDL floor, 2 connections, batches of 50", t_b, n))
+    print(row("pg-platform: no-op apply (connect + survey)", t_noop, n, t_a_noop))
+    print(row("pg-platform: plan only (connect + survey)", t_survey, n))
+    print(row("baseline (a): no-op pass, a connection per schema", t_a_noop, n))
+    print(f"ratios: provisioning {t_a / t_engine:.2f}x faster than (a) (goal >= 2.5x), "
+          f"{t_engine / t_b:.2f}x the DDL floor (b) (goal <= 1.2x); "
+          f"no-op apply {t_noop * 1000:.1f} ms (goal <= 50 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
