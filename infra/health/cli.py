@@ -1,0 +1,130 @@
+"""The command line: gather, judge, then print a table for people or JSON for tools.
+
+Exit codes: 0 healthy, 1 degraded, 2 unhealthy; 3 when the stack itself could
+not be read (no outputs, unknown stack), which is not a verdict on its hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from infra.config_monitoring import full_backup_max_age_seconds
+from infra.errors import PlatformError
+from infra.health import probes, stack
+from infra.health.model import Pooler, Report
+from infra.health.verdict import evaluate
+
+EXIT_UNREADABLE = 3
+
+
+def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
+    cfg = targets.cfg
+    report = Report(stack=cfg.stack)
+    report.nodes = probes.probe_nodes(targets.primary_dsn, targets.replica_dsns)
+    if targets.pooler_admin_dsn:
+        report.pooler = probes.probe_pooler(targets.pooler_admin_dsn)
+    else:
+        report.pooler = Pooler(error="the stack has no pooler_dsn output or console password")
+    report.backups = probes.probe_backups(targets.primary_dsn, targets.pgbackrest_config,
+                                          cfg.backup.stanza)
+    report.schema = probes.probe_schema(targets.primary_dsn, sql_dir, cfg.tenants,
+                                        cfg.postgres.app_role)
+    full_max = full_backup_max_age_seconds(targets.monitoring, cfg.backup.schedule.full)
+    return evaluate(report, targets.monitoring, full_max)
+
+
+def _fmt(value: object, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}{unit}"
+    return f"{value}{unit}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "none"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _grid(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
+    lines = [" | ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
+             for r in (head, *rows)]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return lines
+
+
+def table(report: Report) -> str:
+    """The report for people: one section per part, the verdict and reasons last."""
+    out = [f"stack {report.stack}", "", "nodes"]
+    out += _grid(("node", "state", "role", "version", "connections", "replication",
+                  "lag bytes", "lag s"),
+                 [(n.name, "up" if n.up else "DOWN", n.role or n.expected_role,
+                   n.version or "-",
+                   f"{n.connections}/{n.usable_connections}" if n.up else "-",
+                   n.replication_state or "-", _fmt(n.lag_bytes), _fmt(n.lag_seconds))
+                  for n in report.nodes])
+    out += ["", "pooler"]
+    pooler = report.pooler
+    if pooler is None or not pooler.up:
+        out.append(f"  DOWN: {pooler.error if pooler else 'not probed'}")
+    else:
+        out += _grid(("pool", "cl_active", "cl_waiting", "sv_active", "sv_idle", "maxwait"),
+                     [(f"{p.database}/{p.user}", str(p.cl_active), str(p.cl_waiting),
+                       str(p.sv_active), str(p.sv_idle), f"{p.maxwait_seconds:.1f}s")
+                      for p in pooler.pools] or [("(no pools yet)", "", "", "", "", "")])
+    b = report.backups
+    out += ["", "backups"]
+    for kind in ("full", "diff", "incr"):
+        age = b.age_seconds.get(kind)
+        when = "unknown" if not b.available else "none" if age is None else f"{_age(age)} ago"
+        out.append(f"  last {kind}: {when}"
+                   + (f" ({b.count.get(kind, 0)} in repository)" if b.available else ""))
+    out.append(f"  WAL archiving: last {b.last_archived_wal or 'none'} "
+               f"({_age(b.last_archived_age_seconds)} ago), "
+               f"{_fmt(b.archive_failed_count)} failure(s)"
+               + (", FAILING" if b.archive_failing else ""))
+    s = report.schema
+    out += ["", "schema"]
+    if s.available:
+        out.append(f"  pending migrations: {len(s.pending)}; active tenants: {_fmt(s.tenants)}")
+        out += [f"    {p}" for p in s.pending]
+    else:
+        out.append(f"  unknown: {s.error}")
+    out += ["", f"status: {report.status.upper()}"]
+    out += [f"  - {r}" for r in report.reasons]
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.health",
+                                     description="Health of a pg-platform stack.")
+    parser.add_argument("--stack", default="local", help="the stack to check (default local)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--sql-dir", default=str(stack.ROOT / "sql"),
+                        help="the sql/ folder the stack deploys (for pending migrations)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log probe details")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        targets = stack.load(args.stack)
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    report = gather(targets, Path(args.sql_dir))
+    if args.json:
+        print(json.dumps({**report.to_dict(), "exit_code": report.exit_code}, indent=2))
+    else:
+        print(table(report))
+    return report.exit_code

@@ -1,0 +1,145 @@
+"""Pure renderers for monitoring: exporter queries and commands, scrape config, alert rules.
+
+Kept beside infra/render.py and shared by every backend, so the exporters on a
+local stack, in a Docker container and on an EC2 host run the same custom
+queries with the same flags, and Prometheus alerts on the same thresholds the
+health command uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from infra.config import PlatformConfig
+from infra.config_monitoring import MonitoringSettings, full_backup_max_age_seconds
+from infra.render import render
+from infra.schema.files import MigrationSet, Track
+
+ROOT = Path(__file__).resolve().parent.parent
+MONITORING = ROOT / "monitoring"
+# Debian's prometheus-pgbouncer-exporter (1.7) reads SHOW STATS columns that
+# PgBouncer dropped in 1.8; this launcher maps them before starting it.
+PGBOUNCER_EXPORTER_LAUNCHER = MONITORING / "pgbouncer_exporter.py"
+POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
+SYSTEM_PYTHON = "/usr/bin/python3"
+HISTORY_SCHEMA = "pgplatform"
+
+
+def backup_info_path(repo_path: str, stanza: str) -> str:
+    """Where a posix pgBackRest repository keeps the list of backups of a stanza."""
+    return f"{repo_path.rstrip('/')}/backup/{stanza}/backup.info"
+
+
+def _file_rows(ms: MigrationSet, tracks: Sequence[Track]) -> list[dict[str, str]]:
+    return [{"track": m.track.value, "kind": m.kind.value, "key": m.key,
+             "checksum": m.checksum}
+            for m in ms.all() if m.track in tracks]
+
+
+def postgres_exporter_queries(cfg: PlatformConfig, migrations: MigrationSet,
+                              backup_info: str | None,
+                              history_schema: str = HISTORY_SCHEMA) -> str:
+    """queries.yaml for prometheus-postgres-exporter.
+
+    :param migrations: the sql/ files this stack deploys; the pending-migration
+        metric counts those the database has not applied, so a failed or skipped
+        apply after a deploy shows up in Prometheus.
+    :param backup_info: a pgBackRest ``backup.info`` readable by the server on
+        the primary's host (see :func:`backup_info_path`), or None where no such
+        file exists; then backups report as missing.
+    """
+    from psycopg import sql
+
+    regclass = f"{sql.Identifier(history_schema).as_string()}.schema_history"
+    return render("monitoring/queries.yaml.j2",
+                  expected_replicas=cfg.replicas,
+                  backup_info_path=backup_info,
+                  files=_file_rows(migrations, (Track.SCHEMA, Track.POLICIES)),
+                  tenant_files=_file_rows(migrations, (Track.TENANT,)),
+                  history_regclass=regclass)
+
+
+@dataclass(frozen=True)
+class ExporterCommand:
+    """argv plus the names of environment variables that carry secrets (never argv)."""
+
+    argv: tuple[str, ...]
+    secret_env: tuple[str, ...]
+
+
+def postgres_exporter_command(listen: str, port: int, queries_path: str) -> ExporterCommand:
+    """One exporter per PostgreSQL node; the DSN comes in DATA_SOURCE_NAME."""
+    return ExporterCommand(
+        argv=(POSTGRES_EXPORTER, f"--web.listen-address={listen}:{port}",
+              f"--extend.query-path={queries_path}", "--log.level=warn"),
+        secret_env=("DATA_SOURCE_NAME",))
+
+
+def pgbouncer_exporter_command(listen: str, port: int, pgbouncer_host: str,
+                               pgbouncer_port: int, admin_user: str,
+                               launcher: str = str(PGBOUNCER_EXPORTER_LAUNCHER)
+                               ) -> ExporterCommand:
+    """The pooler's exporter, on PgBouncer's admin console; the password comes in PGPASSWORD."""
+    return ExporterCommand(
+        argv=(SYSTEM_PYTHON, launcher, "--host", listen, "--port", str(port),
+              "--pgbouncer-host", pgbouncer_host, "--pgbouncer-port", str(pgbouncer_port),
+              "--pgbouncer-user", admin_user,
+              "--licence-location", "/usr/share/doc/prometheus-pgbouncer-exporter/copyright"),
+        secret_env=("PGPASSWORD",))
+
+
+def pgbouncer_exporter_launcher() -> str:
+    """The launcher's text, for backends that write it onto a host."""
+    return PGBOUNCER_EXPORTER_LAUNCHER.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One exporter: which job scrapes it, where, and the labels that name the node."""
+
+    job: str
+    address: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def local_targets(cfg: PlatformConfig, mon: MonitoringSettings) -> list[ScrapeTarget]:
+    """The local stack's exporters: the primary's port, then one more per replica."""
+    host = cfg.postgres.listen_address
+    out = [ScrapeTarget("postgres", f"{host}:{mon.postgres_exporter_port}",
+                        {"node": "primary", "stack": cfg.stack})]
+    for i in range(1, cfg.replicas + 1):
+        out.append(ScrapeTarget("postgres", f"{host}:{mon.postgres_exporter_port + i}",
+                                {"node": f"replica-{i}", "stack": cfg.stack}))
+    out.append(ScrapeTarget("pgbouncer", f"{host}:{mon.pgbouncer_exporter_port}",
+                            {"node": "pooler", "stack": cfg.stack}))
+    return out
+
+
+def prometheus_config(targets: Sequence[ScrapeTarget], mon: MonitoringSettings,
+                      rule_files: Sequence[str] = ()) -> str:
+    """prometheus.yml: one static target per exporter, labelled with its node."""
+    jobs: dict[str, list[dict[str, object]]] = {}
+    for t in targets:
+        jobs.setdefault(t.job, []).append({"targets": [t.address],
+                                           "labels": dict(sorted(t.labels.items()))})
+    doc = {
+        "global": {"scrape_interval": f"{mon.scrape_interval_seconds}s",
+                   "evaluation_interval": f"{mon.scrape_interval_seconds}s"},
+        "rule_files": list(rule_files),
+        "scrape_configs": [{"job_name": job, "static_configs": static}
+                           for job, static in sorted(jobs.items())],
+    }
+    header = ("# Rendered by pg-platform (infra/render_monitoring.py). Do not edit: "
+              "re-render it from the stack.\n")
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+def alert_rules(cfg: PlatformConfig, mon: MonitoringSettings) -> str:
+    """Prometheus alert rules with this stack's thresholds."""
+    return render("monitoring/alerts.yml.j2", mon=mon,
+                  full_backup_max_age=full_backup_max_age_seconds(mon, cfg.backup.schedule.full),
+                  full_schedule=cfg.backup.schedule.full)
