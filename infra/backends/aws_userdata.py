@@ -1,0 +1,152 @@
+"""Cloud-init user-data for the prod hosts, and the secret files each host fetches at boot.
+
+Pure functions of settings and a few provider-computed strings (the primary's
+address, the data volume's id, the secret's ARN), called inside `Output.apply`.
+The user-data carries only non-secret files, the same renderings the local
+stack writes; everything derived from a password goes into the host's Secrets
+Manager bundle instead (`secret_bundle`), which the instance role may read.
+EC2 keeps user-data readable to anyone allowed `ec2:DescribeInstanceAttribute`
+and to every process on the host through the metadata service, which is why
+no secret may land in it.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import shlex
+from dataclasses import dataclass
+
+from infra import render
+from infra.backends.cloud_files import Passwords, bootstrap_sql, host_pgpass, userlist
+from infra.config import PlatformConfig
+
+USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
+DATA_MOUNT = "/var/lib/postgresql"
+PASSFILE = f"{DATA_MOUNT}/.pgpass"
+CONF_DIR = "/etc/pg-platform"
+SOCKET_DIR = "/var/run/postgresql"
+PGBACKREST_CONF = f"{CONF_DIR}/pgbackrest.conf"
+DEVICE_NAME = "/dev/sdf"
+
+
+@dataclass(frozen=True)
+class Host:
+    """What one host's files depend on; `replica` 0 is the primary."""
+
+    replica: int
+    volume_id: str
+    secret_id: str
+    primary_host: str = ""
+
+    @property
+    def role(self) -> str:
+        return "replica" if self.replica else "primary"
+
+    @property
+    def slot(self) -> str:
+        return f"replica_{self.replica}"
+
+
+def data_dir(cfg: PlatformConfig) -> str:
+    return f"{DATA_MOUNT}/{cfg.postgres.version}/main"
+
+
+def host_paths(cfg: PlatformConfig, host: Host) -> render.HostPaths:
+    """Only the primary archives WAL; replicas have no repository of their own."""
+    return render.HostPaths(data_dir=data_dir(cfg), socket_dir=SOCKET_DIR,
+                            pgbackrest_config=None if host.replica else PGBACKREST_CONF)
+
+
+def backup_paths() -> render.BackupPaths:
+    return render.BackupPaths(repo_path="/var/lib/pgbackrest", log_path="/var/log/pgbackrest",
+                              lock_path="/tmp/pgbackrest", spool_path="/var/lib/pgbackrest-spool")
+
+
+def hba_networks(cfg: PlatformConfig) -> tuple[str, ...]:
+    """The VPC (replicas, clients behind allowed security groups) plus allowed CIDRs."""
+    assert cfg.aws is not None
+    return tuple(dict.fromkeys((cfg.aws.vpc_cidr, *cfg.aws.allowed_cidrs)))
+
+
+def standby(cfg: PlatformConfig, host: Host) -> render.Standby:
+    return render.Standby(primary_host=host.primary_host, primary_port=cfg.postgres.port,
+                          user=cfg.postgres.replication_role, slot=host.slot, passfile=PASSFILE)
+
+
+def pooler_ini(cfg: PlatformConfig, replica_hosts: tuple[str, ...]) -> str:
+    """PgBouncer on the primary host: the local server read-write, replicas read-only."""
+    paths = render.PoolerPaths(auth_file="/etc/pgbouncer/userlist.txt", socket_dir=SOCKET_DIR)
+    targets = render.PoolerTargets(listen_address="0.0.0.0", primary_host="127.0.0.1",
+                                   primary_port=cfg.postgres.port, replica_hosts=replica_hosts,
+                                   replica_port=cfg.postgres.port)
+    return render.pgbouncer_ini(cfg, paths, targets)
+
+
+def host_files(cfg: PlatformConfig, host: Host,
+               replica_hosts: tuple[str, ...] = ()) -> dict[str, str]:
+    """The non-secret files a host receives, by path (the shared renderings)."""
+    paths = host_paths(cfg, host)
+    files = {
+        f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
+            cfg, paths, timescaledb=True, listen="0.0.0.0",
+            standby=standby(cfg, host) if host.replica else None),
+        f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, hba_networks(cfg)),
+    }
+    if not host.replica:
+        files[PGBACKREST_CONF] = render.pgbackrest_conf(cfg, paths, backup_paths())
+        files[f"{CONF_DIR}/pgbackrest.cron"] = render.backup_schedule(
+            cfg, PGBACKREST_CONF, user="postgres", passfile=PASSFILE)
+        files[f"{CONF_DIR}/pgbouncer.ini"] = pooler_ini(cfg, replica_hosts)
+    return files
+
+
+def host_env(cfg: PlatformConfig, host: Host) -> list[tuple[str, str]]:
+    assert cfg.aws is not None
+    pg = cfg.postgres
+    env = {
+        "ROLE": host.role, "PG_VERSION": str(pg.version), "PG_PORT": str(pg.port),
+        "DATA_MOUNT": DATA_MOUNT, "DATA_DIR": data_dir(cfg), "PASSFILE": PASSFILE,
+        "VOLUME_ID": host.volume_id, "DEVICE_NAME": DEVICE_NAME,
+        "SECRET_ID": host.secret_id, "AWS_REGION": cfg.aws.region,
+        "OWNER_ROLE": pg.owner_role, "REPLICATION_ROLE": pg.replication_role,
+        "STANZA": cfg.backup.stanza, "PRIMARY_HOST": host.primary_host, "SLOT": host.slot,
+    }
+    return [(k, shlex.quote(v)) for k, v in env.items()]
+
+
+def user_data(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] = ()) -> str:
+    """The #cloud-config document for one host."""
+    setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version)
+    return render.render(
+        "cloud-init.yaml.j2", role=host.role, stack=cfg.stack, secret_id=host.secret_id,
+        host_env=host_env(cfg, host), files=sorted(host_files(cfg, host, replica_hosts).items()),
+        pg_version=cfg.postgres.version, data_mount=DATA_MOUNT, data_dir=data_dir(cfg),
+        passfile=PASSFILE, setup_script=setup)
+
+
+def fits(text: str) -> bool:
+    return len(text.encode()) <= USER_DATA_LIMIT
+
+
+def gzip_base64(text: str) -> str:
+    """Cloud-init reads gzip user-data; mtime 0 keeps it stable from run to run."""
+    return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode("ascii")
+
+
+def secret_bundle(cfg: PlatformConfig, pw: Passwords, replica: int, primary_host: str) -> str:
+    """The JSON the host's pgp-fetch-secrets writes out: passfile, and on the primary the
+    initdb password, the bootstrap SQL and PgBouncer's auth file."""
+    files = [{"path": PASSFILE, "owner": "postgres", "mode": "0600",
+              "content": host_pgpass(cfg, pw, primary_host, primary=not replica)}]
+    if not replica:
+        files += [
+            {"path": f"{CONF_DIR}/secret/superuser-password", "owner": "postgres",
+             "mode": "0600", "content": pw.owner + "\n"},
+            {"path": f"{CONF_DIR}/secret/bootstrap.sql", "owner": "postgres", "mode": "0600",
+             "content": bootstrap_sql(cfg, pw)},
+            {"path": "/etc/pgbouncer/userlist.txt", "owner": "postgres", "mode": "0600",
+             "content": userlist(cfg, pw)},
+        ]
+    return json.dumps({"files": files}, sort_keys=True)

@@ -1,0 +1,140 @@
+"""Run the dev and prod programs under Pulumi's unit-test mocks, recording every resource.
+
+No engine, no plugins, no Docker and no AWS: the mocks answer each resource
+registration with its own inputs plus a few outputs the providers would compute
+(ids, private IPs, ARNs), and record the inputs as the program sent them,
+secrets still marked. Tests then look at the recorded graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from infra import config
+
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+AZ = "eu-west-1a"
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
+
+
+def plain(value: Any) -> Any:
+    """The value with every secret wrapper removed, at any depth."""
+    if is_secret(value):
+        return plain(value["value"])
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def contains_secret(value: Any) -> bool:
+    if is_secret(value):
+        return True
+    if isinstance(value, dict):
+        return any(contains_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_secret(v) for v in value)
+    return False
+
+
+@dataclass
+class Recorded:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+    def get(self, key: str) -> Any:
+        return plain(self.inputs.get(key))
+
+
+@dataclass
+class Recorder(pulumi.runtime.Mocks):
+    resources: list[Recorded] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        index = len(self.resources)
+        rid = f"{args.name}-id"
+        if args.typ == "pulumi-python:dynamic:Resource":
+            outputs["value"] = f"pw-{args.name}-{index:02d}"
+        elif args.typ == "aws:ec2/networkInterface:NetworkInterface":
+            outputs["privateIp"] = f"10.0.1.{10 + index}"
+            rid = f"eni-{index:017x}"
+        elif args.typ == "aws:ec2/instance:Instance":
+            outputs["availabilityZone"] = AZ
+            rid = f"i-{index:017x}"
+        elif args.typ == "aws:ebs/volume:Volume":
+            rid = f"vol-{index:017x}"
+        elif args.typ.startswith("aws:"):
+            outputs.setdefault("arn", f"arn:aws:mock:::{args.name}")
+        if args.typ == "aws:s3/bucketV2:BucketV2":
+            outputs.setdefault("bucket", args.inputs.get("bucket", args.name))
+        if args.typ == "docker:index/remoteImage:RemoteImage":
+            outputs["imageId"] = f"sha256:{args.inputs.get('name')}"
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), outputs))
+        return rid, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "aws:ec2/getSubnet:getSubnet":
+            return {"id": args.args.get("id"), "availabilityZone": AZ,
+                    "vpcId": "vpc-0123456789abcdef0"}
+        return {}
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name: str) -> Recorded:
+        found = [r for r in self.of_type(typ) if r.name == name]
+        assert len(found) == 1, f"expected one {typ} named {name}, got {len(found)}"
+        return found[0]
+
+    def password(self, role: str) -> str:
+        """The value the mocks generated for a role's Password resource."""
+        return str(self.one("pulumi-python:dynamic:Resource", f"{role}-password")
+                   .outputs["value"])
+
+
+@dataclass
+class Run:
+    mocks: Recorder
+    outputs: dict[str, Any]
+
+
+def run(raw: dict[str, Any], stack: str) -> Run:
+    """Build the Platform component from stack config under fresh mocks."""
+    cfg = config.load(raw, stack)
+    mocks = Recorder()
+    pulumi.runtime.set_mocks(mocks, project=config.PROJECT, stack=stack, preview=False)
+    from infra.platform import Platform
+
+    result: dict[str, Any] = {}
+
+    @pulumi.runtime.test  # type: ignore[misc]
+    def program() -> pulumi.Output[Any]:
+        ep = Platform("platform", cfg).endpoints
+        outs = {"primary_dsn": ep.primary_dsn, "app_dsn": ep.app_dsn,
+                "replica_dsns": ep.replica_dsns, "pooler_dsn": ep.pooler_dsn}
+        names = list(outs)
+        values = [outs[n] for n in names]
+
+        def keep(found: list[Any]) -> None:
+            half = len(names)
+            result.update(zip(names, found[:half], strict=True))
+            result["secret"] = dict(zip(names, found[half:], strict=True))
+
+        flags = [v.is_secret() for v in values]
+        return pulumi.Output.all(*values, *flags).apply(keep)
+
+    program()
+    return Run(mocks=mocks, outputs=result)
