@@ -106,6 +106,28 @@ def table(report: Report) -> str:
     return "\n".join(out)
 
 
+def scrape_config(stack_name: str, project_dir: Path) -> str:
+    """prometheus.yml for a local stack, with the alert rules from monitoring/."""
+    from infra import render_monitoring as rm
+    from infra.backup.stack import stack_config
+
+    cfg = stack_config(stack_name, project_dir)
+    if cfg.backend != "local":
+        raise PlatformError(f"stack {stack_name!r} uses backend {cfg.backend!r}; its exporters "
+                            "listen on its hosts: see docs/monitoring.md for the targets")
+    mon = stack.monitoring_of(cfg)
+    return rm.prometheus_config(rm.local_targets(cfg, mon), mon,
+                                [str(rm.MONITORING / "alerts.yml")])
+
+
+def alert_rules(stack_name: str, project_dir: Path) -> str:
+    from infra import render_monitoring as rm
+    from infra.backup.stack import stack_config
+
+    cfg = stack_config(stack_name, project_dir)
+    return rm.alert_rules(cfg, stack.monitoring_of(cfg))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.health",
                                      description="Health of a pg-platform stack.")
@@ -113,12 +135,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--sql-dir", default=str(stack.ROOT / "sql"),
                         help="the sql/ folder the stack deploys (for pending migrations)")
+    parser.add_argument("--project-dir", default=str(stack.ROOT), type=Path,
+                        help="the Pulumi project holding Pulumi.<stack>.yaml")
+    parser.add_argument("--scrape-config", action="store_true",
+                        help="print a Prometheus config that scrapes this local stack's "
+                             "exporters, and exit")
+    parser.add_argument("--alert-rules", action="store_true",
+                        help="print the Prometheus alert rules with this stack's thresholds, "
+                             "and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log probe details")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        targets = stack.load(args.stack)
+        if args.scrape_config:
+            print(scrape_config(args.stack, args.project_dir), end="")
+            return 0
+        if args.alert_rules:
+            print(alert_rules(args.stack, args.project_dir), end="")
+            return 0
+        targets = stack.load(args.stack, args.project_dir)
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE

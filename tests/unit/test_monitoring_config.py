@@ -1,4 +1,4 @@
-"""pg-platform:monitoring: defaults, refusals that name the key, and backup age from the schedule."""
+"""pg-platform:monitoring: defaults, refusals naming the key, backup age from the schedule."""
 
 from __future__ import annotations
 
