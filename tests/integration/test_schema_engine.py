@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -49,9 +50,9 @@ def opts(sql_dir: Path, **kw: object) -> engine.Options:
     return engine.Options.build(sql_dir, **kw)  # type: ignore[arg-type]
 
 
-def rows(dsn: str, query: str) -> list[tuple[object, ...]]:
+def rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query).fetchall()
 
 
 def history(dsn: str) -> list[tuple[object, ...]]:
@@ -200,3 +201,20 @@ def test_two_concurrent_appliers_apply_each_migration_once(fresh_db: FreshDataba
     assert len(h) == len(set(h)) == 4 + 3
     assert rows(fresh_db.dsn, "SELECT indisvalid FROM pg_index "
                               "WHERE indexrelid = 'log_v'::regclass") == [(True,)]
+
+
+def test_tampered_tenant_file_names_each_schema_and_repair_realigns(
+        fresh_db: FreshDatabase, tmp_path: Path) -> None:
+    write(tmp_path, "schema/V1__registry.sql", REGISTRY)
+    t1 = write(tmp_path, "tenant/V1__t.sql", "CREATE TABLE ${tenant_schema}.t (id int);")
+    o = opts(tmp_path, tenant_list=[{"slug": "a"}, {"slug": "b"}])
+    engine.apply(fresh_db.dsn, o)
+    t1.write_text("CREATE TABLE ${tenant_schema}.t (id bigint);")
+    with pytest.raises(ChecksumMismatch) as err:
+        engine.apply(fresh_db.dsn, o)
+    assert "tenant schema tenant_a" in str(err.value)
+    assert "tenant schema tenant_b" in str(err.value)
+    assert engine.repair(fresh_db.dsn, o) == [
+        f"tenant/V1__t.sql: recorded checksum set to {engine.load(o).tenant[0].checksum} "
+        "(2 history row(s))"]
+    engine.validate(fresh_db.dsn, o)
