@@ -46,8 +46,10 @@ class ThrowawayStack:
         (self.base / "backend").mkdir()
         self.project = self.base / "project"
         self.project.mkdir()
-        for entry in ("__main__.py", "infra", "templates", "sql"):
+        for entry in ("__main__.py", "infra", "templates"):
             (self.project / entry).symlink_to(ROOT / entry)
+        # A copy, so a test can add a migration without touching the repository.
+        shutil.copytree(ROOT / "sql", self.project / "sql")
         pulumi_yaml = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
         pulumi_yaml["runtime"]["options"]["virtualenv"] = str(ROOT / ".venv")
         (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(pulumi_yaml))

@@ -19,5 +19,7 @@ class Endpoints:
     app_dsn: pulumi.Output[str]
     replica_dsns: pulumi.Output[list[str]]
     pooler_dsn: pulumi.Output[str] | None = None
+    # Identity of the primary's data: when it changes, the SQL is applied again.
+    primary_id: pulumi.Output[str] | None = None
     # Resources the SQL engine must wait for (the database and its roles).
     ready: list[pulumi.Resource] = field(default_factory=list)

@@ -13,10 +13,13 @@ from tests.engine import ThrowawayStack
 
 pytestmark = pytest.mark.engine
 
+TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
+           {"slug": "globex", "name": "Globex", "plan": "free"}]
+
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    s = ThrowawayStack("e2e", {"postgres": {"port": pgctl.free_port()}})
+    s = ThrowawayStack("e2e", {"postgres": {"port": pgctl.free_port()}, "tenants": TENANTS})
     try:
         s.init()
         s.up()
@@ -46,6 +49,29 @@ def test_up_gives_working_dsns_and_postgis(stack: ThrowawayStack) -> None:
     with psycopg.connect(out["app_dsn"]) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("app",)
     assert out["replica_dsns"] == []
+
+
+def test_up_applies_every_track_and_the_tenants(stack: ThrowawayStack) -> None:
+    out = stack.outputs()
+    files = sorted(p.relative_to(stack.project / "sql").as_posix()
+                   for p in (stack.project / "sql").rglob("*.sql"))
+    assert out["applied_migrations"] == files
+    with psycopg.connect(out["primary_dsn"]) as conn:
+        slugs = [r[0] for r in conn.execute("SELECT slug FROM public.tenants ORDER BY 1")]
+    assert slugs == ["acme", "globex"]
+
+
+def test_a_new_migration_shows_in_preview_and_up_applies_it(stack: ThrowawayStack) -> None:
+    new = stack.project / "sql" / "schema" / "V9000__e2e_marker.sql"
+    new.write_text("CREATE TABLE public.e2e_marker (id int);\n")
+    preview = stack.preview()
+    assert "V9000__e2e_marker.sql" in preview.stdout
+    stack.up()
+    with psycopg.connect(stack.outputs()["primary_dsn"]) as conn:
+        assert conn.execute("SELECT to_regclass('public.e2e_marker')").fetchone() == (
+            "e2e_marker",)
+    after = stack.preview("--expect-no-changes", check=False)
+    assert after.returncode == 0, after.stdout
 
 
 def test_second_preview_reports_no_changes(stack: ThrowawayStack) -> None:
