@@ -169,9 +169,11 @@ class PoolerSettings:
 
 @dataclass(frozen=True)
 class S3Repo:
-    bucket: str
+    """An S3 repository; `bucket` may be left to the backend that creates it."""
+
     region: str
     endpoint: str
+    bucket: str = ""
     path: str = "/pgbackrest"
     uri_style: str = "host"
 

@@ -32,7 +32,8 @@ def parse_pooler(sec: Section, pg: PostgresSettings) -> PoolerSettings:
     """PgBouncer settings, checked against the primary's connection limits."""
     default_pool = sec.int("default_pool_size", 20, 1, 10000)
     settings = PoolerSettings(
-        port=sec.int("port", 6432, 1024, 65535),
+        # postgres.port + 1000: PgBouncer's own 6432 for the usual 5432.
+        port=sec.int("port", pg.port + 1000 if pg.port + 1000 <= 65535 else 6432, 1024, 65535),
         pool_mode=sec.choice("pool_mode", "transaction", ("session", "transaction", "statement")),
         default_pool_size=default_pool,
         min_pool_size=sec.int("min_pool_size", 0, 0, 10000),
@@ -108,11 +109,12 @@ def _schedule(sec: Section) -> BackupSchedule:
 
 
 def _s3(sec: Section, default_region: str) -> S3Repo:
-    bucket = sec.get("bucket", None)
-    if not isinstance(bucket, str) or not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket):
-        raise ConfigError(f"{sec.where('bucket')}={bucket!r}: an S3 bucket name is required "
-                          "when pg-platform:backup.repo is 's3' (3-63 characters: a-z, 0-9, "
-                          ". and -)")
+    # Optional: a backend that creates the bucket (aws) fills in the name it made.
+    bucket = sec.get("bucket", "")
+    if not isinstance(bucket, str) or (
+            bucket and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", bucket)):
+        raise ConfigError(f"{sec.where('bucket')}={bucket!r}: expected an S3 bucket name "
+                          "(3-63 characters: a-z, 0-9, . and -)")
     region = sec.text("region", default_region)
     endpoint = sec.text("endpoint", f"s3.{region}.amazonaws.com")
     if not _HOSTNAME.match(endpoint):

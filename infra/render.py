@@ -190,6 +190,10 @@ class BackupPaths:
 def pgbackrest_conf(cfg: PlatformConfig, host: HostPaths, paths: BackupPaths,
                     pg_port: int | None = None) -> str:
     """pgbackrest.conf with one stanza for the primary; S3 options when the repo is s3."""
+    s3 = cfg.backup.s3
+    if cfg.backup.repo == "s3" and (s3 is None or not s3.bucket):
+        raise RenderError("pgbackrest.conf: the S3 repository has no bucket; set "
+                          "pg-platform:backup.s3.bucket or let the backend fill it in")
     return render("pgbackrest.conf.j2", backup=cfg.backup, host=host, paths=paths,
                   pg_port=pg_port or cfg.postgres.port, pg_user=cfg.postgres.owner_role)
 

@@ -2,19 +2,22 @@
 
 Each piece is a dynamic provider (local_postgres, local_replica, local_pooler,
 local_backup); this module only wires rendered files and secrets between them.
-Where things live is decided by local_layout.
+Where things live is decided by local_layout. The *_props functions accept
+plain strings as well as Outputs for the secrets, so the integration tests hand
+the providers exactly the inputs `pulumi up` does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pulumi
 
 from infra import render
 from infra.backends import Endpoints
 from infra.backends.local_backup import Backup
-from infra.backends.local_layout import ROOT, layout, replicas, state_dir
+from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase, PostgresServer
 from infra.backends.local_replica import Replica
@@ -35,107 +38,127 @@ def _dsn(host: str, port: int, user: str, password: pulumi.Input[str],
         "postgresql://{0}:{1}@{2}:{3}/{4}", user, password, host, port, database))
 
 
-def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
-    """The primary, its database and roles, replicas, pooler and backups."""
-    pg = cfg.postgres
-    lay = layout(cfg)
-    reps = replicas(cfg)  # validates the listen address before anything is made
-    tsdb = timescaledb_installed(pg.version)
-    child = pulumi.ResourceOptions(parent=parent)
-    owner_pw = Password(f"{pg.owner_role}-password", opts=child)
-    app_pw = Password(f"{pg.app_role}-password", opts=child)
-    repl_pw = Password(f"{pg.replication_role}-password", opts=child)
-    admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child)
-    paths = lay.primary_paths()
-    hba = render.pg_hba_conf(cfg)
-    server = PostgresServer("primary", {
+def primary_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
+    pg, paths = cfg.postgres, layout(cfg).primary_paths()
+    return {
         "data_dir": paths.data_dir,
         "socket_dir": paths.socket_dir,
         "host": pg.listen_address,
         "port": pg.port,
         "superuser": pg.owner_role,
-        "superuser_password": owner_pw.value,
-        "postgresql_conf": render.postgresql_conf(cfg, paths, timescaledb=tsdb),
-        "pg_hba_conf": hba,
-    }, child)
-    database = PlatformDatabase("database", {
+        "superuser_password": owner_pw,
+        "postgresql_conf": render.postgresql_conf(
+            cfg, paths, timescaledb=timescaledb_installed(pg.version)),
+        "pg_hba_conf": render.pg_hba_conf(cfg),
+    }
+
+
+def database_props(cfg: PlatformConfig, owner_pw: Any, app_pw: Any,
+                   repl_pw: Any) -> dict[str, Any]:
+    pg = cfg.postgres
+    return {
         "host": pg.listen_address,
         "port": pg.port,
-        "data_dir": paths.data_dir,
+        "data_dir": layout(cfg).primary_paths().data_dir,
         "superuser": pg.owner_role,
-        "superuser_password": owner_pw.value,
+        "superuser_password": owner_pw,
         "database": pg.database,
         "app_role": pg.app_role,
-        "app_password": app_pw.value,
+        "app_password": app_pw,
         "replication_role": pg.replication_role,
-        "replication_password": repl_pw.value,
-    }, pulumi.ResourceOptions(parent=parent, depends_on=[server]))
-    after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
+        "replication_password": repl_pw,
+    }
 
-    backup = Backup("backup", {
+
+def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
+    lay = layout(cfg)
+    return {
         "stanza": cfg.backup.stanza,
         "config_path": str(lay.pgbackrest_conf),
-        "pgbackrest_conf": render.pgbackrest_conf(cfg, paths, lay.backup_paths),
+        "pgbackrest_conf": render.pgbackrest_conf(cfg, lay.primary_paths(), lay.backup_paths),
         "schedule_path": str(lay.backup_schedule),
         "schedule": render.backup_schedule(cfg, str(lay.pgbackrest_conf),
                                            passfile=str(lay.backup_passfile)),
         "passfile": str(lay.backup_passfile),
         **vars(lay.backup_paths),
-        "pg_port": pg.port,
+        "pg_port": cfg.postgres.port,
+        "superuser": cfg.postgres.owner_role,
+        "superuser_password": owner_pw,
+    }
+
+
+def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, owner_pw: Any,
+                  repl_pw: Any) -> dict[str, Any]:
+    pg = cfg.postgres
+    standby = render.Standby(primary_host=pg.listen_address, primary_port=pg.port,
+                             user=pg.replication_role, slot=rep.slot,
+                             passfile=str(rep.passfile))
+    return {
+        "data_dir": rep.paths.data_dir,
+        "socket_dir": rep.paths.socket_dir,
+        "host": rep.host,
+        "port": rep.port,
+        "slot": rep.slot,
+        "passfile": str(rep.passfile),
+        "primary_host": pg.listen_address,
+        "primary_port": pg.port,
+        "replication_role": pg.replication_role,
+        "replication_password": repl_pw,
         "superuser": pg.owner_role,
-        "superuser_password": owner_pw.value,
-    }, after_db)
+        "superuser_password": owner_pw,
+        "postgresql_conf": render.postgresql_conf(
+            cfg, rep.paths, timescaledb=timescaledb_installed(pg.version), port=rep.port,
+            listen=rep.host, standby=standby),
+        "pg_hba_conf": render.pg_hba_conf(cfg),
+    }
 
-    replica_dsns = []
-    for rep in reps:
-        standby = render.Standby(primary_host=pg.listen_address, primary_port=pg.port,
-                                 user=pg.replication_role, slot=rep.slot,
-                                 passfile=str(rep.passfile))
-        Replica(rep.name, {
-            "data_dir": rep.paths.data_dir,
-            "socket_dir": rep.paths.socket_dir,
-            "host": rep.host,
-            "port": rep.port,
-            "slot": rep.slot,
-            "passfile": str(rep.passfile),
-            "primary_host": pg.listen_address,
-            "primary_port": pg.port,
-            "replication_role": pg.replication_role,
-            "replication_password": repl_pw.value,
-            "superuser": pg.owner_role,
-            "superuser_password": owner_pw.value,
-            "postgresql_conf": render.postgresql_conf(
-                cfg, rep.paths, timescaledb=tsdb, port=rep.port, listen=rep.host,
-                standby=standby),
-            "pg_hba_conf": hba,
-        }, after_db)
-        replica_dsns.append(_dsn(rep.host, rep.port, pg.app_role, app_pw.value, pg.database))
 
-    pooler_paths = lay.pooler_paths
+def pooler_props(cfg: PlatformConfig, userlist: Any) -> dict[str, Any]:
+    """`userlist` is the rendered auth file (render.userlist_txt), verifiers only."""
+    pg, lay, reps = cfg.postgres, layout(cfg), replicas(cfg)
+    paths = lay.pooler_paths
     targets = render.PoolerTargets(
         listen_address=pg.listen_address, primary_host=pg.listen_address,
         primary_port=pg.port, replica_hosts=tuple(r.host for r in reps),
         replica_port=reps[0].port if reps else pg.port + 1)
-    userlist = pulumi.Output.all(app_pw.value, admin_pw.value).apply(
-        lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
-    Pooler("pooler", {
+    return {
         "ini_path": str(lay.pooler_dir / "pgbouncer.ini"),
-        "pgbouncer_ini": render.pgbouncer_ini(cfg, pooler_paths, targets),
-        "auth_file": pooler_paths.auth_file,
-        "userlist": pulumi.Output.secret(userlist),
-        "pid_file": pooler_paths.pid_file,
-        "log_file": pooler_paths.log_file,
-        "socket_dir": pooler_paths.socket_dir,
+        "pgbouncer_ini": render.pgbouncer_ini(cfg, paths, targets),
+        "auth_file": paths.auth_file,
+        "userlist": userlist,
+        "pid_file": paths.pid_file,
+        "log_file": paths.log_file,
+        "socket_dir": paths.socket_dir,
         "host": pg.listen_address,
         "port": cfg.pooler.port,
-    }, after_db)
+    }
 
+
+def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
+    """The primary, its database and roles, replicas, pooler and backups."""
+    pg = cfg.postgres
+    reps = replicas(cfg)  # validates the listen address before anything is made
+    child = pulumi.ResourceOptions(parent=parent)
+    owner_pw = Password(f"{pg.owner_role}-password", opts=child).value
+    app_pw = Password(f"{pg.app_role}-password", opts=child).value
+    repl_pw = Password(f"{pg.replication_role}-password", opts=child).value
+    admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child).value
+    server = PostgresServer("primary", primary_props(cfg, owner_pw), child)
+    database = PlatformDatabase("database", database_props(cfg, owner_pw, app_pw, repl_pw),
+                                pulumi.ResourceOptions(parent=parent, depends_on=[server]))
+    after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
+    backup = Backup("backup", backup_props(cfg, owner_pw), after_db)
+    for rep in reps:
+        Replica(rep.name, replica_props(cfg, rep, owner_pw, repl_pw), after_db)
+    userlist = pulumi.Output.all(app_pw, admin_pw).apply(
+        lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
+    Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist)), after_db)
     return Endpoints(
-        primary_dsn=_dsn(pg.listen_address, pg.port, pg.owner_role, owner_pw.value, pg.database),
-        app_dsn=_dsn(pg.listen_address, pg.port, pg.app_role, app_pw.value, pg.database),
-        replica_dsns=pulumi.Output.secret(pulumi.Output.all(*replica_dsns)),
-        pooler_dsn=_dsn(pg.listen_address, cfg.pooler.port, pg.app_role, app_pw.value,
-                        pg.database),
+        primary_dsn=_dsn(pg.listen_address, pg.port, pg.owner_role, owner_pw, pg.database),
+        app_dsn=_dsn(pg.listen_address, pg.port, pg.app_role, app_pw, pg.database),
+        replica_dsns=pulumi.Output.secret(pulumi.Output.all(
+            *[_dsn(r.host, r.port, pg.app_role, app_pw, pg.database) for r in reps])),
+        pooler_dsn=_dsn(pg.listen_address, cfg.pooler.port, pg.app_role, app_pw, pg.database),
         primary_id=server.system_identifier,
         ready=[database, backup],
     )

@@ -1,0 +1,91 @@
+"""pgBackRest set up by the local backend's provider; restore and the drill, for real."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from infra.backends.local_layout import layout
+from infra.backup import restore
+from infra.backup.pgbackrest import PgBackRest, full_backups
+from tests.integration.conftest import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pgbr(cluster: Cluster) -> PgBackRest:
+    lay = layout(cluster.cfg)
+    return PgBackRest(config=lay.pgbackrest_conf, stanza=cluster.cfg.backup.stanza,
+                      passfile=lay.backup_passfile)
+
+
+def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    lay = layout(cluster.cfg)
+    return subprocess.run(
+        [sys.executable, "-m", "infra.backup", *args, "--config", str(lay.pgbackrest_conf),
+         "--stanza", cluster.cfg.backup.stanza, "--passfile", str(lay.backup_passfile),
+         "--dsn", cluster.owner_dsn(), "--restores-dir", str(lay.restores)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_stanza_has_a_full_backup_and_check_passes(cluster: Cluster) -> None:
+    info = pgbr(cluster).info()
+    assert info["status"]["code"] == 0, info["status"]
+    fulls = full_backups(info)
+    assert fulls and fulls[0]["label"] == cluster.outs["backup"]["first_backup"]
+    pgbr(cluster).check()  # raises with pgBackRest's message when archiving is broken
+
+
+def test_retention_and_schedule_are_rendered_for_the_host(cluster: Cluster) -> None:
+    lay = layout(cluster.cfg)
+    conf = lay.pgbackrest_conf.read_text()
+    assert "repo1-retention-full=2\n" in conf and f"pg1-port={cluster.cfg.postgres.port}" in conf
+    jobs = [line.split() for line in lay.backup_schedule.read_text().splitlines()
+            if line and not line.startswith("#") and "=" not in line.split()[0]]
+    assert [job[5] for job in jobs] == ["postgres"] * 3
+    assert [job[-2] for job in jobs] == ["--type=full", "--type=diff", "--type=incr"]
+    assert all(job[-1] == "backup" for job in jobs)
+
+
+def test_drill_restores_exactly_the_rows_committed_up_to_t(cluster: Cluster) -> None:
+    proc = cli(cluster, "drill", "--rows", "15")
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    before = re.search(r"rows committed <= T: (\d+), present after restore: (\d+), lost: (\d+)",
+                       out)
+    after = re.search(r"rows committed >  T: (\d+), present after restore: (\d+) \(extra\)", out)
+    assert before and after, out
+    assert int(before.group(1)) == int(before.group(2)) == 15 and before.group(3) == "0"
+    assert int(after.group(1)) == 15 and after.group(2) == "0"
+    assert not any(layout(cluster.cfg).restores.iterdir())  # the copy was removed
+
+
+def test_restore_to_a_time_starts_a_new_server_on_another_port(cluster: Cluster) -> None:
+    with psycopg.connect(cluster.owner_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.pitr_probe (v int)")
+        conn.execute("INSERT INTO public.pitr_probe VALUES (1)")
+        time.sleep(0.3)
+        row = conn.execute("SELECT now()").fetchone()
+        assert row is not None
+        target: datetime = row[0]
+        time.sleep(0.3)
+        conn.execute("INSERT INTO public.pitr_probe VALUES (2)")
+    pgbr(cluster).check()
+    workdir = restore.new_workdir(layout(cluster.cfg).restores)
+    copy = restore.restore(pgbr(cluster), workdir, target=restore.format_target(target))
+    try:
+        assert copy.server.port != cluster.cfg.postgres.port
+        dsn = cluster.owner_dsn().replace(f":{cluster.cfg.postgres.port}/",
+                                          f":{copy.server.port}/")
+        restore.wait_promoted(copy, dsn)
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT array_agg(v) FROM public.pitr_probe").fetchone() == ([1],)
+            assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
+    finally:
+        copy.remove()
