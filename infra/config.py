@@ -17,6 +17,7 @@ from infra.errors import ConfigError
 
 if TYPE_CHECKING:
     from infra.config_cloud import AwsSettings, DockerSettings
+    from infra.config_monitoring import MonitoringSettings
 
 PROJECT = "pg-platform"
 BACKENDS = ("local", "docker", "aws")
@@ -219,6 +220,7 @@ class PlatformConfig:
     aws: AwsSettings | None = None
     pooler: PoolerSettings = field(default_factory=PoolerSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
+    monitoring: MonitoringSettings = field(default_factory=lambda: _monitoring_defaults())
 
     @property
     def max_wal_senders(self) -> int:
@@ -331,10 +333,20 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     pooler = config_services.parse_pooler(top.section("pooler"), postgres)
     backup = config_services.parse_backup(top.section("backup"), backend,
                                           aws.region if aws else None)
+    from infra.config_monitoring import parse_monitoring
+
+    monitoring = parse_monitoring(top.section("monitoring"))
     top.finish()
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                           replicas=replicas, state_dir=state_dir, tenants=tenants,
-                          docker=docker, aws=aws, pooler=pooler, backup=backup)
+                          docker=docker, aws=aws, pooler=pooler, backup=backup,
+                          monitoring=monitoring)
+
+
+def _monitoring_defaults() -> MonitoringSettings:
+    from infra.config_monitoring import MonitoringSettings
+
+    return MonitoringSettings()
 
 
 def from_pulumi() -> PlatformConfig:
