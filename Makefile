@@ -1,6 +1,7 @@
 # pg-platform: every target bootstraps first, so each works on a fresh machine.
 #   make up                  the local stack (STACK=dev|prod for the others)
 #   make test                unit and integration tests against real servers
+#   make drill               restore the stack's backups to a point in time and count rows
 STACK ?= local
 SHELL := /bin/bash
 ROOT := $(CURDIR)
@@ -14,7 +15,7 @@ export PULUMI_CONFIG_PASSPHRASE_FILE := $(ROOT)/.state/passphrase
 
 PY := $(ROOT)/.venv/bin/python
 
-.PHONY: bootstrap stack up preview refresh destroy test lint bench
+.PHONY: bootstrap stack up preview refresh destroy test lint bench drill
 
 bootstrap:
 	@scripts/bootstrap
@@ -41,6 +42,9 @@ test: bootstrap
 lint: bootstrap
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+drill: bootstrap
+	$(PY) -m infra.backup drill --stack $(STACK)
 
 bench: bootstrap
 	$(PY) -m bench
