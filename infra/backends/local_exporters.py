@@ -34,7 +34,6 @@ from pulumi.dynamic import (
 
 from infra import pgctl
 from infra.config import PlatformConfig
-from infra.config_monitoring import MonitoringSettings
 from infra.errors import ProcessError
 
 logger = logging.getLogger(__name__)
@@ -174,64 +173,69 @@ class Exporter(Resource):
                           "running": None, "provider_version": PROVIDER_VERSION}, opts)
 
 
-def _exporter_dsn(host: str, port: int, user: str, password: pulumi.Input[str],
-                  database: str) -> pulumi.Output[str]:
-    # lib/pq, which the Go exporter uses, defaults to sslmode=require.
+def _exporter_dsn(host: str, port: int, user: str, password: Any, database: str) -> Any:
+    """A libpq URI; an Output when the password is one. lib/pq, which the Go exporter
+    uses, defaults to sslmode=require, hence sslmode=disable on loopback."""
+    if isinstance(password, str):
+        from urllib.parse import quote
+
+        return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
+                f"{quote(database, safe='')}?sslmode=disable")
     return pulumi.Output.secret(pulumi.Output.format(
         "postgresql://{0}:{1}@{2}:{3}/{4}?sslmode=disable", user, password, host, port,
         database))
 
 
-def build(cfg: PlatformConfig, *, owner_password: pulumi.Input[str],
-          admin_password: pulumi.Input[str], sql_dir: Path,
-          opts: pulumi.ResourceOptions) -> list[Exporter]:
-    """One postgres exporter per node and one for the pooler, at render_monitoring's ports.
+def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: Any,
+                   sql_dir: Path) -> list[dict[str, Any]]:
+    """Inputs of every exporter of the local stack; passwords may be Outputs or strings.
 
-    The queries carry the stack's sql/ files, so after a deploy the exporter
-    reports what the database still lacks; they read backups from the posix
-    repository's backup.info.
+    One postgres exporter per node and one for the pooler, at render_monitoring's
+    ports. The queries carry the stack's sql/ files, so after a deploy the
+    exporter reports what the database still lacks; they read backups from the
+    posix repository's backup.info.
     """
     from infra import render_monitoring as rm
     from infra.backends.local_layout import layout, replicas
     from infra.schema.files import MigrationSet
 
-    mon = monitoring_settings(cfg)
+    mon = cfg.monitoring
     if not mon.exporters:
         return []
     pg, lay = cfg.postgres, layout(cfg)
-    run_dir = str(lay.base / "exporters")
+    run_dir = lay.base / "exporters"
     backup_info = (rm.backup_info_path(lay.backup_paths.repo_path, cfg.backup.stanza)
                    if cfg.backup.repo == "posix" else None)
-    queries_path = str(lay.base / "exporters" / "queries.yaml")
+    queries_path = str(run_dir / "queries.yaml")
     queries = rm.postgres_exporter_queries(cfg, MigrationSet.load(sql_dir), backup_info)
     targets = {t.labels["node"]: t for t in rm.local_targets(cfg, mon)}
     nodes = [("primary", pg.listen_address, pg.port)]
     nodes += [(r.name, r.host, r.port) for r in replicas(cfg)]
-    out: list[Exporter] = []
+    out: list[dict[str, Any]] = []
     for node, host, port in nodes:
         listen, _, exporter_port = targets[node].address.rpartition(":")
         cmd = rm.postgres_exporter_command(listen, int(exporter_port), queries_path)
-        out.append(Exporter(f"postgres-exporter-{node}", {
-            "name": f"postgres-exporter-{node}", "run_dir": run_dir, "argv": list(cmd.argv),
-            "listen": listen, "port": int(exporter_port),
-            "files": {queries_path: queries},
-            "secret_env": {"DATA_SOURCE_NAME": _exporter_dsn(
-                host, port, pg.owner_role, owner_password, pg.database)},
-        }, opts))
+        dsn = _exporter_dsn(host, port, pg.owner_role, owner_password, pg.database)
+        out.append({"name": f"postgres-exporter-{node}", "run_dir": str(run_dir),
+                    "argv": list(cmd.argv), "listen": listen, "port": int(exporter_port),
+                    "files": {queries_path: queries},
+                    "secret_env": {"DATA_SOURCE_NAME": dsn}})
     listen, _, exporter_port = targets["pooler"].address.rpartition(":")
-    launcher = str(lay.base / "exporters" / "pgbouncer_exporter.py")
+    launcher = str(run_dir / "pgbouncer_exporter.py")
     cmd = rm.pgbouncer_exporter_command(listen, int(exporter_port), pg.listen_address,
                                         cfg.pooler.port, cfg.pooler.admin_user, launcher)
-    out.append(Exporter("pgbouncer-exporter", {
-        "name": "pgbouncer-exporter", "run_dir": run_dir, "argv": list(cmd.argv),
-        "listen": listen, "port": int(exporter_port),
-        "files": {launcher: rm.pgbouncer_exporter_launcher()},
-        "secret_env": {"PGPASSWORD": admin_password},
-    }, opts))
+    out.append({"name": "pgbouncer-exporter", "run_dir": str(run_dir), "argv": list(cmd.argv),
+                "listen": listen, "port": int(exporter_port),
+                "files": {launcher: rm.pgbouncer_exporter_launcher()},
+                "secret_env": {"PGPASSWORD": admin_password}})
     return out
 
 
-def monitoring_settings(cfg: PlatformConfig) -> MonitoringSettings:
-    """The stack's `pg-platform:monitoring`, or the defaults where config has none."""
-    found = getattr(cfg, "monitoring", None)
-    return found if isinstance(found, MonitoringSettings) else MonitoringSettings()
+def build(cfg: PlatformConfig, *, owner_password: pulumi.Input[str],
+          admin_password: pulumi.Input[str], sql_dir: Path,
+          opts: pulumi.ResourceOptions) -> list[Exporter]:
+    """The local stack's exporters as resources (see exporter_props)."""
+    return [Exporter(props["name"], props, opts)
+            for props in exporter_props(cfg, owner_password=owner_password,
+                                        admin_password=admin_password, sql_dir=sql_dir)]
+

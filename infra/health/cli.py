@@ -115,7 +115,7 @@ def scrape_config(stack_name: str, project_dir: Path) -> str:
     if cfg.backend != "local":
         raise PlatformError(f"stack {stack_name!r} uses backend {cfg.backend!r}; its exporters "
                             "listen on its hosts: see docs/monitoring.md for the targets")
-    mon = stack.monitoring_of(cfg)
+    mon = cfg.monitoring
     return rm.prometheus_config(rm.local_targets(cfg, mon), mon,
                                 [str(rm.MONITORING / "alerts.yml")])
 
@@ -125,7 +125,7 @@ def alert_rules(stack_name: str, project_dir: Path) -> str:
     from infra.backup.stack import stack_config
 
     cfg = stack_config(stack_name, project_dir)
-    return rm.alert_rules(cfg, stack.monitoring_of(cfg))
+    return rm.alert_rules(cfg, cfg.monitoring)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,11 +41,6 @@ class StackTargets:
         return f"StackTargets(stack={self.cfg.stack!r}, replicas={len(self.replica_dsns)})"
 
 
-def monitoring_of(cfg: config.PlatformConfig) -> MonitoringSettings:
-    found = getattr(cfg, "monitoring", None)
-    return found if isinstance(found, MonitoringSettings) else MonitoringSettings()
-
-
 def _plain(value: Any) -> Any:
     """A state value as `stack export --show-secrets` writes it: plain, or wrapped."""
     if isinstance(value, dict) and "plaintext" in value:
@@ -93,7 +88,7 @@ def load(stack: str, root: Path = ROOT) -> StackTargets:
     if cfg.backend == "local":
         candidate = local_layout.layout(cfg).pgbackrest_conf
         pgbr = candidate if candidate.exists() else None
-    return StackTargets(cfg=cfg, monitoring=monitoring_of(cfg), primary_dsn=primary,
+    return StackTargets(cfg=cfg, monitoring=cfg.monitoring, primary_dsn=primary,
                         replica_dsns=tuple(outputs.get("replica_dsns") or ()),
                         pooler_admin_dsn=pooler_admin if isinstance(pooler_admin, str) else None,
                         pgbackrest_config=pgbr)
