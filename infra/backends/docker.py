@@ -60,9 +60,10 @@ class Layout:
         return self.port + i
 
 
-def host_paths() -> render.HostPaths:
+def host_paths(replica: int = 0) -> render.HostPaths:
+    """Only the primary archives WAL (to the backup volume); replicas have no repository."""
     return render.HostPaths(data_dir=PGDATA, socket_dir=SOCKET_DIR,
-                            pgbackrest_config=PGBACKREST_CONF)
+                            pgbackrest_config=None if replica else PGBACKREST_CONF)
 
 
 def backup_paths() -> render.BackupPaths:
@@ -91,7 +92,7 @@ def server_files(cfg: PlatformConfig, settings: DockerSettings,
     sb = standby(cfg, replica) if replica else None
     files = {
         f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
-            cfg, host_paths(), timescaledb=True, listen="*", standby=sb),
+            cfg, host_paths(replica), timescaledb=True, listen="*", standby=sb),
         f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, (settings.network_subnet,)),
         f"{CONF_DIR}/start.sh": render.render(
             "docker-start.sh.j2", role="replica" if replica else "primary", conf_dir=CONF_DIR,

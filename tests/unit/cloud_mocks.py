@@ -77,6 +77,7 @@ class Recorder(pulumi.runtime.Mocks):
             rid = f"vol-{index:017x}"
         elif args.typ.startswith("aws:"):
             outputs.setdefault("arn", f"arn:aws:mock:::{args.name}")
+            outputs.setdefault("name", f"{args.name}-autonamed")   # Pulumi's auto-naming
         if args.typ == "aws:s3/bucketV2:BucketV2":
             outputs.setdefault("bucket", args.inputs.get("bucket", args.name))
         if args.typ == "docker:index/remoteImage:RemoteImage":
@@ -84,7 +85,7 @@ class Recorder(pulumi.runtime.Mocks):
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), outputs))
         return rid, outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> Any:
         self.calls.append((args.token, dict(args.args)))
         if args.token == "aws:ec2/getSubnet:getSubnet":
             return {"id": args.args.get("id"), "availabilityZone": AZ,
@@ -120,7 +121,7 @@ def run(raw: dict[str, Any], stack: str) -> Run:
 
     result: dict[str, Any] = {}
 
-    @pulumi.runtime.test  # type: ignore[misc]
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[Any]:
         ep = Platform("platform", cfg).endpoints
         outs = {"primary_dsn": ep.primary_dsn, "app_dsn": ep.app_dsn,

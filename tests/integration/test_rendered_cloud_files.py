@@ -1,0 +1,218 @@
+"""The files the dev and prod stacks ship, checked by the real tools that read them.
+
+cloud-init's own schema validator reads the user-data, `postgres -C` parses the
+postgresql.conf the hosts and containers get, pgbouncer starts on the rendered
+pgbouncer.ini, bash parses the boot scripts, and psql runs the bootstrap SQL on
+a real server. Each check is also shown to fail on a broken file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from infra import config, pgctl
+from infra.backends import aws_userdata as ud
+from infra.backends import docker as dk
+from infra.backends.cloud_files import Passwords, bootstrap_sql, userlist
+from infra.config_cloud import DockerSettings
+from tests.support import RunningServer, scratch_dir
+
+RAW: dict[str, Any] = {
+    "replicas": 2,
+    "aws": {"region": "eu-west-1", "vpc_id": "vpc-0123456789abcdef0", "vpc_cidr": "10.0.0.0/16",
+            "subnet_ids": ["subnet-0123456789abcdef0"], "allowed_cidrs": ["10.20.0.0/16"],
+            "ami": "ami-0123456789abcdef0"},
+    "backup": {"s3": {"bucket": "acme-pg-backups"}},
+}
+PW = Passwords(owner="owner-pw-1", app="app-pw-2", replicator="repl-pw-3",
+               pooler_admin="admin-pw-4")
+
+
+@pytest.fixture(scope="module")
+def prod() -> config.PlatformConfig:
+    return config.load(RAW, "prod")
+
+
+@pytest.fixture(scope="module")
+def dev() -> config.PlatformConfig:
+    return config.load({"replicas": 2}, "dev")
+
+
+def _user_data(cfg: config.PlatformConfig, replica: int) -> str:
+    host = ud.Host(replica=replica, volume_id="vol-0123456789abcdef0",
+                   secret_id="arn:aws:secretsmanager:eu-west-1:123456789012:secret:x",
+                   primary_host="10.0.1.10" if replica else "")
+    return ud.user_data(cfg, host, ("10.0.1.11", "10.0.1.12") if not replica else ())
+
+
+def _cloud_init_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["cloud-init", "schema", "--config-file", str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="cloud-init is not installed")
+def test_user_data_passes_cloud_init_schema(prod: config.PlatformConfig,
+                                            tmp_path: Path) -> None:
+    for replica in (0, 1):
+        path = tmp_path / f"user-data-{replica}.yaml"
+        path.write_text(_user_data(prod, replica))
+        result = _cloud_init_schema(path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Valid cloud-config" in result.stdout
+    broken = yaml.safe_load(_user_data(prod, 0))
+    broken["write_files"][0]["permision"] = "0644"
+    path = tmp_path / "broken.yaml"
+    path.write_text("#cloud-config\n" + yaml.safe_dump(broken))
+    assert _cloud_init_schema(path).returncode != 0
+
+
+def _postgres_accepts(conf: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`postgres -C` reads the whole file and rejects unknown settings or bad values."""
+    pgctl.write_file(workdir / "postgresql.conf", conf, mode=0o644)
+    return subprocess.run(pgctl.service_cmd([
+        str(pgctl.bin_dir() / "postgres"), "-D", str(workdir / "data"),
+        "-c", f"config_file={workdir / 'postgresql.conf'}", "-C", "max_wal_senders"]),
+        capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Any:
+    base = scratch_dir()
+    pgctl.Server(data_dir=base / "data", port=pgctl.free_port()).initdb("pgp_admin", "x-pw")
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgres_accepts_every_rendered_postgresql_conf(prod: config.PlatformConfig,
+                                                         dev: config.PlatformConfig,
+                                                         workdir: Path) -> None:
+    confs = {
+        "aws-primary": ud.host_files(prod, ud.Host(0, "vol-1", "arn"))[
+            "/etc/pg-platform/postgresql.conf"],
+        "aws-replica": ud.host_files(prod, ud.Host(1, "vol-2", "arn", "10.0.1.10"))[
+            "/etc/pg-platform/postgresql.conf"],
+        "docker-primary": dk.server_files(dev, dev.docker or DockerSettings(), 0)[
+            "/etc/pg-platform/postgresql.conf"],
+        "docker-replica": dk.server_files(dev, dev.docker or DockerSettings(), 1)[
+            "/etc/pg-platform/postgresql.conf"],
+    }
+    for name, conf in confs.items():
+        result = _postgres_accepts(conf, workdir)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.stdout.strip() == str(prod.max_wal_senders)
+    bad = _postgres_accepts(confs["aws-primary"] + "shared_bufers = '1GB'\n", workdir)
+    assert bad.returncode != 0 and "shared_bufers" in bad.stderr
+
+
+def _pgbouncer_runs(ini: str, tmp: Path) -> tuple[bool, str]:
+    """Start the real pgbouncer on the file; alive after a second means it was accepted."""
+    (tmp / "pgbouncer.ini").write_text(ini)
+    os.chmod(tmp / "pgbouncer.ini", 0o644)
+    proc = subprocess.Popen(pgctl.service_cmd(["pgbouncer", str(tmp / "pgbouncer.ini")]),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.5)
+        alive = proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            # SIGTERM: PgBouncer's immediate shutdown; runuser passes it on.
+            proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=10)
+    return alive, out
+
+
+@pytest.mark.skipif(shutil.which("pgbouncer") is None, reason="pgbouncer is not installed")
+def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
+                                            dev: config.PlatformConfig) -> None:
+    tmp = scratch_dir("pgp-bouncer-")
+    try:
+        auth = tmp / "userlist.txt"
+        auth.write_text(userlist(prod, PW))
+        os.chmod(auth, 0o644)
+        port = pgctl.free_port()
+        inis = {
+            "aws": ud.host_files(prod, ud.Host(0, "vol-1", "arn"), ("10.0.1.11",))[
+                "/etc/pg-platform/pgbouncer.ini"],
+            "docker": dk.pooler_files(dev, dk.Layout("pgp-dev", 5432, 2, 6432)),
+        }
+        for name, ini in inis.items():
+            # Only the auth file's path and the port differ from the shipped file: the
+            # hosts' paths do not exist here, and the port must be free.
+            text = "\n".join(
+                f"auth_file = {auth}" if line.startswith("auth_file =") else
+                f"listen_port = {port}" if line.startswith("listen_port =") else
+                "unix_socket_dir = " + str(tmp) if line.startswith("unix_socket_dir =") else
+                line for line in ini.splitlines()) + "\n"
+            alive, out = _pgbouncer_runs(text, tmp)
+            assert alive, f"{name}: {out}"
+        alive, out = _pgbouncer_runs(text.replace("pool_mode =", "pool_mood ="), tmp)
+        assert not alive and "pool_mood" in out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_boot_scripts_parse_in_bash(prod: config.PlatformConfig,
+                                    dev: config.PlatformConfig) -> None:
+    scripts = []
+    for replica in (0, 1):
+        files = {f["path"]: f["content"]
+                 for f in yaml.safe_load(_user_data(prod, replica))["write_files"]}
+        scripts.append(files["/usr/local/sbin/pgp-setup"])
+        compiled = subprocess.run(["python3", "-c", "import sys; compile(sys.stdin.read(), "
+                                   "'pgp-fetch-secrets', 'exec')"],
+                                  input=files["/usr/local/sbin/pgp-fetch-secrets"],
+                                  capture_output=True, text=True, timeout=30)
+        assert compiled.returncode == 0, compiled.stderr
+        scripts.append(dk.server_files(dev, dev.docker or DockerSettings(), replica)[
+            "/etc/pg-platform/start.sh"])
+    for script in [*scripts, "if then fi\n"]:
+        result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True,
+                                timeout=30)
+        assert (result.returncode == 0) == (script != "if then fi\n"), result.stderr
+
+
+def test_bootstrap_sql_gives_working_roles(pg_server: RunningServer,
+                                           prod: config.PlatformConfig) -> None:
+    pg = prod.postgres
+    admin = pg_server.superuser_dsn()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{pg.database}" WITH (FORCE)')
+        for role in (pg.app_role, pg.replication_role, pg.owner_role):
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        conn.execute(f'CREATE ROLE "{pg.owner_role}" SUPERUSER LOGIN')
+    sql_file = scratch_dir("pgp-sql-") / "bootstrap.sql"
+    sql_file.write_text(bootstrap_sql(prod, PW))
+    for _ in range(2):  # idempotent: a second run changes nothing and does not fail
+        result = subprocess.run(["psql", "-X", "-q", "-d", admin, "-f", str(sql_file)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    server = pg_server.server
+    with psycopg.connect(server.dsn(pg.app_role, PW.app, pg.database)) as conn:
+        row = conn.execute("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles "
+                           "WHERE rolname = current_user").fetchone()
+        assert row == (pg.app_role, False, False)
+    with psycopg.connect(server.dsn(pg.owner_role, PW.owner, pg.database)) as conn:
+        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                             "WHERE datname = current_database()").fetchone()
+        assert owner == (pg.owner_role,)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server.dsn(pg.app_role, "wrong-password", pg.database)).close()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{pg.database}" WITH (FORCE)')
+        for role in (pg.app_role, pg.replication_role, pg.owner_role):
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    shutil.rmtree(sql_file.parent, ignore_errors=True)

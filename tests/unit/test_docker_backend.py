@@ -1,0 +1,171 @@
+"""The dev (Docker) program under Pulumi mocks: resources, security, and the files it ships."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from infra import config, render, scram
+from infra.backends import docker as backend
+from policy import validators
+from tests.unit import cloud_mocks as cm
+
+CONTAINER = "docker:index/container:Container"
+RAW: dict[str, Any] = {
+    "replicas": 2,
+    "postgres": {"port": 5432, "shared_buffers": "256MB"},
+    "docker": {"image": "timescale/timescaledb-ha:pg15", "network_subnet": "172.28.16.0/24"},
+}
+
+
+@pytest.fixture(scope="module")
+def dev() -> cm.Run:
+    return cm.run(RAW, "dev")
+
+
+@pytest.fixture(scope="module")
+def cfg() -> config.PlatformConfig:
+    return config.load(RAW, "dev")
+
+
+def uploads(container: cm.Recorded) -> dict[str, Any]:
+    """path -> content as sent, secret wrappers kept, so secrecy can be checked."""
+    raw = container.inputs["uploads"]
+    items = raw["value"] if cm.is_secret(raw) else raw
+    return {cm.plain(u)["file"]: u["content"] for u in items}
+
+
+def test_resource_types_and_counts(dev: cm.Run) -> None:
+    counts = Counter(r.typ for r in dev.mocks.resources)
+    assert counts["docker:index/network:Network"] == 1
+    assert counts["docker:index/remoteImage:RemoteImage"] == 1
+    assert counts["docker:index/volume:Volume"] == 2 + 1 + 1      # replicas, primary, backup
+    assert counts[CONTAINER] == 2 + 1 + 1                         # replicas, primary, pooler
+    names = {r.name for r in dev.mocks.of_type(CONTAINER)}
+    assert names == {"primary", "replica-1", "replica-2", "pooler"}
+
+
+def test_image_and_pgdata_of_the_ha_image(dev: cm.Run) -> None:
+    image = dev.mocks.of_type("docker:index/remoteImage:RemoteImage")[0]
+    assert image.get("name") == RAW["docker"]["image"]
+    primary = dev.mocks.one(CONTAINER, "primary")
+    assert primary.get("image") == f"sha256:{RAW['docker']['image']}"
+    assert "PGDATA=/home/postgres/pgdata/data" in primary.get("envs")
+    mounts = {m["containerPath"]: m["volumeName"] for m in primary.get("volumes")}
+    assert mounts == {"/home/postgres/pgdata": "pgp-dev-primary",
+                      "/home/postgres/pgdata/backup": "pgp-dev-backup"}
+
+
+def test_ports_on_loopback_healthchecks_and_policies(dev: cm.Run) -> None:
+    published = {}
+    for c in dev.mocks.of_type(CONTAINER):
+        ports = c.get("ports")
+        assert ports and all(p["ip"] == "127.0.0.1" for p in ports), c.name
+        assert c.get("healthcheck")["tests"][:2] == ["CMD", "pg_isready"]
+        published[c.name] = ports[0]["external"]
+    assert published == {"primary": 5432, "replica-1": 5433, "replica-2": 5434, "pooler": 6432}
+    for r in dev.mocks.resources:
+        for rule in validators.RULES:
+            if not rule.stack:
+                found = _violations(rule.validate, r)
+                assert found == [], (rule.name, r.name, found)
+
+
+def _violations(validate: Any, r: cm.Recorded) -> list[str]:
+    found: list[str] = []
+    validate(_args(r), lambda message, *_: found.append(message))
+    return found
+
+
+def _args(r: cm.Recorded) -> Any:
+    class A:
+        resource_type = r.typ
+        props = cm.plain(r.inputs)
+    return A()
+
+
+def test_files_equal_the_shared_renderings(dev: cm.Run, cfg: config.PlatformConfig) -> None:
+    paths = render.HostPaths(data_dir="/home/postgres/pgdata/data",
+                             socket_dir="/var/run/postgresql",
+                             pgbackrest_config="/etc/pg-platform/pgbackrest.conf")
+    primary = {k: cm.plain(v) for k, v in uploads(dev.mocks.one(CONTAINER, "primary")).items()}
+    assert primary["/etc/pg-platform/postgresql.conf"] == render.postgresql_conf(
+        cfg, paths, timescaledb=True, listen="*")
+    assert primary["/etc/pg-platform/pg_hba.conf"] == render.pg_hba_conf(
+        cfg, ("172.28.16.0/24",))
+    assert primary["/etc/pg-platform/pgbackrest.conf"] == render.pgbackrest_conf(
+        cfg, paths, backend.backup_paths())
+    pooler = {k: cm.plain(v) for k, v in uploads(dev.mocks.one(CONTAINER, "pooler")).items()}
+    assert pooler["/etc/pg-platform/pgbouncer.ini"] == render.pgbouncer_ini(
+        cfg, render.PoolerPaths(auth_file="/etc/pg-platform/userlist.txt", socket_dir="/tmp"),
+        render.PoolerTargets(listen_address="*", primary_host="primary", primary_port=5432,
+                             replica_hosts=("replica-1", "replica-2"), replica_port=5432))
+    app, admin = dev.mocks.password("app"), dev.mocks.password("pgbouncer_admin")
+    assert pooler["/etc/pg-platform/userlist.txt"] == render.userlist_txt(
+        render.pooler_users(cfg, app, admin))
+
+
+def test_replicas_stream_from_the_primary(dev: cm.Run, cfg: config.PlatformConfig) -> None:
+    primary = dev.mocks.one(CONTAINER, "primary")
+    assert primary.get("networksAdvanced")[0]["aliases"] == ["primary"]
+    for i in (1, 2):
+        files = {k: cm.plain(v) for k, v in
+                 uploads(dev.mocks.one(CONTAINER, f"replica-{i}")).items()}
+        conf = files["/etc/pg-platform/postgresql.conf"]
+        assert f"primary_conninfo = 'host=primary port=5432 user={cfg.postgres.replication_role}"\
+            in conf
+        assert f"primary_slot_name = 'replica_{i}'" in conf
+        assert "archive_mode = off" in conf     # only the primary archives WAL
+        assert f"pg_basebackup -h primary -p 5432 -U {cfg.postgres.replication_role}" in \
+            files["/etc/pg-platform/start.sh"]
+        assert f"-S replica_{i}" in files["/etc/pg-platform/start.sh"]
+
+
+def test_secrets_stay_secret(dev: cm.Run, cfg: config.PlatformConfig) -> None:
+    passwords = [dev.mocks.password(r) for r in
+                 (cfg.postgres.owner_role, "app", "replicator", "pgbouncer_admin")]
+    for r in dev.mocks.resources:
+        if r.typ == "pulumi-python:dynamic:Resource":
+            continue
+        visible = repr(_strip_secrets(r.inputs))
+        for pw in passwords:
+            assert pw not in visible, f"{r.typ} {r.name} shows a password in plain inputs"
+    # A container's uploads travel as one list: one secret file makes the list secret.
+    for name in ("primary", "replica-1", "pooler"):
+        assert cm.is_secret(dev.mocks.one(CONTAINER, name).inputs["uploads"]), name
+    primary = uploads(dev.mocks.one(CONTAINER, "primary"))
+    sql = cm.plain(primary["/docker-entrypoint-initdb.d/10-bootstrap.sql"])
+    assert scram.verifier("app", passwords[1]) in sql and passwords[1] not in sql
+    assert cm.plain(primary["/etc/pg-platform/superuser-password"]) == passwords[0]
+    replica_pgpass = cm.plain(uploads(dev.mocks.one(CONTAINER, "replica-1"))[
+        "/etc/pg-platform/pgpass"])
+    assert passwords[0] not in replica_pgpass and passwords[2] in replica_pgpass
+
+
+def _strip_secrets(value: Any) -> Any:
+    if cm.is_secret(value):
+        return "[secret]"
+    if isinstance(value, dict):
+        return {k: _strip_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_secrets(v) for v in value]
+    return value
+
+
+def test_outputs_match_the_local_stack_names(dev: cm.Run) -> None:
+    out = dev.outputs
+    assert all(out["secret"].values())
+    app = dev.mocks.password("app")
+    assert out["app_dsn"] == f"postgresql://app:{app}@127.0.0.1:5432/platform"
+    assert out["pooler_dsn"] == f"postgresql://app:{app}@127.0.0.1:6432/platform"
+    assert out["replica_dsns"] == [f"postgresql://app:{app}@127.0.0.1:{p}/platform"
+                                   for p in (5433, 5434)]
+    assert out["primary_dsn"].startswith("postgresql://platform_owner:")
+
+
+def test_no_replicas_means_no_replica_containers() -> None:
+    run = cm.run({**RAW, "replicas": 0}, "dev")
+    assert {r.name for r in run.mocks.of_type(CONTAINER)} == {"primary", "pooler"}
+    assert run.outputs["replica_dsns"] == []
