@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 
 from infra import render
-from infra.backends import Endpoints
+from infra.backends import Endpoints, local_exporters
 from infra.backends.local_backup import Backup
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
@@ -148,11 +148,15 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                                 pulumi.ResourceOptions(parent=parent, depends_on=[server]))
     after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
     backup = Backup("backup", backup_props(cfg, owner_pw), after_db)
-    for rep in reps:
-        Replica(rep.name, replica_props(cfg, rep, owner_pw, repl_pw), after_db)
+    standbys = [Replica(rep.name, replica_props(cfg, rep, owner_pw, repl_pw), after_db)
+                for rep in reps]
     userlist = pulumi.Output.all(app_pw, admin_pw).apply(
         lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
-    Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist)), after_db)
+    pooler = Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist)), after_db)
+    # Prometheus exporters for every node and the pooler (pg-platform:monitoring).
+    local_exporters.build(cfg, owner_password=owner_pw, admin_password=admin_pw,
+                          sql_dir=Path.cwd() / "sql", opts=pulumi.ResourceOptions(
+                              parent=parent, depends_on=[database, backup, pooler, *standbys]))
     return Endpoints(
         primary_dsn=_dsn(pg.listen_address, pg.port, pg.owner_role, owner_pw, pg.database),
         app_dsn=_dsn(pg.listen_address, pg.port, pg.app_role, app_pw, pg.database),
