@@ -8,6 +8,7 @@ and drops that slot.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ class ReplicaProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _server(props).remove()
         Path(props["passfile"]).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # its own socket directory, empty once stopped
+            Path(props["socket_dir"]).rmdir()
         primary = pgctl.Server(Path("/nonexistent"), int(props["primary_port"]),
                                props["primary_host"])
         if pgctl.port_open(primary.host, primary.port):
