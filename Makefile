@@ -2,6 +2,7 @@
 #   make up                  the local stack (STACK=dev|prod for the others)
 #   make test                unit and integration tests against real servers
 #   make drill               restore the stack's backups to a point in time and count rows
+#   make status              health of the stack's nodes, pool, backups and schema (exit 0/1/2)
 STACK ?= local
 SHELL := /bin/bash
 ROOT := $(CURDIR)
@@ -15,7 +16,7 @@ export PULUMI_CONFIG_PASSPHRASE_FILE := $(ROOT)/.state/passphrase
 
 PY := $(ROOT)/.venv/bin/python
 
-.PHONY: bootstrap stack up preview refresh destroy test lint bench drill
+.PHONY: bootstrap stack up preview refresh destroy test lint bench drill status
 
 bootstrap:
 	@scripts/bootstrap
@@ -45,6 +46,9 @@ lint: bootstrap
 
 drill: bootstrap
 	$(PY) -m infra.backup drill --stack $(STACK)
+
+status: bootstrap
+	$(PY) -m infra.health --stack $(STACK)
 
 bench: bootstrap
 	$(PY) -m bench
