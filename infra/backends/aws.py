@@ -21,7 +21,13 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.backends import Endpoints
-from infra.backends.aws_storage import bucket, instance_profile, role_secret, secret
+from infra.backends.aws_storage import (
+    bucket,
+    instance_profile,
+    role_secret,
+    secret,
+    with_bucket,
+)
 from infra.backends.aws_userdata import (
     DEVICE_NAME,
     Host,
@@ -103,8 +109,10 @@ class _Hosts:
     """
 
     def __init__(self, cfg: PlatformConfig, settings: AwsSettings, parent: pulumi.Resource,
-                 sg: aws.ec2.SecurityGroup, every: pulumi.Output[Passwords]) -> None:
+                 sg: aws.ec2.SecurityGroup, every: pulumi.Output[Passwords],
+                 bucket_name: pulumi.Output[str]) -> None:
         self.cfg, self.settings, self.sg, self.every = cfg, settings, sg, every
+        self.bucket_name = bucket_name
         self.opts = pulumi.ResourceOptions(parent=parent)
 
     def subnet(self, replica: int) -> str:
@@ -135,10 +143,11 @@ class _Hosts:
             iops=s.data_volume_iops, throughput=s.data_volume_throughput, encrypted=True,
             kms_key_id=s.kms_key_arn or None, tags=_tags(cfg, f"{name}-data"),
             opts=self.opts)
-        text = pulumi.Output.all(volume.id, secret_id, primary_ip, *replica_ips).apply(
-            lambda a: user_data(cfg, Host(replica=replica, volume_id=a[0], secret_id=a[1],
-                                          primary_host=a[2] if replica else ""),
-                                tuple(a[3:])))
+        text = pulumi.Output.all(self.bucket_name, volume.id, secret_id, primary_ip,
+                                 *replica_ips).apply(
+            lambda a: user_data(with_bucket(cfg, a[0]),
+                                Host(replica=replica, volume_id=a[1], secret_id=a[2],
+                                     primary_host=a[3] if replica else ""), tuple(a[4:])))
         # An Output of None leaves the argument unset; the other one carries the text.
         plain = cast("pulumi.Output[str]", text.apply(_plain_user_data))
         packed = cast("pulumi.Output[str]", text.apply(_packed_user_data))
@@ -181,7 +190,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         role_secret(role, cfg, value, _tags(cfg, role), child)
     sg = security_group(cfg, settings, child)
     backups = bucket(cfg, _tags(cfg, "backups"), child)
-    hosts = _Hosts(cfg, settings, parent, sg, pws.all())
+    hosts = _Hosts(cfg, settings, parent, sg, pws.all(), backups.bucket)
     names = ["primary", *[f"replica-{i}" for i in range(1, cfg.replicas + 1)]]
     enis = [hosts.interface(n, i) for i, n in enumerate(names)]
     ips = [e.private_ip for e in enis]

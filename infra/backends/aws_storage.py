@@ -9,6 +9,7 @@ operators and applications.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -19,6 +20,13 @@ from infra.config import PlatformConfig
 
 _S3_OBJECT_ACTIONS = ["s3:PutObject", "s3:PutObjectTagging", "s3:GetObject",
                       "s3:GetObjectVersion", "s3:DeleteObject"]
+
+
+def with_bucket(cfg: PlatformConfig, name: str) -> PlatformConfig:
+    """The settings with the bucket's actual name, for rendering pgbackrest.conf."""
+    assert cfg.backup.s3 is not None
+    s3 = dataclasses.replace(cfg.backup.s3, bucket=name)
+    return dataclasses.replace(cfg, backup=dataclasses.replace(cfg.backup, s3=s3))
 
 
 def repo_prefix(cfg: PlatformConfig) -> str:
@@ -32,8 +40,11 @@ def bucket(cfg: PlatformConfig, tags: dict[str, str],
     """The pgBackRest repository bucket and the settings that make it safe."""
     assert cfg.aws is not None and cfg.backup.s3 is not None
     kms = cfg.aws.kms_key_arn
-    b = aws.s3.BucketV2("backup-bucket", bucket=cfg.backup.s3.bucket, force_destroy=False,
-                        tags=tags, opts=opts)
+    # No name in config: Pulumi names it, and the hosts' pgbackrest.conf gets that name.
+    name = cfg.backup.s3.bucket or None
+    b = aws.s3.BucketV2("backup-bucket", bucket=name,
+                        bucket_prefix=None if name else f"pg-platform-{cfg.stack}-backups-",
+                        force_destroy=False, tags=tags, opts=opts)
     child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=b))
     aws.s3.BucketPublicAccessBlock(
         "backup-bucket-public-access", bucket=b.id, block_public_acls=True,

@@ -139,3 +139,23 @@ def run(raw: dict[str, Any], stack: str) -> Run:
 
     program()
     return Run(mocks=mocks, outputs=result)
+
+
+def stack_file(stack: str) -> dict[str, Any]:
+    """A stack file's pg-platform settings, decoded the way config.from_pulumi does."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / f"Pulumi.{stack}.yaml"
+    raw = yaml.safe_load(path.read_text())["config"]
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        project, _, name = key.partition(":")
+        if project == config.PROJECT:
+            try:
+                out[name] = json.loads(value) if isinstance(value, str) else value
+            except json.JSONDecodeError:
+                out[name] = value
+    return out

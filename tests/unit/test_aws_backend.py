@@ -222,3 +222,21 @@ def test_world_cidr_is_refused_before_any_resource() -> None:
     raw = {**RAW, "aws": {**RAW["aws"], "allowed_cidrs": ["0.0.0.0/0"]}}
     with pytest.raises(Exception, match="whole internet"):
         config.load(raw, "prod")
+
+
+def test_an_unnamed_bucket_is_named_by_pulumi_and_reaches_pgbackrest_conf() -> None:
+    raw = {**RAW, "backup": {"s3": {"path": "/pgbackrest/prod"}}}
+    run = cm.run(raw, "prod")
+    bucket = run.mocks.one("aws:s3/bucketV2:BucketV2", "backup-bucket")
+    assert bucket.get("bucketPrefix") == "pg-platform-prod-backups-"
+    made = bucket.outputs["bucket"]
+    conf = written(run.mocks.one(INSTANCE, "primary"))["/etc/pg-platform/pgbackrest.conf"]
+    assert f"repo1-s3-bucket={made}\n" in conf
+
+
+def test_the_prod_stack_file_builds() -> None:
+    raw = cm.stack_file("prod")
+    run = cm.run(raw, "prod")
+    assert len(run.mocks.of_type(INSTANCE)) == 1 + int(raw["replicas"])
+    for inst in run.mocks.of_type(INSTANCE):
+        assert inst.get("instanceType") == raw["aws"]["instance_type"]

@@ -169,3 +169,11 @@ def test_no_replicas_means_no_replica_containers() -> None:
     run = cm.run({**RAW, "replicas": 0}, "dev")
     assert {r.name for r in run.mocks.of_type(CONTAINER)} == {"primary", "pooler"}
     assert run.outputs["replica_dsns"] == []
+
+
+def test_the_dev_stack_file_builds() -> None:
+    raw = cm.stack_file("dev")
+    run = cm.run(raw, "dev")
+    containers = {r.name for r in run.mocks.of_type(CONTAINER)}
+    assert containers == {"primary", "pooler",
+                          *[f"replica-{i}" for i in range(1, int(raw["replicas"]) + 1)]}
