@@ -8,11 +8,21 @@ ports. They live under `pg-platform:monitoring` in the stack file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from infra.config import Section, memory_bytes
+from infra.config import MAX_REPLICAS, Section, memory_bytes
 from infra.errors import ConfigError
 
+if TYPE_CHECKING:
+    from infra.config import PlatformConfig
+
 _HOUR = 3600
+# Where exporters listen when the ports are left at 0. On hosts of their own
+# (docker, aws) the exporters' registered defaults; on the local stack, offsets
+# from postgres.port (as the pooler's default is), so that several local stacks,
+# and the tests' throw-away ones, never reach for the same port.
+HOST_PORTS = (9187, 9127)
+LOCAL_OFFSETS = (2000, 3000)
 
 
 @dataclass(frozen=True)
@@ -20,8 +30,8 @@ class MonitoringSettings:
     """Thresholds: crossing a `*_warn` one makes a stack degraded, `*_critical` unhealthy."""
 
     exporters: bool = True
-    postgres_exporter_port: int = 9187
-    pgbouncer_exporter_port: int = 9127
+    postgres_exporter_port: int = 0  # 0: see exporter_ports
+    pgbouncer_exporter_port: int = 0
     replication_lag_seconds: int = 30
     replication_lag_bytes: int = 16 << 20
     connections_warn_percent: int = 80
@@ -85,10 +95,8 @@ def parse_monitoring(section: Section) -> MonitoringSettings:
     lag_bytes_raw = section.memory("replication_lag_bytes", "16MB")
     settings = MonitoringSettings(
         exporters=section.flag("exporters", d.exporters),
-        postgres_exporter_port=section.int("postgres_exporter_port",
-                                           d.postgres_exporter_port, 1024, 65535),
-        pgbouncer_exporter_port=section.int("pgbouncer_exporter_port",
-                                            d.pgbouncer_exporter_port, 1024, 65535),
+        postgres_exporter_port=_port(section, "postgres_exporter_port"),
+        pgbouncer_exporter_port=_port(section, "pgbouncer_exporter_port"),
         replication_lag_seconds=section.int("replication_lag_seconds",
                                             d.replication_lag_seconds, 1, 86400),
         replication_lag_bytes=memory_bytes(lag_bytes_raw),
@@ -112,8 +120,34 @@ def parse_monitoring(section: Section) -> MonitoringSettings:
             f"{section.where('connections_warn_percent')}={settings.connections_warn_percent} "
             f"must be below {section.where('connections_critical_percent')}="
             f"{settings.connections_critical_percent}")
-    if settings.postgres_exporter_port == settings.pgbouncer_exporter_port:
+    if settings.postgres_exporter_port and \
+            settings.postgres_exporter_port == settings.pgbouncer_exporter_port:
         raise ConfigError(
             f"{section.where('pgbouncer_exporter_port')}={settings.pgbouncer_exporter_port}: "
             f"must differ from {section.where('postgres_exporter_port')}")
     return settings
+
+
+def _port(section: Section, name: str) -> int:
+    value = section.int(name, 0, 0, 65535)
+    if 0 < value < 1024:
+        raise ConfigError(f"{section.where(name)}={value}: allowed are 0 (the default for the "
+                          "backend) or 1024 to 65535")
+    return value
+
+
+def exporter_ports(cfg: PlatformConfig) -> tuple[int, int]:
+    """(postgres exporter, pgbouncer exporter) ports; local replica i uses the first + i."""
+    mon = cfg.monitoring
+    local = cfg.backend == "local"
+    pg_exp = mon.postgres_exporter_port or (
+        cfg.postgres.port + LOCAL_OFFSETS[0] if local else HOST_PORTS[0])
+    bouncer_exp = mon.pgbouncer_exporter_port or (
+        cfg.postgres.port + LOCAL_OFFSETS[1] if local else HOST_PORTS[1])
+    top = pg_exp + (MAX_REPLICAS if local else 0)
+    if top > 65535 or bouncer_exp > 65535:
+        raise ConfigError(
+            f"pg-platform:postgres.port={cfg.postgres.port}: the exporters' default ports "
+            f"({pg_exp}..{top} and {bouncer_exp}) pass 65535; set "
+            "pg-platform:monitoring.postgres_exporter_port and pgbouncer_exporter_port")
+    return pg_exp, bouncer_exp

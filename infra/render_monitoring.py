@@ -15,7 +15,11 @@ from pathlib import Path
 import yaml
 
 from infra.config import PlatformConfig
-from infra.config_monitoring import MonitoringSettings, full_backup_max_age_seconds
+from infra.config_monitoring import (
+    MonitoringSettings,
+    exporter_ports,
+    full_backup_max_age_seconds,
+)
 from infra.render import render
 from infra.schema.files import MigrationSet, Track
 
@@ -106,15 +110,16 @@ class ScrapeTarget:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def local_targets(cfg: PlatformConfig, mon: MonitoringSettings) -> list[ScrapeTarget]:
+def local_targets(cfg: PlatformConfig) -> list[ScrapeTarget]:
     """The local stack's exporters: the primary's port, then one more per replica."""
     host = cfg.postgres.listen_address
-    out = [ScrapeTarget("postgres", f"{host}:{mon.postgres_exporter_port}",
+    pg_port, bouncer_port = exporter_ports(cfg)
+    out = [ScrapeTarget("postgres", f"{host}:{pg_port}",
                         {"node": "primary", "stack": cfg.stack})]
     for i in range(1, cfg.replicas + 1):
-        out.append(ScrapeTarget("postgres", f"{host}:{mon.postgres_exporter_port + i}",
+        out.append(ScrapeTarget("postgres", f"{host}:{pg_port + i}",
                                 {"node": f"replica-{i}", "stack": cfg.stack}))
-    out.append(ScrapeTarget("pgbouncer", f"{host}:{mon.pgbouncer_exporter_port}",
+    out.append(ScrapeTarget("pgbouncer", f"{host}:{bouncer_port}",
                             {"node": "pooler", "stack": cfg.stack}))
     return out
 

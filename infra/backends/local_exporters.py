@@ -38,7 +38,7 @@ from infra.errors import ProcessError
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_VERSION = "1"
+PROVIDER_VERSION = "2"
 _START_TIMEOUT = 20.0
 
 
@@ -78,6 +78,11 @@ def _log_tail(props: dict[str, Any], lines: int = 8) -> str:
 
 def start(props: dict[str, Any]) -> int:
     """Write the exporter's files, start it detached, and wait until it listens."""
+    if pgctl.port_open(props["listen"], int(props["port"])):
+        raise ProcessError(
+            f"exporter {props['name']}: {props['listen']}:{props['port']} is already in use "
+            "by another process; choose free ports with pg-platform:monitoring."
+            "postgres_exporter_port / pgbouncer_exporter_port")
     run_dir = pgctl.make_dir(Path(props["run_dir"]), 0o755)
     for path, text in sorted((props.get("files") or {}).items()):
         pgctl.write_file(Path(path), text, 0o600)
@@ -96,7 +101,7 @@ def start(props: dict[str, Any]) -> int:
         if proc.poll() is not None:
             raise ProcessError(f"exporter {props['name']} exited with {proc.returncode} at "
                                f"start (log {log}):\n{_log_tail(props)}")
-        if pgctl.port_open(props["listen"], int(props["port"])):
+        if pgctl.port_open(props["listen"], int(props["port"])) and proc.poll() is None:
             logger.info("exporter %s listens on %s:%s", props["name"], props["listen"],
                         props["port"])
             return proc.pid
@@ -208,7 +213,7 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
                    if cfg.backup.repo == "posix" else None)
     queries_path = str(run_dir / "queries.yaml")
     queries = rm.postgres_exporter_queries(cfg, MigrationSet.load(sql_dir), backup_info)
-    targets = {t.labels["node"]: t for t in rm.local_targets(cfg, mon)}
+    targets = {t.labels["node"]: t for t in rm.local_targets(cfg)}
     nodes = [("primary", pg.listen_address, pg.port)]
     nodes += [(r.name, r.host, r.port) for r in replicas(cfg)]
     out: list[dict[str, Any]] = []

@@ -116,7 +116,7 @@ def scrape_config(stack_name: str, project_dir: Path) -> str:
         raise PlatformError(f"stack {stack_name!r} uses backend {cfg.backend!r}; its exporters "
                             "listen on its hosts: see docs/monitoring.md for the targets")
     mon = cfg.monitoring
-    return rm.prometheus_config(rm.local_targets(cfg, mon), mon,
+    return rm.prometheus_config(rm.local_targets(cfg), mon,
                                 [str(rm.MONITORING / "alerts.yml")])
 
 

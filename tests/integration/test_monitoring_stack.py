@@ -68,6 +68,11 @@ def stack() -> Iterator[ThrowawayStack]:
         s.remove()
 
 
+def test_a_second_up_changes_nothing(stack: ThrowawayStack) -> None:
+    """The exporters are idempotent resources too: nothing to do when nothing changed."""
+    stack.preview("--expect-no-changes")
+
+
 def health(s: ThrowawayStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "infra.health", "--stack", NAME, "--project-dir",
@@ -123,7 +128,7 @@ def scrape(address: str) -> str:
 
 def exporter_addresses(s: ThrowawayStack) -> list[str]:
     cfg = stack_config(NAME, s.project)
-    return [t.address for t in render_monitoring.local_targets(cfg, cfg.monitoring)]
+    return [t.address for t in render_monitoring.local_targets(cfg)]
 
 
 def test_dashboard_queries_only_metrics_the_exporters_expose(stack: ThrowawayStack) -> None:

@@ -34,7 +34,7 @@ def test_values_are_read() -> None:
     ({"replication_lag_seconds": 0}, "pg-platform:monitoring.replication_lag_seconds=0"),
     ({"replication_lag_bytes": "lots"}, "pg-platform:monitoring.replication_lag_bytes='lots'"),
     ({"connections_warn_percent": 96}, "must be below pg-platform:monitoring.connections_crit"),
-    ({"pgbouncer_exporter_port": 9187}, "must differ from"),
+    ({"pgbouncer_exporter_port": 9187, "postgres_exporter_port": 9187}, "must differ"),
     ({"exporters": "yes"}, "expected true or false"),
     ({"lag": 3}, "pg-platform:monitoring.lag: unknown setting"),
 ])
@@ -59,3 +59,22 @@ def test_schedule_period(cron: str, hours: int) -> None:
 def test_max_age_derives_from_schedule_plus_grace() -> None:
     mon = MonitoringSettings(backup_grace_hours=2)
     assert full_backup_max_age_seconds(mon, "0 1 * * *") == 26 * 3600
+
+
+def test_exporter_ports_default_per_backend() -> None:
+    from infra import config
+    from infra.config_monitoring import exporter_ports
+
+    local = config.load({"postgres": {"port": 55432}}, "local")
+    assert exporter_ports(local) == (57432, 58432)
+    prod = config.load({"postgres": {"port": 5432}, "backend": "docker"}, "x")
+    assert exporter_ports(prod) == (9187, 9127)
+    fixed = config.load({"monitoring": {"postgres_exporter_port": 20000}}, "local")
+    assert exporter_ports(fixed)[0] == 20000
+    with pytest.raises(ConfigError, match="pass 65535"):
+        exporter_ports(config.load({"postgres": {"port": 64000}}, "local"))
+
+
+def test_low_exporter_port_refused() -> None:
+    with pytest.raises(ConfigError, match=r"monitoring\.postgres_exporter_port=80"):
+        parse({"postgres_exporter_port": 80})
