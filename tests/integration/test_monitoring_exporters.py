@@ -1,0 +1,79 @@
+"""The exporter provider with a real prometheus-postgres-exporter and a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import config, pgctl, render_monitoring
+from infra.backends.local_exporters import ExporterProvider, running_pid
+from infra.errors import ProcessError
+from infra.schema.files import MigrationSet
+from tests.support import RunningServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def props_for(server: RunningServer, run_dir: Path) -> dict[str, Any]:
+    port = pgctl.free_port()
+    queries = run_dir / "queries.yaml"
+    cmd = render_monitoring.postgres_exporter_command("127.0.0.1", port, str(queries))
+    cfg = config.load({}, "t")
+    return {
+        "name": "postgres-exporter-primary", "run_dir": str(run_dir), "argv": list(cmd.argv),
+        "listen": "127.0.0.1", "port": port,
+        "files": {str(queries): render_monitoring.postgres_exporter_queries(
+            cfg, MigrationSet.load(ROOT / "sql"), None)},
+        "secret_env": {"DATA_SOURCE_NAME": server.superuser_dsn() + "?sslmode=disable"},
+    }
+
+
+def metrics(props: dict[str, Any]) -> str:
+    url = f"http://{props['listen']}:{props['port']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def test_create_refresh_update_delete(pg_server: RunningServer, scratch: Path) -> None:
+    provider = ExporterProvider()
+    props = props_for(pg_server, scratch / "exporters")
+    provider.create(props)
+    try:
+        pid = running_pid(props)
+        assert pid is not None
+        body = metrics(props)
+        assert "pg_up 1" in body and "pgplatform_connections_max" in body
+        # The password travels in the environment only: not in argv, not in the log.
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert pg_server.password not in cmdline
+        assert (provider.read("x", props).outs or {})["running"] is True
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        olds = provider.read("x", props).outs or {}
+        assert olds["running"] is False
+        assert provider.diff("x", olds, props).changes is True
+        provider.update("x", olds, props)
+        assert running_pid(props) not in (None, pid)
+        assert "pg_up 1" in metrics(props)
+    finally:
+        provider.delete("x", props)
+    assert running_pid(props) is None
+    assert not pgctl.port_open("127.0.0.1", props["port"])
+    log = (scratch / "exporters" / "postgres-exporter-primary.log").read_text()
+    assert pg_server.password not in log
+
+
+def test_a_taken_port_is_refused_with_the_key_to_change(pg_server: RunningServer,
+                                                       scratch: Path) -> None:
+    props = props_for(pg_server, scratch / "exporters")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", props["port"]))
+        busy.listen()
+        with pytest.raises(ProcessError, match=r"already in use.*postgres_exporter_port"):
+            ExporterProvider().create(props)
