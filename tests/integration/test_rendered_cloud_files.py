@@ -60,7 +60,6 @@ def _cloud_init_schema(path: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(shutil.which("cloud-init") is None, reason="cloud-init is not installed")
 def test_user_data_passes_cloud_init_schema(prod: config.PlatformConfig,
                                             tmp_path: Path) -> None:
     for replica in (0, 1):
@@ -135,7 +134,6 @@ def _pgbouncer_runs(ini: str, tmp: Path) -> tuple[bool, str]:
     return alive, out
 
 
-@pytest.mark.skipif(shutil.which("pgbouncer") is None, reason="pgbouncer is not installed")
 def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
                                             dev: config.PlatformConfig) -> None:
     tmp = scratch_dir("pgp-bouncer-")
