@@ -1,0 +1,129 @@
+"""testinfra against a running stack: `pytest tests/infra --stack local`.
+
+The hosts come from the stack's outputs (`pulumi stack output --json
+--show-secrets`): `local://` for the local backend, the `testinfra_hosts`
+output for dev (docker://) and prod (ssh://). See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import testinfra
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infra import config
+from tests.infra.inventory import Host, StackAccess, exported_inventory, local_inventory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pg-platform stack")
+    group.addoption("--stack", default="local", help="the stack whose hosts to check")
+    group.addoption("--project-dir", default=str(ROOT), type=Path,
+                    help="the Pulumi project folder holding Pulumi.<stack>.yaml")
+    group.addoption("--max-lag-seconds", default=5.0, type=float,
+                    help="how long a replica may take to replay a fresh write")
+    group.addoption("--max-full-backup-age-hours", default=8 * 24.0, type=float,
+                    help="the newest full backup must be younger than this "
+                         "(the default schedule takes one weekly)")
+
+
+@pytest.fixture(scope="session")
+def access(pytestconfig: pytest.Config) -> StackAccess:
+    return StackAccess(stack=pytestconfig.getoption("stack"),
+                       project_dir=Path(pytestconfig.getoption("project_dir")).resolve())
+
+
+@pytest.fixture(scope="session")
+def cfg(access: StackAccess) -> config.PlatformConfig:
+    return access.config()
+
+
+@pytest.fixture(scope="session")
+def outputs(access: StackAccess) -> dict[str, Any]:
+    out = access.outputs()
+    if not out.get("primary_dsn"):
+        raise RuntimeError(f"stack {access.stack!r} has no primary_dsn output: is it up?")
+    return out
+
+
+@pytest.fixture(scope="session")
+def passwords(access: StackAccess) -> dict[str, str]:
+    return access.generated_passwords()
+
+
+@pytest.fixture(scope="session")
+def hosts(cfg: config.PlatformConfig, outputs: dict[str, Any],
+          passwords: dict[str, str]) -> list[Host]:
+    if cfg.backend == "local":
+        return local_inventory(cfg, passwords)
+    return exported_inventory(outputs)
+
+
+def _one(hosts: list[Host], role: str) -> Host:
+    found = [h for h in hosts if h.role == role]
+    assert len(found) == 1, f"expected one {role} host, found {[h.name for h in found]}"
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def primary(hosts: list[Host]) -> Host:
+    return _one(hosts, "primary")
+
+
+@pytest.fixture(scope="session")
+def pooler(hosts: list[Host]) -> Host:
+    return _one(hosts, "pooler")
+
+
+@pytest.fixture(scope="session")
+def replica_hosts(hosts: list[Host], cfg: config.PlatformConfig) -> list[Host]:
+    found = [h for h in hosts if h.role == "replica"]
+    assert len(found) == cfg.replicas, "the inventory must list every configured replica"
+    return found
+
+
+def remote(host: Host) -> Any:
+    """The testinfra host object for an inventory entry (cached by testinfra)."""
+    return testinfra.get_host(host.spec)
+
+
+@pytest.fixture(scope="session")
+def ca_file(outputs: dict[str, Any]) -> Iterator[Path]:
+    """The platform CA the stack exports, for sslmode=verify-full."""
+    pem = outputs.get("ca_cert")
+    assert isinstance(pem, str) and "BEGIN CERTIFICATE" in pem, \
+        "the stack exports no `ca_cert` output: TLS is not set up"
+    with tempfile.TemporaryDirectory(prefix="pgp-infra-ca-") as tmp:
+        path = Path(tmp) / "ca.crt"
+        path.write_text(pem)
+        yield path
+
+
+def verified(dsn: str, ca_file: Path, **extra: str) -> str:
+    """`dsn` with TLS required and the server's name checked against the platform CA."""
+    return make_conninfo(dsn, sslmode="verify-full", sslrootcert=str(ca_file), **extra)
+
+
+@contextlib.contextmanager
+def connect(dsn: str, ca_file: Path, **extra: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(verified(dsn, ca_file, **extra), autocommit=True, connect_timeout=10,
+                         prepare_threshold=None) as conn:
+        yield conn
+
+
+def admin_dsn(cfg: config.PlatformConfig, outputs: dict[str, Any],
+              passwords: dict[str, str]) -> str:
+    """PgBouncer's console, on the pooler's host and port, as the configured admin user."""
+    pooled = conninfo_to_dict(outputs["pooler_dsn"])
+    return make_conninfo(outputs["pooler_dsn"], user=cfg.pooler.admin_user,
+                         password=passwords[f"{cfg.pooler.admin_user}-password"],
+                         dbname="pgbouncer", host=str(pooled["host"]))

@@ -1,0 +1,63 @@
+"""pgBackRest: a recent full backup in the repository, and WAL archiving that works."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import config
+from tests.infra.conftest import connect, remote
+from tests.infra.inventory import Host
+
+
+def pgbackrest(host: Host, cfg: config.PlatformConfig, *args: str) -> str:
+    """Run pgbackrest on the host as the service user (pgBackRest insists on it)."""
+    cmd = shlex.join(["pgbackrest", f"--config={host.pgbackrest_config}",
+                      f"--stanza={cfg.backup.stanza}", *args])
+    r = remote(host)
+    if r.user().name != host.service_user:
+        cmd = f"runuser -u {shlex.quote(host.service_user)} -- {cmd}"
+    return str(r.check_output(cmd))
+
+
+def stanza_info(host: Host, cfg: config.PlatformConfig) -> dict[str, Any]:
+    data = json.loads(pgbackrest(host, cfg, "--output=json", "info"))
+    entry = [e for e in data if e["name"] == cfg.backup.stanza]
+    assert entry, data
+    return dict(entry[0])
+
+
+def test_a_recent_full_backup_exists(primary: Host, cfg: config.PlatformConfig,
+                                     pytestconfig: pytest.Config) -> None:
+    info = stanza_info(primary, cfg)
+    assert info["status"]["code"] == 0, info["status"]
+    fulls = [b for b in info["backup"] if b["type"] == "full"]
+    assert fulls, "no full backup in the repository"
+    age_h = (time.time() - max(b["timestamp"]["stop"] for b in fulls)) / 3600
+    assert age_h < float(pytestconfig.getoption("max_full_backup_age_hours")), age_h
+
+
+def test_archiving_works(primary: Host, cfg: config.PlatformConfig, outputs: dict[str, Any],
+                         ca_file: Path) -> None:
+    """Close a WAL segment; it must reach the repository, with no archiver failure."""
+    with connect(outputs["primary_dsn"], ca_file) as conn:
+        conn.execute("SELECT txid_current()")  # so the segment is not empty
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        segment = row[0]
+        deadline = time.monotonic() + 60
+        while True:
+            stat = conn.execute("SELECT last_archived_wal, failed_count, last_failed_wal "
+                                "FROM pg_stat_archiver").fetchone()
+            assert stat is not None
+            if stat[0] is not None and stat[0] >= segment:
+                break
+            assert time.monotonic() < deadline, f"{segment} not archived after 60s: {stat}"
+            time.sleep(0.2)
+    archive = stanza_info(primary, cfg)["archive"]
+    assert any(a["max"] and a["max"] >= segment for a in archive), archive

@@ -1,0 +1,31 @@
+"""The files on the hosts are exactly their templates' renderings for the stack's settings."""
+
+from __future__ import annotations
+
+from tests.infra.conftest import remote
+from tests.infra.inventory import Host, sha256
+
+
+def test_rendered_files_on_every_host_equal_the_renderings(hosts: list[Host]) -> None:
+    differ = []
+    checked = 0
+    for host in hosts:
+        assert host.files, f"{host.name}: the inventory lists no rendered files"
+        r = remote(host)
+        for path, digest in sorted(host.files.items()):
+            f = r.file(path)
+            if not f.is_file:
+                differ.append(f"{host.name}:{path} is missing")
+            elif sha256(f.content) != digest:
+                differ.append(f"{host.name}:{path} differs from its rendering")
+            checked += 1
+    assert not differ, differ
+    assert checked >= 4
+
+
+def test_rendered_files_carry_the_do_not_edit_header(hosts: list[Host]) -> None:
+    for host in hosts:
+        r = remote(host)
+        for path in host.files:
+            head = r.file(path).content_string.splitlines()[0]
+            assert "Rendered by pg-platform from templates/" in head, (host.name, path)

@@ -1,0 +1,93 @@
+"""PostgreSQL on the primary and the replicas: where it listens, what it runs, who may log in."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from infra import config
+from tests.infra.conftest import connect, remote
+from tests.infra.inventory import Host
+
+# ss -ltnpH: "LISTEN 0 244 127.0.0.1:5432 0.0.0.0:* users:(("postgres",pid=10,fd=6))"
+_SS_LINE = re.compile(r"^\S+\s+\d+\s+\d+\s+(\S+)\s+\S+\s+users:\((.*)\)\s*$")
+
+
+def postmaster_pid(host: Host) -> int:
+    text = remote(host).file(f"{host.data_dir}/postmaster.pid").content_string
+    return int(text.splitlines()[0])
+
+
+def listening(host: Host, pid: int) -> set[str]:
+    """Every TCP address:port the process `pid` listens on, from `ss` on the host."""
+    out = remote(host).check_output("ss -ltnpH")
+    found = set()
+    for line in out.splitlines():
+        m = _SS_LINE.match(line.strip())
+        if m and re.search(rf"pid={pid},", m.group(2)):
+            found.add(m.group(1))
+    return found
+
+
+def expected_address(dsn: str) -> str:
+    params = conninfo_to_dict(dsn)
+    return f"{params['host']}:{params['port']}"
+
+
+def postgres_hosts(primary: Host, replica_hosts: list[Host],
+                   outputs: dict[str, Any]) -> list[tuple[Host, str]]:
+    return [(primary, outputs["primary_dsn"]),
+            *zip(replica_hosts, outputs["replica_dsns"], strict=True)]
+
+
+def test_postgres_listens_where_configured_and_nowhere_else(
+        cfg: config.PlatformConfig, primary: Host, replica_hosts: list[Host],
+        outputs: dict[str, Any]) -> None:
+    for host, dsn in postgres_hosts(primary, replica_hosts, outputs):
+        want = expected_address(dsn)
+        assert listening(host, postmaster_pid(host)) == {want}, host.name
+    if cfg.backend == "local":
+        assert expected_address(outputs["primary_dsn"]) == \
+            f"{cfg.postgres.listen_address}:{cfg.postgres.port}"
+
+
+def test_version_and_extensions_are_as_configured(cfg: config.PlatformConfig,
+                                                  outputs: dict[str, Any],
+                                                  ca_file: Path) -> None:
+    with connect(outputs["primary_dsn"], ca_file) as conn:
+        version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+        available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
+        created = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+        preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]  # type: ignore[index]
+    assert version // 10000 == cfg.postgres.version
+    assert {"pgcrypto", "pg_stat_statements"} <= created
+    # Detected, not assumed: each optional extension is there exactly when the host has it.
+    for optional in ("postgis", "timescaledb"):
+        assert (optional in created) == (optional in available), optional
+    assert ("timescaledb" in preload.split(",")) == ("timescaledb" in available)
+
+
+def test_pg_hba_has_no_trust_and_only_scram(primary: Host, replica_hosts: list[Host],
+                                            outputs: dict[str, Any], ca_file: Path) -> None:
+    for host in [primary, *replica_hosts]:
+        text = remote(host).file(f"{host.data_dir}/pg_hba.conf").content_string
+        entries = [line.split() for line in text.splitlines()
+                   if line.strip() and not line.lstrip().startswith("#")]
+        assert entries, f"{host.name}: pg_hba.conf has no entries"
+        assert all(e[-1] == "scram-sha-256" for e in entries), (host.name, entries)
+        assert not any("trust" in e for e in entries)
+    # What the server loaded, as the owner sees it (replicas read the same file they hold).
+    with connect(outputs["primary_dsn"], ca_file) as conn:
+        rules = conn.execute("SELECT auth_method, error FROM pg_hba_file_rules").fetchall()
+    assert rules and {r[0] for r in rules} == {"scram-sha-256"} and not any(r[1] for r in rules)
+
+
+def test_password_encryption_is_scram(outputs: dict[str, Any], ca_file: Path) -> None:
+    with connect(outputs["primary_dsn"], ca_file) as conn:
+        assert conn.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
+        bad = conn.execute("SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL "
+                           "AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'").fetchall()
+    assert bad == []

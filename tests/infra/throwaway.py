@@ -1,0 +1,57 @@
+"""One throw-away local stack, brought up once per test session and shared.
+
+`tests/integration/test_infra_suite.py`, `test_faults.py` and `test_security.py`
+all need a whole platform made by `pulumi up`; one stack serves them all, so
+`make test` pays for one `up` and one `destroy`. It is removed when the
+session ends (pytest's config cleanup), whatever happened.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from infra import pgctl
+from tests.engine import ThrowawayStack
+
+NAME = "infra"
+TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
+           {"slug": "globex", "name": "Globex", "plan": "free"},
+           {"slug": "initech", "name": "Initech", "plan": "standard"}]
+_KEY = pytest.StashKey[ThrowawayStack]()
+
+
+def _free_on(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def settings() -> dict[str, Any]:
+    """A primary whose port + 1 is free on the replica's address, and a pooler port."""
+    for _ in range(50):
+        port = pgctl.free_port()
+        pooler = pgctl.free_port()
+        if port + 1 <= 65535 and pooler != port + 1 and _free_on("127.0.0.2", port + 1):
+            return {"replicas": 1, "tenants": TENANTS,
+                    "postgres": {"port": port, "max_connections": 60,
+                                 "shared_buffers": "32MB"},
+                    "pooler": {"port": pooler, "default_pool_size": 10}}
+    raise RuntimeError("no free ports for the throw-away stack")
+
+
+def shared_stack(config: pytest.Config) -> ThrowawayStack:
+    """The session's stack, up; made on first use."""
+    if _KEY in config.stash:
+        return config.stash[_KEY]
+    stack = ThrowawayStack(NAME, settings())
+    config.add_cleanup(stack.remove)
+    config.stash[_KEY] = stack
+    stack.init()
+    stack.up()
+    return stack
