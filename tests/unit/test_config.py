@@ -19,9 +19,14 @@ def test_defaults_are_a_loopback_primary() -> None:
 
 
 @pytest.mark.parametrize("stack,backend", [("local", "local"), ("dev", "docker"),
-                                           ("prod", "aws"), ("ci-1", "local")])
+                                           ("ci-1", "local")])
 def test_backend_follows_the_stack_name_by_default(stack: str, backend: str) -> None:
     assert config.load({}, stack).backend == backend
+
+
+def test_prod_defaults_to_aws_which_needs_a_vpc() -> None:
+    with pytest.raises(ConfigError, match=r"pg-platform:aws\.vpc_id: required"):
+        config.load({}, "prod")
 
 
 def test_parameters_are_sorted_and_stringified() -> None:
@@ -80,3 +85,20 @@ def test_memory_bytes() -> None:
     assert config.memory_bytes("1GB") == 1 << 30
     with pytest.raises(ConfigError):
         config.memory_bytes("12")
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_the_repository_stack_files_are_valid(stack: str) -> None:
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / f"Pulumi.{stack}.yaml")
+                         .read_text())
+    # Pulumi hands scalars to the program as strings, as from_pulumi() expects.
+    raw = {k.split(":", 1)[1]: json.loads(v) if isinstance(v, str) and v.isdigit() else v
+           for k, v in doc["config"].items() if k.startswith("pg-platform:")}
+    cfg = config.load(raw, stack)
+    assert cfg.backend == {"local": "local", "dev": "docker", "prod": "aws"}[stack]
+    assert len(cfg.tenants) >= 3
