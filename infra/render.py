@@ -77,6 +77,15 @@ class HostPaths:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """Where a host keeps the platform's TLS files (made by infra.tls); the key is 0600."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+@dataclass(frozen=True)
 class Standby:
     """How a replica reaches its primary; the password stays in a libpq passfile."""
 
@@ -85,11 +94,15 @@ class Standby:
     user: str
     slot: str
     passfile: str
+    # The CA that signed the primary's certificate: replication then runs over verified TLS.
+    sslrootcert: str | None = None
 
     @property
     def conninfo(self) -> str:
         parts = {"host": self.primary_host, "port": str(self.primary_port), "user": self.user,
                  "passfile": self.passfile, "application_name": self.slot}
+        if self.sslrootcert:
+            parts.update(sslmode="verify-full", sslrootcert=self.sslrootcert)
         for key, value in parts.items():
             if any(c in value for c in " '\\\n"):
                 raise RenderError(f"primary_conninfo {key}={value!r}: spaces, quotes and "
@@ -109,7 +122,7 @@ def archive_command(cfg: PlatformConfig, pgbackrest_config: str) -> str:
 
 def postgresql_conf(cfg: PlatformConfig, paths: HostPaths, *, timescaledb: bool,
                     port: int | None = None, listen: str | None = None,
-                    standby: Standby | None = None) -> str:
+                    standby: Standby | None = None, tls: TlsFiles | None = None) -> str:
     """postgresql.conf for a primary or replica; `port`/`listen` override the configured ones."""
     pg = cfg.postgres
     if port is not None:
@@ -120,7 +133,7 @@ def postgresql_conf(cfg: PlatformConfig, paths: HostPaths, *, timescaledb: bool,
     return render("postgresql.conf.j2", pg=pg, paths=paths,
                   preload=preload_libraries(timescaledb),
                   max_wal_senders=cfg.max_wal_senders, standby=standby,
-                  archive_command=archive)
+                  archive_command=archive, tls=tls)
 
 
 def pg_hba_conf(cfg: PlatformConfig, networks: tuple[str, ...] = ("127.0.0.1/32",)) -> str:
@@ -154,9 +167,13 @@ class PoolerTargets:
     replica_port: int = 5432
 
 
-def pgbouncer_ini(cfg: PlatformConfig, paths: PoolerPaths, targets: PoolerTargets) -> str:
-    """pgbouncer.ini: a read-write entry for the primary and a read-only one over replicas."""
-    return render("pgbouncer.ini.j2", pooler=cfg.pooler, paths=paths,
+def pgbouncer_ini(cfg: PlatformConfig, paths: PoolerPaths, targets: PoolerTargets,
+                  tls: TlsFiles | None = None) -> str:
+    """pgbouncer.ini: a read-write entry for the primary and a read-only one over replicas.
+
+    With `tls`, clients must use TLS and PgBouncer verifies the servers' certificates.
+    """
+    return render("pgbouncer.ini.j2", pooler=cfg.pooler, paths=paths, tls=tls,
                   database=cfg.postgres.database, listen_address=targets.listen_address,
                   primary_host=targets.primary_host, primary_port=targets.primary_port,
                   replica_hosts=targets.replica_hosts, replica_port=targets.replica_port)

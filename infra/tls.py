@@ -200,3 +200,54 @@ class TlsCertificates(Resource):
                          {"name": name, "hosts": list(hosts), "rotation": rotation,
                           "ca_cert": None, "ca_key": None, "server_cert": None,
                           "server_key": None, "provider_version": PROVIDER_VERSION}, opts)
+
+
+class TlsFilesProvider(ResourceProvider):
+    """Writes the CA, the server certificate and its key (0600) where a host's servers read them.
+
+    The files belong to the service user, as PostgreSQL refuses a key anyone else can read.
+    """
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        self._write(props)
+        return CreateResult(id_=props["key_file"], outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in news if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        self._write(news)
+        return UpdateResult(outs=news)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        from pathlib import Path
+
+        for key in ("cert_file", "key_file", "ca_file"):
+            Path(props[key]).unlink(missing_ok=True)
+
+    @staticmethod
+    def _write(props: dict[str, Any]) -> None:
+        from pathlib import Path
+
+        from infra import pgctl
+
+        for key in ("cert_file", "key_file", "ca_file"):
+            pgctl.make_dir(Path(props[key]).parent, 0o755)
+        pgctl.write_file(Path(props["ca_file"]), props["ca_cert"], 0o644)
+        pgctl.write_file(Path(props["cert_file"]), props["server_cert"], 0o644)
+        pgctl.write_file(Path(props["key_file"]), props["server_key"], 0o600)
+
+
+class TlsFiles(Resource):
+    """The TLS files of one host; the key passes through state as a secret."""
+
+    def __init__(self, name: str, *, cert_file: str, key_file: str, ca_file: str,
+                 certs: TlsCertificates, opts: pulumi.ResourceOptions | None = None) -> None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            additional_secret_outputs=["server_key"]))
+        super().__init__(TlsFilesProvider(), name,
+                         {"cert_file": cert_file, "key_file": key_file, "ca_file": ca_file,
+                          "ca_cert": certs.ca_cert, "server_cert": certs.server_cert,
+                          "server_key": pulumi.Output.secret(certs.server_key),
+                          "provider_version": PROVIDER_VERSION}, opts)

@@ -21,5 +21,7 @@ class Endpoints:
     pooler_dsn: pulumi.Output[str] | None = None
     # Identity of the primary's data: when it changes, the SQL is applied again.
     primary_id: pulumi.Output[str] | None = None
+    # The CA (PEM) that signed the servers' certificates, for clients' sslrootcert.
+    ca_cert: pulumi.Output[str] | None = None
     # Resources the SQL engine must wait for (the database and its roles).
     ready: list[pulumi.Resource] = field(default_factory=list)

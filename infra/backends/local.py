@@ -23,6 +23,7 @@ from infra.backends.local_postgres import PlatformDatabase, PostgresServer
 from infra.backends.local_replica import Replica
 from infra.config import PlatformConfig
 from infra.passwords import Password
+from infra.tls import TlsCertificates, TlsFiles
 
 __all__ = ["ROOT", "build", "state_dir", "timescaledb_installed"]
 
@@ -33,12 +34,15 @@ def timescaledb_installed(version: int) -> bool:
 
 
 def _dsn(host: str, port: int, user: str, password: pulumi.Input[str],
-         database: str) -> pulumi.Output[str]:
+         database: str, ca_file: str) -> pulumi.Output[str]:
+    """Clients verify the server's certificate and name against the stack's CA."""
     return pulumi.Output.secret(pulumi.Output.format(
-        "postgresql://{0}:{1}@{2}:{3}/{4}", user, password, host, port, database))
+        "postgresql://{0}:{1}@{2}:{3}/{4}?sslmode=verify-full&sslrootcert={5}", user, password,
+        host, port, database, ca_file))
 
 
-def primary_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
+def primary_props(cfg: PlatformConfig, owner_pw: Any,
+                  tls: render.TlsFiles | None = None) -> dict[str, Any]:
     pg, paths = cfg.postgres, layout(cfg).primary_paths()
     return {
         "data_dir": paths.data_dir,
@@ -48,7 +52,7 @@ def primary_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
         "superuser": pg.owner_role,
         "superuser_password": owner_pw,
         "postgresql_conf": render.postgresql_conf(
-            cfg, paths, timescaledb=timescaledb_installed(pg.version)),
+            cfg, paths, timescaledb=timescaledb_installed(pg.version), tls=tls),
         "pg_hba_conf": render.pg_hba_conf(cfg),
     }
 
@@ -88,11 +92,12 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
 
 
 def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, owner_pw: Any,
-                  repl_pw: Any) -> dict[str, Any]:
+                  repl_pw: Any, tls: render.TlsFiles | None = None) -> dict[str, Any]:
     pg = cfg.postgres
     standby = render.Standby(primary_host=pg.listen_address, primary_port=pg.port,
                              user=pg.replication_role, slot=rep.slot,
-                             passfile=str(rep.passfile))
+                             passfile=str(rep.passfile),
+                             sslrootcert=tls.ca_file if tls else None)
     return {
         "data_dir": rep.paths.data_dir,
         "socket_dir": rep.paths.socket_dir,
@@ -108,12 +113,13 @@ def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, owner_pw: Any,
         "superuser_password": owner_pw,
         "postgresql_conf": render.postgresql_conf(
             cfg, rep.paths, timescaledb=timescaledb_installed(pg.version), port=rep.port,
-            listen=rep.host, standby=standby),
+            listen=rep.host, standby=standby, tls=tls),
         "pg_hba_conf": render.pg_hba_conf(cfg),
     }
 
 
-def pooler_props(cfg: PlatformConfig, userlist: Any) -> dict[str, Any]:
+def pooler_props(cfg: PlatformConfig, userlist: Any,
+                 tls: render.TlsFiles | None = None) -> dict[str, Any]:
     """`userlist` is the rendered auth file (render.userlist_txt), verifiers only."""
     pg, lay, reps = cfg.postgres, layout(cfg), replicas(cfg)
     paths = lay.pooler_paths
@@ -123,7 +129,7 @@ def pooler_props(cfg: PlatformConfig, userlist: Any) -> dict[str, Any]:
         replica_port=reps[0].port if reps else pg.port + 1)
     return {
         "ini_path": str(lay.pooler_dir / "pgbouncer.ini"),
-        "pgbouncer_ini": render.pgbouncer_ini(cfg, paths, targets),
+        "pgbouncer_ini": render.pgbouncer_ini(cfg, paths, targets, tls),
         "auth_file": paths.auth_file,
         "userlist": userlist,
         "pid_file": paths.pid_file,
@@ -143,26 +149,36 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     app_pw = Password(f"{pg.app_role}-password", opts=child).value
     repl_pw = Password(f"{pg.replication_role}-password", opts=child).value
     admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child).value
-    server = PostgresServer("primary", primary_props(cfg, owner_pw), child)
+    # One CA and one server certificate naming every address clients dial (infra/tls.py).
+    tls = layout(cfg).tls
+    certs = TlsCertificates("tls", [pg.listen_address, *(r.host for r in reps), "localhost"],
+                            opts=child)
+    tls_files = TlsFiles("tls-files", cert_file=tls.cert_file, key_file=tls.key_file,
+                         ca_file=tls.ca_file, certs=certs, opts=child)
+    server = PostgresServer("primary", primary_props(cfg, owner_pw, tls),
+                            pulumi.ResourceOptions(parent=parent, depends_on=[tls_files]))
     database = PlatformDatabase("database", database_props(cfg, owner_pw, app_pw, repl_pw),
                                 pulumi.ResourceOptions(parent=parent, depends_on=[server]))
     after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
     backup = Backup("backup", backup_props(cfg, owner_pw), after_db)
-    standbys = [Replica(rep.name, replica_props(cfg, rep, owner_pw, repl_pw), after_db)
+    standbys = [Replica(rep.name, replica_props(cfg, rep, owner_pw, repl_pw, tls), after_db)
                 for rep in reps]
     userlist = pulumi.Output.all(app_pw, admin_pw).apply(
         lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
-    pooler = Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist)), after_db)
+    pooler = Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
     # Prometheus exporters for every node and the pooler (pg-platform:monitoring).
     local_exporters.build(cfg, owner_password=owner_pw, admin_password=admin_pw,
                           sql_dir=Path.cwd() / "sql", opts=pulumi.ResourceOptions(
                               parent=parent, depends_on=[database, backup, pooler, *standbys]))
+    ca = tls.ca_file
     return Endpoints(
-        primary_dsn=_dsn(pg.listen_address, pg.port, pg.owner_role, owner_pw, pg.database),
-        app_dsn=_dsn(pg.listen_address, pg.port, pg.app_role, app_pw, pg.database),
+        primary_dsn=_dsn(pg.listen_address, pg.port, pg.owner_role, owner_pw, pg.database, ca),
+        app_dsn=_dsn(pg.listen_address, pg.port, pg.app_role, app_pw, pg.database, ca),
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(
-            *[_dsn(r.host, r.port, pg.app_role, app_pw, pg.database) for r in reps])),
-        pooler_dsn=_dsn(pg.listen_address, cfg.pooler.port, pg.app_role, app_pw, pg.database),
+            *[_dsn(r.host, r.port, pg.app_role, app_pw, pg.database, ca) for r in reps])),
+        pooler_dsn=_dsn(pg.listen_address, cfg.pooler.port, pg.app_role, app_pw, pg.database,
+                        ca),
+        ca_cert=certs.ca_cert,
         primary_id=server.system_identifier,
         ready=[database, backup],
     )

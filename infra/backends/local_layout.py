@@ -69,6 +69,13 @@ class Layout:
                                   spool_path=str(d / "spool"))
 
     @property
+    def tls(self) -> render.TlsFiles:
+        """The CA, certificate and key (infra.tls) every server of the stack uses."""
+        d = self.base / "tls"
+        return render.TlsFiles(cert_file=str(d / "server.crt"), key_file=str(d / "server.key"),
+                               ca_file=str(d / "ca.crt"))
+
+    @property
     def restores(self) -> Path:
         return self.base / "restores"
 

@@ -120,6 +120,12 @@ def connect(dsn: str, ca_file: Path, **extra: str) -> Iterator[psycopg.Connectio
         yield conn
 
 
+def as_owner(dsn: str, outputs: dict[str, Any]) -> str:
+    """`dsn`'s server, as the owner role of primary_dsn (replica DSNs are the app role's)."""
+    owner = conninfo_to_dict(outputs["primary_dsn"])
+    return make_conninfo(dsn, user=str(owner["user"]), password=str(owner["password"]))
+
+
 def admin_dsn(cfg: config.PlatformConfig, outputs: dict[str, Any],
               passwords: dict[str, str]) -> str:
     """PgBouncer's console, on the pooler's host and port, as the configured admin user."""

@@ -100,11 +100,12 @@ def local_service_user() -> str:
 def local_inventory(cfg: config.PlatformConfig, passwords: dict[str, str]) -> list[Host]:
     """Every host of a local stack, with the texts the renderers give for its settings."""
     from infra.backends import local
-    from infra.backends.local_layout import replicas
+    from infra.backends.local_layout import layout, replicas
 
     user = local_service_user()
+    tls = layout(cfg).tls
     unused = "not-a-password"  # the rendered config files never contain a password
-    primary = local.primary_props(cfg, unused)
+    primary = local.primary_props(cfg, unused, tls)
     backup = local.backup_props(cfg, unused)
     data_dir = primary["data_dir"]
     hosts = [Host(
@@ -115,7 +116,7 @@ def local_inventory(cfg: config.PlatformConfig, passwords: dict[str, str]) -> li
                backup["config_path"]: sha256(backup["pgbackrest_conf"]),
                backup["schedule_path"]: sha256(backup["schedule"])})]
     for rep in replicas(cfg):
-        props = local.replica_props(cfg, rep, unused, unused)
+        props = local.replica_props(cfg, rep, unused, unused, tls)
         hosts.append(Host(
             name=rep.name, role="replica", spec="local://", service_user=user,
             data_dir=props["data_dir"],
@@ -124,7 +125,7 @@ def local_inventory(cfg: config.PlatformConfig, passwords: dict[str, str]) -> li
     app_pw = passwords[f"{cfg.postgres.app_role}-password"]
     admin_pw = passwords[f"{cfg.pooler.admin_user}-password"]
     userlist = render.userlist_txt(render.pooler_users(cfg, app_pw, admin_pw))
-    pooler = local.pooler_props(cfg, userlist)
+    pooler = local.pooler_props(cfg, userlist, tls)
     hosts.append(Host(
         name="pooler", role="pooler", spec="local://", service_user=user,
         pooler_ini=pooler["ini_path"], auth_file=pooler["auth_file"],

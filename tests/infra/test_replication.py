@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from infra import config
-from tests.infra.conftest import connect
+from tests.infra.conftest import as_owner, connect
 
 
 def test_every_replica_streams_through_an_active_slot(cfg: config.PlatformConfig,
@@ -25,7 +25,8 @@ def test_every_replica_streams_through_an_active_slot(cfg: config.PlatformConfig
     physical = [s for s in slots if s[1] == "physical"]
     assert len(physical) == cfg.replicas and all(s[2] for s in physical), slots
     for dsn in outputs["replica_dsns"]:
-        with connect(dsn, ca_file) as conn:
+        # pg_stat_wal_receiver shows its fields to privileged roles only.
+        with connect(as_owner(dsn, outputs), ca_file) as conn:
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
             status = conn.execute("SELECT status, slot_name FROM pg_stat_wal_receiver"
                                   ).fetchone()

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.infra.conftest import connect
 
@@ -35,11 +35,22 @@ def test_pooler_clients_and_its_server_connections_use_tls(outputs: dict[str, An
     assert row == (True,)
 
 
-@pytest.mark.parametrize("target", ["primary_dsn", "pooler_dsn"])
-def test_a_client_without_tls_is_refused(outputs: dict[str, Any], target: str) -> None:
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(make_conninfo(outputs[target], sslmode="disable"),
+def test_the_exported_dsns_demand_verify_full(outputs: dict[str, Any]) -> None:
+    for dsn in [*all_server_dsns(outputs), outputs["pooler_dsn"]]:
+        assert conninfo_to_dict(dsn).get("sslmode") == "verify-full"
+
+
+def test_a_pooler_client_without_tls_is_refused(outputs: dict[str, Any]) -> None:
+    with pytest.raises(psycopg.OperationalError, match="SSL required"):
+        psycopg.connect(make_conninfo(outputs["pooler_dsn"], sslmode="disable"),
                         connect_timeout=10).close()
+
+
+def test_replication_runs_over_tls(outputs: dict[str, Any], ca_file: Path) -> None:
+    with connect(outputs["primary_dsn"], ca_file) as conn:
+        rows = conn.execute("SELECT r.application_name, s.ssl FROM pg_stat_replication r "
+                            "JOIN pg_stat_ssl s USING (pid)").fetchall()
+    assert len(rows) == len(outputs["replica_dsns"]) and all(r[1] for r in rows), rows
 
 
 def test_a_client_trusting_another_ca_is_refused(outputs: dict[str, Any],
