@@ -229,3 +229,6 @@ def test_stopping_a_replica_degrades_status_and_names_it(stack: ThrowawayStack) 
     assert "down" in report["reasons"][0]["message"]
     table = health(stack).stdout
     assert "status: DEGRADED" in table and "replica-1" in table.split("status:")[1]
+    # Its exporter keeps answering and says the node is down (PostgresNodeDown).
+    replica_exporter = exporter_addresses(stack)[1]
+    assert re.search(r"^pg_up 0$", scrape(replica_exporter), re.MULTILINE)
