@@ -7,6 +7,7 @@ not be read (no outputs, unknown stack), which is not a verdict on its hosts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -137,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the sql/ folder the stack deploys (for pending migrations)")
     parser.add_argument("--project-dir", default=str(stack.ROOT), type=Path,
                         help="the Pulumi project holding Pulumi.<stack>.yaml")
+    parser.add_argument("--pgbackrest-config", type=Path, default=None,
+                        help="pgbackrest.conf to ask for backups (default: the local "
+                             "stack's); on dev and prod hosts, the host's own")
     parser.add_argument("--scrape-config", action="store_true",
                         help="print a Prometheus config that scrapes this local stack's "
                              "exporters, and exit")
@@ -155,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(alert_rules(args.stack, args.project_dir), end="")
             return 0
         targets = stack.load(args.stack, args.project_dir)
+        if args.pgbackrest_config is not None:
+            targets = dataclasses.replace(targets, pgbackrest_config=args.pgbackrest_config)
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
