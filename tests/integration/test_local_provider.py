@@ -31,7 +31,7 @@ def created(scratch: Path) -> Iterator[tuple[PostgresServerProvider, dict[str, A
     base = scratch
     provider = PostgresServerProvider()
     props = server_props(base, pgctl.free_port())
-    outs = provider.create(props).outs
+    outs = provider.create(props).outs or {}
     try:
         yield provider, dict(outs)
     finally:
@@ -109,7 +109,7 @@ def test_delete_stops_the_server_and_removes_its_data(scratch: Path) -> None:
     base = scratch
     provider = PostgresServerProvider()
     props = server_props(base, pgctl.free_port())
-    outs = provider.create(props).outs
+    outs = provider.create(props).outs or {}
     provider.delete(props["data_dir"], outs)
     assert not Path(props["data_dir"]).exists()
     assert not pgctl.port_open("127.0.0.1", props["port"])
