@@ -14,16 +14,17 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from infra import render, replica
+from infra import render
 from infra.backup import stanza
 from infra.backup.pgbackrest import PgBackRest
 
-PROVIDER_VERSION = "1"
+PROVIDER_VERSION = "2"
 
 
 def _pgbr(props: dict[str, Any]) -> PgBackRest:
+    # The password reaches pgbackrest through its environment only, never a file.
     return PgBackRest(config=Path(props["config_path"]), stanza=props["stanza"],
-                      passfile=Path(props["passfile"]))
+                      password=props["superuser_password"])
 
 
 def _paths(props: dict[str, Any]) -> render.BackupPaths:
@@ -32,9 +33,6 @@ def _paths(props: dict[str, Any]) -> render.BackupPaths:
 
 
 def _write(props: dict[str, Any]) -> None:
-    # Any host: pgBackRest connects through the socket directory, check through TCP.
-    replica.write_passfile(Path(props["passfile"]), "*", int(props["pg_port"]),
-                           props["superuser"], props["superuser_password"])
     stanza.write_files(_pgbr(props), props["pgbackrest_conf"], _paths(props),
                        schedule_path=Path(props["schedule_path"]),
                        schedule_text=props["schedule"])
@@ -54,6 +52,8 @@ class BackupProvider(ResourceProvider):
                           delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if olds.get("passfile"):  # provider version 1 kept the password in a passfile
+            Path(olds["passfile"]).unlink(missing_ok=True)
         _write(news)
         pgbr = _pgbr(news)
         pgbr.stanza_create()
@@ -63,11 +63,12 @@ class BackupProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         stanza.remove(_pgbr(props), _paths(props), Path(props["schedule_path"]))
-        Path(props["passfile"]).unlink(missing_ok=True)
+        if props.get("passfile"):
+            Path(props["passfile"]).unlink(missing_ok=True)
 
 
 class Backup(Resource):
-    """pgBackRest for the primary; the owner password (for its passfile) is a secret."""
+    """pgBackRest for the primary; the owner password (for its commands' env) is a secret."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(

@@ -62,7 +62,7 @@ def _resolve(args: argparse.Namespace, need_dsn: bool) -> tuple[PgBackRest, Path
     if args.stack:
         sb = stack_mod.stack_backup(args.stack)
         config, stanza = config or sb.config_path, stanza or sb.stanza
-        passfile, restores_dir = passfile or sb.passfile, restores_dir or sb.restores_dir
+        restores_dir = restores_dir or sb.restores_dir
         if need_dsn and not dsn:
             dsn = stack_mod.stack_outputs(args.stack).get("primary_dsn")
             if not dsn:
@@ -72,7 +72,10 @@ def _resolve(args: argparse.Namespace, need_dsn: bool) -> tuple[PgBackRest, Path
         raise PlatformError("give --stack, or both --config and --stanza")
     if need_dsn and not dsn:
         raise PlatformError("this command needs the primary's owner DSN: --stack or --dsn")
-    return (PgBackRest(config=config, stanza=stanza, passfile=passfile),
+    # The owner's password goes to pgbackrest in its environment, fetched at run time.
+    password = conninfo_to_dict(dsn).get("password") if dsn else None
+    return (PgBackRest(config=config, stanza=stanza, passfile=passfile,
+                       password=str(password) if password else None),
             restores_dir or config.parent.parent / "restores", dsn)
 
 
@@ -86,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        needs_dsn = args.command in ("drill", "restore")
+        # check and backup connect to PostgreSQL: the password comes from the DSN
+        # (the stack's primary_dsn output) unless a passfile is given.
+        needs_dsn = args.command in ("drill", "restore") or (
+            args.command in ("check", "backup") and not args.passfile)
         pgbr, restores_dir, dsn = _resolve(args, need_dsn=needs_dsn)
         if args.command == "info":
             print(json.dumps(pgbr.info(), indent=2))

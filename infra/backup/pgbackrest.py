@@ -1,8 +1,10 @@
 """Run pgBackRest commands for one stanza, as the database's OS user.
 
 Shared by the local backend's dynamic provider, the restore and drill commands
-and the tests. Commands that connect to PostgreSQL (check, backup) find the
-owner role's password in a libpq passfile named by PGPASSFILE.
+and the tests. Commands that connect to PostgreSQL (stanza-create, check,
+backup) get the owner role's password in PGPASSWORD, only in the environment
+of the pgbackrest process, so it never rests in a file (or in a libpq passfile
+named by PGPASSFILE, on hosts that keep one).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,14 @@ class PgBackRest:
     config: Path
     stanza: str
     passfile: Path | None = None
+    password: str | None = field(default=None, repr=False)
 
     def run(self, command: str, *options: str, timeout: float = 600.0) -> str:
         argv = [PGBACKREST, f"--config={self.config}", f"--stanza={self.stanza}",
                 *options, command]
-        env = {"PGPASSFILE": str(self.passfile)} if self.passfile else None
+        env = {"PGPASSFILE": str(self.passfile)} if self.passfile else {}
+        if self.password:
+            env["PGPASSWORD"] = self.password
         return pgctl.run(argv, what=f"pgbackrest {command} ({shlex.join(options)})".rstrip(),
                          timeout=timeout, env=env)
 

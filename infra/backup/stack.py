@@ -25,7 +25,6 @@ from infra.errors import ConfigError, PlatformError
 class StackBackup:
     config_path: Path
     stanza: str
-    passfile: Path
     restores_dir: Path
 
 
@@ -58,7 +57,7 @@ def stack_backup(stack: str) -> StackBackup:
                           "backends run them on the database host, or pass --config/--stanza")
     lay = local_layout.layout(cfg)
     return StackBackup(config_path=lay.pgbackrest_conf, stanza=cfg.backup.stanza,
-                       passfile=lay.backup_passfile, restores_dir=lay.restores)
+                       restores_dir=lay.restores)
 
 
 def _pulumi_env(root: Path) -> dict[str, str]:

@@ -22,15 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def pgbr(cluster: Cluster) -> PgBackRest:
     lay = layout(cluster.cfg)
     return PgBackRest(config=lay.pgbackrest_conf, stanza=cluster.cfg.backup.stanza,
-                      passfile=lay.backup_passfile)
+                      password=cluster.passwords["owner"])
 
 
 def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     lay = layout(cluster.cfg)
     return subprocess.run(
         [sys.executable, "-m", "infra.backup", *args, "--config", str(lay.pgbackrest_conf),
-         "--stanza", cluster.cfg.backup.stanza, "--passfile", str(lay.backup_passfile),
-         "--dsn", cluster.owner_dsn(), "--restores-dir", str(lay.restores)],
+         "--stanza", cluster.cfg.backup.stanza, "--dsn", cluster.owner_dsn(),
+         "--restores-dir", str(lay.restores)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
 
 
