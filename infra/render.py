@@ -87,20 +87,27 @@ class TlsFiles:
 
 @dataclass(frozen=True)
 class Standby:
-    """How a replica reaches its primary; the password stays in a libpq passfile."""
+    """How a replica reaches its primary; never with a password in the conninfo.
+
+    The password comes from the libpq passfile named here (hosts), or, when
+    `passfile` is None, from the postmaster's environment (the local stack, which
+    keeps no password on disk).
+    """
 
     primary_host: str
     primary_port: int
     user: str
     slot: str
-    passfile: str
+    passfile: str | None = None
     # The CA that signed the primary's certificate: replication then runs over verified TLS.
     sslrootcert: str | None = None
 
     @property
     def conninfo(self) -> str:
-        parts = {"host": self.primary_host, "port": str(self.primary_port), "user": self.user,
-                 "passfile": self.passfile, "application_name": self.slot}
+        parts = {"host": self.primary_host, "port": str(self.primary_port), "user": self.user}
+        if self.passfile:
+            parts["passfile"] = self.passfile
+        parts["application_name"] = self.slot
         if self.sslrootcert:
             parts.update(sslmode="verify-full", sslrootcert=self.sslrootcert)
         for key, value in parts.items():

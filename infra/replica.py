@@ -29,9 +29,27 @@ def pgpass_line(host: str, port: int, user: str, password: str) -> str:
 
 
 def write_passfile(path: Path, host: str, port: int, user: str, password: str) -> None:
-    """The only place a password rests on disk: 0600, owned by the service user."""
+    """For hosts and benchmarks that use passfiles; the local stack keeps none."""
     pgctl.make_dir(path.parent, 0o700)
     pgctl.write_file(path, pgpass_line(host, port, user, password), 0o600)
+
+
+def start(server: pgctl.Server, password: str, timeout: float = 60.0) -> None:
+    """Start a standby with the replication password in its postmaster's environment.
+
+    The WAL receiver's libpq reads PGPASSWORD from there, so the password never
+    rests on disk; /proc/<pid>/environ is readable by the service user and root
+    only. A standby restarted by hand lacks it until the next `pulumi up`.
+    """
+    if server.is_running():
+        return
+    pgctl.make_dir(server.data_dir.parent, 0o755)
+    if not server.log_file.exists():
+        pgctl.write_file(server.log_file, "", 0o600)
+    pgctl.run([str(pgctl.bin_dir() / "pg_ctl"), "start", "-w", "-t", str(int(timeout)),
+               "-D", str(server.data_dir), "-l", str(server.log_file)],
+              what=f"starting standby in {server.data_dir} (log: {server.log_file})",
+              timeout=timeout + 10, env={"PGPASSWORD": password})
 
 
 def drop_slot(primary_dsn: str, slot: str, timeout: float = 15.0) -> bool:
@@ -54,18 +72,18 @@ def drop_slot(primary_dsn: str, slot: str, timeout: float = 15.0) -> bool:
 
 
 def basebackup(replica: pgctl.Server, *, primary_host: str, primary_port: int, user: str,
-               passfile: Path, slot: str, timeout: float = 600.0) -> None:
+               password: str, slot: str, timeout: float = 600.0) -> None:
     """Copy the primary into an empty data dir, creating the replica's slot on the way."""
     if replica.data_dir.exists() and any(replica.data_dir.iterdir()):
         raise ProcessError(f"data_dir {replica.data_dir} already exists and is not empty; "
                            "a replica is made only in a new directory")
     pgctl.make_dir(replica.data_dir.parent, 0o755)
     pgctl.make_dir(replica.data_dir, 0o700)
-    conninfo = (f"host={primary_host} port={primary_port} user={user} "
-                f"passfile={passfile} application_name={slot}")
+    conninfo = f"host={primary_host} port={primary_port} user={user} application_name={slot}"
     pgctl.run([str(pgctl.bin_dir() / "pg_basebackup"), "-D", str(replica.data_dir),
                "-d", conninfo, "-w", "-X", "stream", "-c", "fast", "-C", "-S", slot],
-              what=f"pg_basebackup into {replica.data_dir}", timeout=timeout)
+              what=f"pg_basebackup into {replica.data_dir}", timeout=timeout,
+              env={"PGPASSWORD": password})
 
 
 def make_standby(replica: pgctl.Server, postgresql_conf: str, pg_hba_conf: str,

@@ -94,7 +94,6 @@ def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, owner_pw: Any,
     pg = cfg.postgres
     standby = render.Standby(primary_host=pg.listen_address, primary_port=pg.port,
                              user=pg.replication_role, slot=rep.slot,
-                             passfile=str(rep.passfile),
                              sslrootcert=tls.ca_file if tls else None)
     return {
         "data_dir": rep.paths.data_dir,
@@ -102,7 +101,6 @@ def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, owner_pw: Any,
         "host": rep.host,
         "port": rep.port,
         "slot": rep.slot,
-        "passfile": str(rep.passfile),
         "primary_host": pg.listen_address,
         "primary_port": pg.port,
         "replication_role": pg.replication_role,

@@ -34,6 +34,8 @@ class ReplicaLayout:
     host: str
     port: int
     paths: render.HostPaths
+    # Not written by the local stack (the password lives in the postmaster's environment);
+    # kept for tools that run a replica outside Pulumi with a libpq passfile.
     passfile: Path
 
 

@@ -10,6 +10,7 @@ PROVIDER_VERSION as an input; bump it when behaviour changes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,15 @@ def _set_superuser_verifier(props: dict[str, Any]) -> None:
             sql.Literal(scram.verifier(props["superuser"], props["superuser_password"]))))
 
 
-def apply_config(olds: dict[str, Any], news: dict[str, Any]) -> None:
+def apply_config(olds: dict[str, Any], news: dict[str, Any],
+                 start: Callable[[pgctl.Server], None] | None = None) -> None:
     """After new config files: start, reload, or restart when a setting needs it."""
     server = _server(news)
+    start = start or pgctl.Server.start
     if olds.get("port") != news.get("port") or olds.get("host") != news.get("host"):
         pgctl.Server(Path(olds["data_dir"]), int(olds["port"]), olds["host"]).stop()
     if not server.is_running():
-        server.start()
+        start(server)
         server.wait_ready()
         return
     server.reload()
@@ -75,7 +78,7 @@ def apply_config(olds: dict[str, Any], news: dict[str, Any]) -> None:
     if row and row[0]:
         logger.info("restarting %s: %s settings need a restart", server.data_dir, row[0])
         server.stop()
-        server.start()
+        start(server)
         server.wait_ready()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from infra.backends.local_postgres import apply_config
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_VERSION = "1"
+PROVIDER_VERSION = "2"
 _REPLACE_KEYS = ("data_dir", "slot", "primary_host", "primary_port", "replication_role")
 
 
@@ -47,10 +48,15 @@ def _own_dsn(props: dict[str, Any]) -> str:
     return _server(props).dsn(props["superuser"], props["superuser_password"])
 
 
-def _write_passfile(props: dict[str, Any]) -> None:
-    replica.write_passfile(Path(props["passfile"]), props["primary_host"],
-                           int(props["primary_port"]), props["replication_role"],
-                           props["replication_password"])
+def _start(props: dict[str, Any]) -> Callable[[pgctl.Server], None]:
+    """Starts the standby with the replication password in its environment only."""
+    return lambda server: replica.start(server, props["replication_password"])
+
+
+def _forget_passfile(props: dict[str, Any]) -> None:
+    """Provider version 1 kept the replication password in a passfile; no longer."""
+    if props.get("passfile"):
+        Path(props["passfile"]).unlink(missing_ok=True)
 
 
 class ReplicaProvider(ResourceProvider):
@@ -58,17 +64,16 @@ class ReplicaProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         server = _server(props)
-        _write_passfile(props)
         # A slot left by an interrupted run would make pg_basebackup -C fail.
         replica.drop_slot(_primary_dsn(props), props["slot"])
         try:
             replica.basebackup(server, primary_host=props["primary_host"],
                                primary_port=int(props["primary_port"]),
                                user=props["replication_role"],
-                               passfile=Path(props["passfile"]), slot=props["slot"])
+                               password=props["replication_password"], slot=props["slot"])
             replica.make_standby(server, props["postgresql_conf"], props["pg_hba_conf"],
                                  Path(props["socket_dir"]))
-            server.start()
+            _start(props)(server)
             server.wait_ready()
             replica.wait_streaming(_own_dsn(props))
         except Exception:
@@ -91,16 +96,19 @@ class ReplicaProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         server = _server(news)
-        _write_passfile(news)
+        _forget_passfile(olds)
         pgctl.write_file(server.data_dir / "postgresql.conf", news["postgresql_conf"])
         pgctl.write_file(server.data_dir / "pg_hba.conf", news["pg_hba_conf"])
         pgctl.make_dir(Path(news["socket_dir"]), 0o755)
-        apply_config(olds, news)
+        if olds.get("replication_password") != news.get("replication_password") or \
+                olds.get("passfile"):
+            server.stop()  # a new postmaster environment carries the password
+        apply_config(olds, news, start=_start(news))
         return UpdateResult(outs={**news, "running": True})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _server(props).remove()
-        Path(props["passfile"]).unlink(missing_ok=True)
+        _forget_passfile(props)
         with contextlib.suppress(OSError):  # its own socket directory, empty once stopped
             Path(props["socket_dir"]).rmdir()
         primary = pgctl.Server(Path("/nonexistent"), int(props["primary_port"]),

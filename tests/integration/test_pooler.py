@@ -77,7 +77,9 @@ def test_plaintext_passwords_are_refused_and_verifiers_pass_through(cluster: Clu
                         connect_timeout=5)
 
 
-async def _client(dsn: str, opened: asyncio.Event, ready: list[int]) -> int:
+async def _client(dsn: str, opened: asyncio.Event, release: asyncio.Event,
+                  ready: list[int], done: list[int]) -> int:
+    """Connect, wait for all others, query, and stay connected until released."""
     async with await psycopg.AsyncConnection.connect(dsn, prepare_threshold=None,
                                                      autocommit=True) as conn:
         ready.append(1)
@@ -86,14 +88,21 @@ async def _client(dsn: str, opened: asyncio.Event, ready: list[int]) -> int:
         await asyncio.wait_for(opened.wait(), 120)
         cur = await conn.execute("SELECT pg_sleep(0.01), 1")
         row = await cur.fetchone()
+        done.append(1)
+        await asyncio.wait_for(release.wait(), 120)
         return int(row[1]) if row else 0
 
 
 async def _many(dsn: str, cluster: Cluster) -> tuple[list[int], list[dict[str, Any]]]:
-    opened, ready = asyncio.Event(), list[int]()
-    tasks = [asyncio.create_task(_client(dsn, opened, ready)) for _ in range(CLIENTS)]
+    opened, release = asyncio.Event(), asyncio.Event()
+    ready, done = list[int](), list[int]()
+    tasks = [asyncio.create_task(_client(dsn, opened, release, ready, done))
+             for _ in range(CLIENTS)]
     await asyncio.wait_for(opened.wait(), 120)
-    pools = await asyncio.to_thread(admin, cluster, "SHOW POOLS")
+    while len(done) < CLIENTS and not any(t.done() for t in tasks):
+        await asyncio.sleep(0.01)
+    pools = await asyncio.to_thread(admin, cluster, "SHOW POOLS")  # all 500 still connected
+    release.set()
     return list(await asyncio.gather(*tasks)), pools
 
 

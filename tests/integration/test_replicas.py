@@ -82,5 +82,4 @@ def test_removing_a_replica_stops_it_removes_its_data_and_drops_its_slot(
         provider.delete("", outs)
     assert "replica_3" not in slots(cluster)
     assert not Path(rep.paths.data_dir).exists()
-    assert not rep.passfile.exists()
     assert set(slots(cluster)) == {"replica_1", "replica_2"}
