@@ -46,6 +46,13 @@ class Host:
     files: dict[str, str] = field(default_factory=dict)
 
 
+class SecretDict(dict[str, Any]):
+    """Stack outputs or passwords: a failing test's report shows the keys, never the values."""
+
+    def __repr__(self) -> str:
+        return f"<secret values for {sorted(self)}>"
+
+
 def sha256(text: str | bytes) -> str:
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
 
@@ -56,9 +63,11 @@ class StackAccess:
 
     stack: str
     project_dir: Path
+    env: dict[str, str] | None = None  # e.g. a throw-away stack's backend and passphrase
 
     def pulumi(self, *args: str) -> str:
-        env = backup_stack._pulumi_env(self.project_dir)  # env.sh's settings unless set
+        # env.sh's settings unless the environment (or `env`) sets them.
+        env = {**backup_stack._pulumi_env(self.project_dir), **(self.env or {})}
         proc = subprocess.run(["pulumi", *args, "--stack", self.stack, "--non-interactive"],
                               cwd=self.project_dir, env=env, capture_output=True, text=True,
                               timeout=180, check=False)
@@ -72,12 +81,12 @@ class StackAccess:
 
     def outputs(self) -> dict[str, Any]:
         data = json.loads(self.pulumi("stack", "output", "--json", "--show-secrets") or "{}")
-        return dict(data)
+        return SecretDict(data)
 
     def generated_passwords(self) -> dict[str, str]:
         """Every Password resource's value, by resource name, from the decrypted state."""
         state = json.loads(self.pulumi("stack", "export", "--show-secrets"))
-        found: dict[str, str] = {}
+        found: dict[str, str] = SecretDict()
         for res in state.get("deployment", {}).get("resources", []) or []:
             name = str(res.get("urn", "")).rsplit("::", 1)[-1]
             value = _plain((res.get("outputs") or {}).get("value"))

@@ -1,0 +1,272 @@
+"""Security tests against the session's throw-away stack (tests/infra/throwaway.py).
+
+S1 RLS isolation with hypothesis-made data, through PgBouncer as the app role;
+S2 scram-sha-256 only; S3 no generated password anywhere in plain text;
+S4 TLS with the project's own CA, verify-full for servers and the pooler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infra import pgctl, tls
+from infra.backends.local_layout import layout
+from infra.backup import stack as backup_stack
+from infra.config import PlatformConfig
+from tests.engine import ThrowawayStack
+from tests.infra.inventory import SecretDict, StackAccess
+from tests.infra.throwaway import shared_stack
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def stack(pytestconfig: pytest.Config) -> ThrowawayStack:
+    return shared_stack(pytestconfig)
+
+
+@pytest.fixture(scope="module")
+def out(stack: ThrowawayStack) -> dict[str, Any]:
+    return SecretDict(stack.outputs())
+
+
+@pytest.fixture(scope="module")
+def cfg(stack: ThrowawayStack) -> PlatformConfig:
+    return backup_stack.stack_config(stack.name, root=stack.project)
+
+
+def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+# --- S1: row-level security --------------------------------------------------------------
+
+def tenant_tables(owner_dsn: str) -> list[tuple[str, bool, bool]]:
+    """Every table that holds rows of several tenants: it has a tenant_id column (or is the
+    registry), with its RLS flags."""
+    return [(r[0], r[1], r[2]) for r in rows(owner_dsn, """
+        SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'tenant\\_%%' AND n.nspname NOT LIKE '\\_timescaledb%%'
+          AND (c.oid = 'public.tenants'::regclass OR EXISTS (
+               SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                 AND a.attname = 'tenant_id' AND NOT a.attisdropped))
+        ORDER BY 1""")]
+
+
+def test_s1_every_shared_tenant_table_has_rls_enabled_and_forced(out: dict[str, Any]) -> None:
+    tables = tenant_tables(out["primary_dsn"])
+    assert {"public.tenants", "public.events", "public.tenant_audit"} <= {t[0] for t in tables}
+    assert all(t[1] and t[2] for t in tables), tables
+
+
+EVENT = st.tuples(st.sampled_from(["acme", "globex", "initech"]),
+                  st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]),
+                          min_size=1, max_size=30),
+                  st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False,
+                                                 width=32)))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(EVENT, max_size=30))
+def test_s1_each_tenant_sees_exactly_its_rows_through_the_pooler(
+        out: dict[str, Any], events: list[tuple[str, str, float | None]]) -> None:
+    owner = out["primary_dsn"]
+    ids = dict(rows(owner, "SELECT slug, id::text FROM public.tenants"))
+    run = uuid.uuid4().hex
+    with psycopg.connect(owner, autocommit=True) as conn:
+        for slug, kind, value in events:
+            conn.execute("INSERT INTO public.events (tenant_id, kind, value, attributes) "
+                         "VALUES (%s, %s, %s, %s)",
+                         (ids[slug], kind, value, json.dumps({"run": run})))
+    try:
+        with psycopg.connect(out["pooler_dsn"], prepare_threshold=None) as app:
+            for slug, tenant_id in ids.items():
+                with app.transaction():
+                    app.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
+                    seen = app.execute(
+                        "SELECT tenant_id::text, kind FROM public.events "
+                        "WHERE attributes->>'run' = %s", (run,)).fetchall()
+                    registry = app.execute("SELECT slug FROM public.tenants").fetchall()
+                want = sorted(k for s, k, _ in events if s == slug)
+                assert sorted(k for _, k in seen) == want
+                assert {t for t, _ in seen} <= {tenant_id}
+                assert registry == [(slug,)]
+            # No tenant set (the next pooled transaction): nothing at all.
+            with app.transaction():
+                assert app.execute("SELECT count(*) FROM public.events").fetchone() == (0,)
+    finally:
+        rows(owner, "DELETE FROM public.events WHERE attributes->>'run' = %s", (run,))
+
+
+@settings(max_examples=10, deadline=None)
+@given(target=st.sampled_from(["globex", "initech"]), kind=st.text(min_size=1, max_size=20))
+def test_s1_a_tenant_cannot_write_into_another(out: dict[str, Any], target: str,
+                                               kind: str) -> None:
+    ids = dict(rows(out["primary_dsn"], "SELECT slug, id::text FROM public.tenants"))
+    with psycopg.connect(out["pooler_dsn"], prepare_threshold=None) as app, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"), \
+            app.transaction():
+            app.execute("SELECT set_config('app.tenant_id', %s, true)", (ids["acme"],))
+            app.execute("INSERT INTO public.events (tenant_id, kind) VALUES (%s, %s)",
+                        (ids[target], kind.replace("\x00", "")))
+
+
+def test_s1_the_app_role_cannot_bypass_rls_and_owns_nothing(out: dict[str, Any],
+                                                            cfg: PlatformConfig) -> None:
+    with psycopg.connect(out["app_dsn"], autocommit=True) as app:
+        app.execute("SET row_security = off")
+        for table in ("public.events", "public.tenants"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                               match="would be affected by row-level security"):
+                app.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.SQL(table)))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute("ALTER TABLE public.events DISABLE ROW LEVEL SECURITY")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute(sql.SQL("ALTER ROLE {} BYPASSRLS").format(
+                sql.Identifier(cfg.postgres.app_role)))
+    role = cfg.postgres.app_role
+    assert rows(out["primary_dsn"], "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb "
+                                    "FROM pg_roles WHERE rolname = %s", (role,)) == \
+        [(False, False, False, False)]
+    owned = rows(out["primary_dsn"], """
+        SELECT 'relation', c.oid::regclass::text FROM pg_class c
+          WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %(r)s)
+        UNION ALL SELECT 'schema', nspname FROM pg_namespace
+          WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = %(r)s)
+        UNION ALL SELECT 'function', p.oid::regprocedure::text FROM pg_proc p
+          WHERE p.proowner = (SELECT oid FROM pg_roles WHERE rolname = %(r)s)
+        UNION ALL SELECT 'type', t.typname FROM pg_type t
+          WHERE t.typowner = (SELECT oid FROM pg_roles WHERE rolname = %(r)s)
+        UNION ALL SELECT 'database', datname FROM pg_database
+          WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = %(r)s)""", {"r": role})
+    assert owned == []
+
+
+# --- S2: scram-sha-256 only --------------------------------------------------------------
+
+def test_s2_pg_hba_allows_scram_sha_256_only(out: dict[str, Any]) -> None:
+    owner = conninfo_to_dict(out["primary_dsn"])
+    for dsn in [out["primary_dsn"], *out["replica_dsns"]]:
+        as_owner = make_conninfo(dsn, user=str(owner["user"]), password=str(owner["password"]))
+        rules = rows(as_owner, "SELECT type, auth_method, error FROM pg_hba_file_rules")
+        assert rules and {r[1] for r in rules} == {"scram-sha-256"}, rules
+        assert not any(r[2] for r in rules)
+
+
+def test_s2_an_md5_password_and_a_wrong_password_cannot_log_in(out: dict[str, Any]) -> None:
+    """scram-sha-256 in pg_hba refuses a role whose stored password is an md5 hash."""
+    role, password = f"md5_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    with psycopg.connect(out["primary_dsn"], autocommit=True) as conn:
+        conn.execute("SET password_encryption = 'md5'")
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)))
+    try:
+        with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+            psycopg.connect(make_conninfo(out["primary_dsn"], user=role, password=password),
+                            connect_timeout=10).close()
+        with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+            psycopg.connect(make_conninfo(out["app_dsn"], password="wrong"),
+                            connect_timeout=10).close()
+    finally:
+        rows(out["primary_dsn"], sql.SQL("DROP ROLE {}").format(sql.Identifier(role)).as_string())
+
+
+# --- S3: no plaintext password in rendered files, logs or plain state ----------------------
+
+def files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def test_s3_no_generated_password_in_files_logs_or_plain_state(stack: ThrowawayStack,
+                                                              cfg: PlatformConfig) -> None:
+    access = StackAccess(stack=stack.name, project_dir=stack.project, env=stack.env)
+    passwords = access.generated_passwords()
+    plain_state = access.pulumi("stack", "export")
+    preview = access.pulumi("preview", "--diff")
+    assert len(passwords) == 4 and all(len(p) >= 32 for p in passwords.values()), \
+        sorted(passwords)
+    # The stack's project, backend (state, history, backups of state) and state_dir (data,
+    # rendered files, server/pooler/pgBackRest logs), and the engine's own logs.
+    engine_logs = Path(stack.env["PULUMI_HOME"]) / "logs"
+    searched = files_under(stack.base) + (files_under(engine_logs) if engine_logs.exists()
+                                          else [])
+    assert len(searched) > 100  # data dirs, logs, backups, the backend's state files
+    assert any(p.suffix == ".log" for p in searched)
+    hits: dict[str, list[str]] = {}
+    for path in searched:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for name, password in passwords.items():
+            if password.encode() in data:
+                hits.setdefault(name, []).append(str(path))
+    assert hits == {}, hits  # names of passwords and files only
+    # Neither pgBackRest nor the replicas keep a libpq passfile: their passwords live in
+    # their processes' environment only.
+    assert [p for p in searched if p.suffix == ".pgpass"] == []
+    for password in passwords.values():
+        assert password not in plain_state
+        assert password not in preview
+
+
+# --- S4: TLS with the project's own CA -----------------------------------------------------
+
+def test_s4_servers_use_certificates_from_the_projects_ca(out: dict[str, Any],
+                                                          cfg: PlatformConfig) -> None:
+    files = layout(cfg).tls
+    ca_pem = Path(files.ca_file).read_text()
+    cert_pem = Path(files.cert_file).read_text()
+    assert out["ca_cert"] == ca_pem
+    assert tls.subject(ca_pem) == "CN=tls CA,O=pg-platform"
+    assert tls.signed_by(cert_pem, ca_pem) and tls.signed_by(ca_pem, ca_pem)
+    assert {"127.0.0.1", "localhost", "127.0.0.2"} <= set(tls.sans(cert_pem))
+    key = Path(files.key_file)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    if os.geteuid() == 0:
+        import pwd
+
+        assert pwd.getpwuid(key.stat().st_uid).pw_name == pgctl.SERVICE_USER
+    with psycopg.connect(out["primary_dsn"], autocommit=True) as conn:
+        settings_: dict[str, str] = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('ssl', 'ssl_cert_file', 'ssl_ca_file')").fetchall())
+    assert settings_ == {"ssl": "on", "ssl_cert_file": files.cert_file,
+                         "ssl_ca_file": files.ca_file}
+
+
+def test_s4_every_client_path_is_verify_full_tls(out: dict[str, Any]) -> None:
+    for dsn in [out["primary_dsn"], out["app_dsn"], *out["replica_dsns"], out["pooler_dsn"]]:
+        assert conninfo_to_dict(dsn)["sslmode"] == "verify-full"
+        with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+            assert conn.pgconn.ssl_in_use
+            assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                                ).fetchone() == (True,)
+    # The same DSN to an address the certificate does not name is refused.
+    wrong = make_conninfo(out["primary_dsn"], host="127.0.0.9", hostaddr="127.0.0.1")
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        psycopg.connect(wrong, connect_timeout=10).close()
+
+
+def test_s4_pgbouncer_refuses_clients_without_tls(out: dict[str, Any]) -> None:
+    with pytest.raises(psycopg.OperationalError, match="SSL required"):
+        psycopg.connect(make_conninfo(out["pooler_dsn"], sslmode="disable"),
+                        connect_timeout=10).close()
