@@ -22,12 +22,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra import config, pgctl
+from infra import config, pgctl, replica
 from infra.backends.local_layout import layout, replicas
 from infra.backup import stack as backup_stack
 from infra.errors import ConfigError
 from infra.pooler import PgBouncer
 from tests.engine import ThrowawayStack
+from tests.infra.inventory import StackAccess
 from tests.infra.throwaway import shared_stack
 from tests.support import fresh_database, start_server
 
@@ -238,8 +239,10 @@ def test_r7_a_killed_replica_restarts_and_catches_up(
     query(out["primary_dsn"], "SELECT pg_switch_wal()")
     assert query(out["primary_dsn"], "SELECT active FROM pg_replication_slots "
                                      "WHERE slot_name = %s", (rep.slot,)) == [(False,)]
+    # Restarted as the platform starts standbys: the replication password in its environment.
+    passwords = StackAccess(stack.name, stack.project, env=stack.env).generated_passwords()
     server = pgctl.Server(Path(rep.paths.data_dir), rep.port, rep.host)
-    server.start()
+    replica.start(server, passwords[f"{stack_cfg.postgres.replication_role}-password"])
     server.wait_ready()
     deadline = time.monotonic() + 60
     while True:
