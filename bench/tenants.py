@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,21 +116,37 @@ def row(label: str, seconds: float, n: int, base: float | None = None) -> str:
     return f"{label:<52} {seconds:8.3f} s {seconds / n * 1000:9.3f} ms/tenant  {ratio}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--tenants", type=int, default=1000)
-    ap.add_argument("--workers", type=int, default=4)
-    args = ap.parse_args(argv)
-    n = args.tenants
+@dataclass(frozen=True)
+class TenantTimes:
+    """Seconds for each measure over `n` tenants (see the module docstring)."""
+
+    n: int
+    workers: int
+    engine: float
+    noop: float
+    survey: float
+    a: float
+    a_noop: float
+    b: float
+
+    @property
+    def command(self) -> str:
+        return (f".venv/bin/python bench/tenants.py --tenants {self.n} "
+                f"--workers {self.workers}")
+
+
+def measure(n: int, workers: int = 4, baselines: bool = True) -> TenantTimes:
+    """Time the engine (and, with `baselines`, (a) and (b)) on a fresh server."""
     slugs = [f"t{i:05d}" for i in range(n)]
     tenants = tuple(TenantSpec(s, f"Tenant {s}", "standard") for s in slugs)
     files = MigrationSet.load(SQL_DIR).tenant
+    t_a = t_a_noop = t_b = 0.0
 
     with start_server() as srv:
         ours = new_database(srv, "bench_engine")
-        base_opts = engine.Options(sql_dir=SQL_DIR, workers=args.workers)
+        base_opts = engine.Options(sql_dir=SQL_DIR, workers=workers)
         engine.apply(ours, base_opts)  # schema + policies tracks, not timed
-        opts = engine.Options(sql_dir=SQL_DIR, tenants=tenants, workers=args.workers)
+        opts = engine.Options(sql_dir=SQL_DIR, tenants=tenants, workers=workers)
         t_engine = timed(lambda: engine.apply(ours, opts))
         t_noop = timed(lambda: engine.apply(ours, opts))
         t_survey = timed(lambda: engine.plan(ours, opts))
@@ -137,26 +154,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             made: Any = conn.execute("SELECT count(*) FROM pg_namespace "
                                      "WHERE nspname LIKE 'tenant\\_%'").fetchone()
         assert made and made[0] == n, f"expected {n} tenant schemas, found {made}"
+        if baselines:
+            a_dsn = new_database(srv, "bench_baseline_a")
+            t_a = timed(lambda: baseline_a(a_dsn, files, slugs))
+            t_a_noop = timed(lambda: baseline_a_noop(a_dsn, slugs))
+            b_dsn = new_database(srv, "bench_baseline_b")
+            t_b = timed(lambda: baseline_b(b_dsn, files, slugs))
+    return TenantTimes(n, workers, t_engine, t_noop, t_survey, t_a, t_a_noop, t_b)
 
-        a_dsn = new_database(srv, "bench_baseline_a")
-        t_a = timed(lambda: baseline_a(a_dsn, files, slugs))
-        t_a_noop = timed(lambda: baseline_a_noop(a_dsn, slugs))
-        b_dsn = new_database(srv, "bench_baseline_b")
-        t_b = timed(lambda: baseline_b(b_dsn, files, slugs))
 
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--tenants", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=4)
+    args = ap.parse_args(argv)
+    n = args.tenants
+    t = measure(n, args.workers)
+    files = MigrationSet.load(SQL_DIR).tenant
     print(f"P3 tenants: {n} tenant schemas, tenant track {[m.script for m in files]}, "
-          f"{args.workers} workers; command: .venv/bin/python bench/tenants.py "
-          f"--tenants {n} --workers {args.workers}")
+          f"{args.workers} workers; command: {t.command}")
     print(f"{'measure':<52} {'time':>10} {'per tenant':>18}  {'(a)/ours':>7}")
-    print(row("pg-platform: register + create + migrate", t_engine, n, t_a))
-    print(row("baseline (a): per-schema loop, history per schema", t_a, n))
-    print(row("baseline (b): DDL floor, 2 connections, batches of 50", t_b, n))
-    print(row("pg-platform: no-op apply (connect + survey)", t_noop, n, t_a_noop))
-    print(row("pg-platform: plan only (connect + survey)", t_survey, n))
-    print(row("baseline (a): no-op pass, a connection per schema", t_a_noop, n))
-    print(f"ratios: provisioning {t_a / t_engine:.2f}x faster than (a) (goal >= 2.5x), "
-          f"{t_engine / t_b:.2f}x the DDL floor (b) (goal <= 1.2x); "
-          f"no-op apply {t_noop * 1000:.1f} ms (goal <= 50 ms)")
+    print(row("pg-platform: register + create + migrate", t.engine, n, t.a))
+    print(row("baseline (a): per-schema loop, history per schema", t.a, n))
+    print(row("baseline (b): DDL floor, 2 connections, batches of 50", t.b, n))
+    print(row("pg-platform: no-op apply (connect + survey)", t.noop, n, t.a_noop))
+    print(row("pg-platform: plan only (connect + survey)", t.survey, n))
+    print(row("baseline (a): no-op pass, a connection per schema", t.a_noop, n))
+    print(f"ratios: provisioning {t.a / t.engine:.2f}x faster than (a) (goal >= 2.5x), "
+          f"{t.engine / t.b:.2f}x the DDL floor (b) (goal <= 1.2x); "
+          f"no-op apply {t.noop * 1000:.1f} ms (goal <= 50 ms)")
     return 0
 
 

@@ -1,0 +1,156 @@
+"""P1: a cold `pulumi up` of the local platform vs the same server work as a shell script.
+
+The platform: a primary, 2 streaming replicas, PgBouncer, pgBackRest with its
+first full backup, all of sql/ and 3 tenants, on a throw-away stack with its
+own backend. The baseline, bench/baseline_up.sh, does the same server work by
+hand (initdb, start, roles, stanza-create and a full backup with --start-fast,
+pg_basebackup twice, pgbouncer, psql -f of the SQL) from files rendered by the
+same renderers before the clock starts. Usage::
+
+    .venv/bin/python -m bench.cold_up
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+from pathlib import Path
+
+from bench import common
+from bench.common import TENANTS, Figure, Platform
+from infra import config, pgctl, render, replica, scram
+from infra import tls as infra_tls
+from infra.backends import local
+from infra.backends.local_layout import layout, replicas
+from infra.schema import sqltext
+from infra.schema.files import Migration, MigrationSet
+from infra.schema.tenants import schema_for
+from tests.support import scratch_dir
+
+SCRIPT = common.ROOT / "bench" / "baseline_up.sh"
+
+
+def _sql_text(files: tuple[Migration, ...], values: dict[str, str]) -> str:
+    out = []
+    for m in files:
+        for stmt in sqltext.split(m.text):
+            out.append(sqltext.substitute(stmt, values, m.ref).as_string(None) + ";")
+    return "\n".join(out) + "\n"
+
+
+def platform_sql(app_role: str) -> str:
+    """All of sql/ for 3 tenants, placeholders filled in, as one psql script."""
+    ms = MigrationSet.load(common.ROOT / "sql")
+    values = {"app_role": app_role, "history_schema": "pgplatform"}
+    # The engine's history schema; the grants policy names it. No history rows here.
+    parts = ['CREATE SCHEMA "pgplatform";\n', _sql_text(ms.schema, values)]
+    for t in TENANTS:
+        parts.append(f"SELECT public.create_tenant('{t['slug']}', '{t['name']}', "
+                     f"'{t['plan']}');\n")
+        tv = {**values, "tenant_schema": schema_for(t["slug"]), "tenant_slug": t["slug"]}
+        parts.append(f'CREATE SCHEMA "{schema_for(t["slug"])}";\n')
+        parts.append(_sql_text(ms.tenant, tv))
+    parts.append(_sql_text(ms.policies, values))
+    return "".join(parts)
+
+
+def prepare(work: Path, port: int) -> config.PlatformConfig:
+    """Render every file the script copies into place; nothing here is timed."""
+    cfg = config.load({"state_dir": str(work), "replicas": 2, "postgres": {"port": port}},
+                      "bench")
+    pg, lay = cfg.postgres, layout(cfg)
+    pw = {k: secrets.token_urlsafe(18) for k in ("owner", "app", "repl", "admin")}
+    conf = work / "conf"
+    conf.mkdir()
+    tls = lay.tls
+    ca = infra_tls.make_ca("bench CA")
+    cert = infra_tls.make_server_cert(ca, "bench", ["127.0.0.1", "127.0.0.2", "127.0.0.3"])
+    Path(tls.ca_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(tls.ca_file).write_text(ca.cert_pem)
+    Path(tls.cert_file).write_text(cert.cert_pem)
+    Path(tls.key_file).write_text(cert.key_pem)
+    Path(tls.key_file).chmod(0o600)
+    files = {
+        "pw": pw["owner"] + "\n",
+        "repl_pw": pw["repl"],
+        "primary.conf": local.primary_props(cfg, pw["owner"], tls)["postgresql_conf"],
+        "pg_hba.conf": render.pg_hba_conf(cfg),
+        "setup.sql": "\n".join([
+            f"CREATE ROLE {pg.app_role} LOGIN NOBYPASSRLS PASSWORD "
+            f"'{scram.verifier(pg.app_role, pw['app'])}';",
+            f"CREATE ROLE {pg.replication_role} LOGIN REPLICATION PASSWORD "
+            f"'{scram.verifier(pg.replication_role, pw['repl'])}';",
+            f"CREATE DATABASE {pg.database} OWNER {pg.owner_role};",
+            f"GRANT CONNECT, TEMPORARY ON DATABASE {pg.database} TO {pg.app_role};", ""]),
+        "platform.sql": platform_sql(pg.app_role),
+    }
+    for rep in replicas(cfg):
+        files[f"{rep.name}.conf"] = local.replica_props(
+            cfg, rep, pw["owner"], pw["repl"], tls)["postgresql_conf"]
+        replica.write_passfile(rep.passfile, "*", port, pg.replication_role, pw["repl"])
+    for name, text in files.items():
+        (conf / name).write_text(text)
+    replica.write_passfile(lay.secrets / "owner.pgpass", "*", port, pg.owner_role, pw["owner"])
+    backup = local.backup_props(cfg, pw["owner"])
+    for d in ("log_path", "lock_path", "spool_path", "repo_path"):
+        Path(backup[d]).mkdir(parents=True, exist_ok=True)
+    Path(backup["config_path"]).write_text(backup["pgbackrest_conf"])
+    userlist = render.userlist_txt(render.pooler_users(cfg, pw["app"], pw["admin"]))
+    pooler = local.pooler_props(cfg, userlist, tls)
+    Path(pooler["ini_path"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(pooler["ini_path"]).write_text(pooler["pgbouncer_ini"])
+    Path(pooler["auth_file"]).write_text(userlist)
+    Path(pooler["socket_dir"]).mkdir(exist_ok=True)
+    for rep in replicas(cfg):
+        Path(rep.paths.socket_dir).mkdir(exist_ok=True)
+    pgctl.chown_service(work, recursive=True)
+    return cfg
+
+
+def teardown(work: Path, cfg: config.PlatformConfig) -> None:
+    pid_file = Path(local.pooler_props(cfg, "")["pid_file"])
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+    for d in [work / "primary", *(Path(r.paths.data_dir) for r in replicas(cfg))]:
+        pgctl.Server(d, 0).stop(mode="immediate")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def shell_baseline() -> tuple[float, str]:
+    work = scratch_dir("pgp-bench-shell-")
+    port = common.platform_ports()
+    cfg = prepare(work, port)
+    argv = [str(SCRIPT), str(work), str(port)]
+    try:
+        seconds, _ = common.timed(lambda: common.run(argv, as_service=True, timeout=900))
+    finally:
+        teardown(work, cfg)
+    return seconds, common.shown(["bench/baseline_up.sh", "WORK", "PORT"])
+
+
+def run(p: Platform) -> list[Figure]:
+    """Time the shell baseline, then the cold `up` of `p` (initialised, not yet up)."""
+    base, base_cmd = shell_baseline()
+    common.bring_up(p)
+    ratio = p.up_seconds / base
+    return [common.report(Figure(
+        "P1", "cold `up`: primary, 2 replicas, pooler, first full backup, all SQL, 3 tenants",
+        common.secs(p.up_seconds), f"{common.secs(base)} (shell script)", common.x(ratio),
+        "≤ 1.5×", ratio <= 1.5, (p.pulumi_cmd("up", "--yes"), base_cmd)))]
+
+
+def main() -> int:
+    p = common.new_platform()
+    try:
+        run(p)
+    finally:
+        p.stack.remove()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
