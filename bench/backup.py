@@ -21,8 +21,9 @@ import argparse
 import contextlib
 import secrets
 import shutil
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import psycopg
@@ -49,9 +50,14 @@ class Tuned(PgBackRest):
     """pgbackrest with options on top of pgbackrest.conf (for variants only)."""
 
     extra: tuple[str, ...] = ()
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     def run(self, command: str, *options: str, timeout: float = 600.0) -> str:
-        return super().run(command, *options, *self.extra, timeout=timeout)
+        started = time.perf_counter()
+        try:
+            return super().run(command, *options, *self.extra, timeout=timeout)
+        finally:
+            self.seconds[command] = time.perf_counter() - started
 
 
 def tuned(pgbr: PgBackRest, *extra: str) -> Tuned:
@@ -142,7 +148,7 @@ def mark_target(p: Primary) -> str:
     return restore.format_target(row[0])
 
 
-def pitr(p: Primary, pgbr: PgBackRest, target: str) -> float:
+def pitr(p: Primary, pgbr: Tuned, target: str) -> float:
     """Restore to `target`, replay, promote and connect; check the target was honoured."""
     workdir = restore.new_workdir(p.base / "restores")
 
@@ -180,9 +186,10 @@ def run(sizes: Sizes) -> list[Figure]:
         target = mark_target(p)
         t_cp = copy_stopped(p)
         cp_cmd = "cp -a DATA_DIR COPY  # the stopped primary's data directory"
-        t_pitr = pitr(p, p.pgbr, target)
-        t_pitr_tuned = pitr(p, tuned(p.pgbr, "--process-max=2", f"--set={tuned_label}"),
-                            target)
+        plain = tuned(p.pgbr)
+        t_pitr = pitr(p, plain, target)
+        fast = tuned(p.pgbr, "--process-max=2", f"--set={tuned_label}")
+        t_pitr_tuned = pitr(p, fast, target)
     restore_cmd = ("python -m infra.backup restore --target TIME  # restore.restore + "
                    "wait_promoted: pgbackrest restore --type=time --target-action=promote, "
                    "start, replay, promote, connect")
@@ -202,11 +209,14 @@ def run(sizes: Sizes) -> list[Figure]:
         common.report(Figure(
             "P6b", f"PITR to ready (rendered pgbackrest.conf), {what}",
             common.secs(t_pitr), f"{common.secs(t_cp)} (cp -a of the stopped data dir)",
-            common.x(t_pitr / t_cp), "≤ 1.0×", t_pitr / t_cp <= 1.0, (restore_cmd, cp_cmd))),
+            common.x(t_pitr / t_cp), "≤ 1.0×", t_pitr / t_cp <= 1.0, (restore_cmd, cp_cmd),
+            note=f"of which pgbackrest restore {plain.seconds['restore']:.2f} s; the rest is "
+                 "start, WAL replay to the target, promote and the first connection")),
         common.report(Figure(
             "P6b (tuning)", "PITR to ready from the tuned backup, restore --process-max=2",
             common.secs(t_pitr_tuned), f"{common.secs(t_cp)} (cp -a)",
-            common.x(t_pitr_tuned / t_cp), "≤ 1.0×", None, (restore_cmd, cp_cmd))),
+            common.x(t_pitr_tuned / t_cp), "≤ 1.0×", None, (restore_cmd, cp_cmd),
+            note=f"of which pgbackrest restore {fast.seconds['restore']:.2f} s")),
     ]
 
 

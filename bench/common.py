@@ -167,6 +167,7 @@ class Platform:
     stack: ThrowawayStack
     port: int
     up_seconds: float = 0.0
+    up_output: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def pulumi_cmd(self, *args: str) -> str:
@@ -182,7 +183,8 @@ def new_platform(replicas: int = 2) -> Platform:
 
 
 def bring_up(p: Platform) -> None:
-    p.up_seconds, _ = timed(lambda: p.stack.up())
+    p.up_seconds, proc = timed(lambda: p.stack.up())
+    p.up_output = proc.stdout
     p.outputs = p.stack.outputs()
 
 

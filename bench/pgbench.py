@@ -70,5 +70,6 @@ def bench(dsn: str, *args: str, clients: int, seconds: int, threads: int = 2,
 def where(dsn: str) -> str:
     """host:port/db as user, for printed commands."""
     env = common.libpq_env(dsn)
+    tls = f" sslmode={env['PGSSLMODE']}" if "PGSSLMODE" in env else ""
     return (f"{env.get('PGUSER')}@{env.get('PGHOST')}:{env.get('PGPORT')}/"
-            f"{env.get('PGDATABASE')}")
+            f"{env.get('PGDATABASE')}{tls}")

@@ -36,11 +36,13 @@ class Variant:
     name: str
     pool_size: int
     unix_socket: bool
+    processes: int = 1  # more than one: PgBouncers sharing the port (so_reuseport)
 
 
 VARIANTS = (Variant("TCP to the server, pool 8", 8, False),
             Variant("Unix socket to the server, pool 20", 20, True),
-            Variant("Unix socket to the server, pool 8", 8, True))
+            Variant("Unix socket to the server, pool 8", 8, True),
+            Variant("2 processes (so_reuseport), Unix socket, pool 8 each", 8, True, 2))
 
 
 def stack_config(p: Platform, **pooler: object) -> config.PlatformConfig:
@@ -49,27 +51,33 @@ def stack_config(p: Platform, **pooler: object) -> config.PlatformConfig:
                         "pooler": pooler}, "bench")
 
 
-def start_variant(p: Platform, v: Variant, work: Path) -> PgBouncer:
-    """A second PgBouncer, rendered by the platform's renderer with `v`'s settings."""
+def start_variant(p: Platform, v: Variant, work: Path) -> list[PgBouncer]:
+    """PgBouncers rendered by the platform's renderer with `v`'s settings, on one port."""
     port = pgctl.free_port()
     cfg = stack_config(p, port=port, default_pool_size=v.pool_size)
     lay = layout(cfg)
-    paths = render.PoolerPaths(auth_file=lay.pooler_paths.auth_file,
-                               socket_dir=str(pgctl.make_dir(work / "run", 0o755)),
-                               pid_file=str(work / "pgbouncer.pid"),
-                               log_file=str(work / "pgbouncer.log"))
     reps = replicas(cfg)
     targets = render.PoolerTargets(
         listen_address="127.0.0.1",
         primary_host=lay.primary_paths().socket_dir if v.unix_socket else "127.0.0.1",
         primary_port=p.port, replica_hosts=tuple(r.host for r in reps),
         replica_port=reps[0].port)
-    ini = work / "pgbouncer.ini"
-    pgctl.write_file(ini, render.pgbouncer_ini(cfg, paths, targets, lay.tls))
-    bouncer = PgBouncer(ini_path=ini, pid_file=Path(paths.pid_file or ""), host="127.0.0.1",
-                        port=port, log_file=Path(paths.log_file or ""))
-    bouncer.start()
-    return bouncer
+    bouncers = []
+    for i in range(v.processes):
+        paths = render.PoolerPaths(auth_file=lay.pooler_paths.auth_file,
+                                   socket_dir=str(pgctl.make_dir(work / f"run{i}", 0o755)),
+                                   pid_file=str(work / f"pgbouncer{i}.pid"),
+                                   log_file=str(work / f"pgbouncer{i}.log"))
+        text = render.pgbouncer_ini(cfg, paths, targets, lay.tls)
+        if v.processes > 1:  # [pgbouncer] is the template's last section
+            text += "so_reuseport = 1\n"
+        ini = work / f"pgbouncer{i}.ini"
+        pgctl.write_file(ini, text)
+        bouncer = PgBouncer(ini_path=ini, pid_file=Path(paths.pid_file or ""),
+                            host="127.0.0.1", port=port, log_file=Path(paths.log_file or ""))
+        bouncer.start()
+        bouncers.append(bouncer)
+    return bouncers
 
 
 def _with_port(dsn: str, port: int) -> str:
@@ -94,13 +102,15 @@ def run(sizes: Sizes, p: Platform, variants: Sequence[Variant] = VARIANTS) -> li
     for v in variants:
         work = scratch_dir("pgp-bench-pooler-")
         pgctl.chown_service(work)
-        bouncer = start_variant(p, v, work)
+        bouncers = start_variant(p, v, work)
+        port = bouncers[0].port
         try:
-            r = pgbench.bench(_with_port(out["pooler_dsn"], bouncer.port), "-S",
+            r = pgbench.bench(_with_port(out["pooler_dsn"], port), "-S",
                               clients=CLIENTS, seconds=secs + CONNECTING,
-                              shown_dsn=f"PgBouncer variant ({v.name}) on port {bouncer.port}")
+                              shown_dsn=f"PgBouncer variant ({v.name}) on port {port}")
         finally:
-            bouncer.stop()
+            for b in bouncers:
+                b.stop()
             shutil.rmtree(work, ignore_errors=True)
         figs.append(_figure(f"variant: {v.name}", r, best, sweep, context=True))
     return figs
