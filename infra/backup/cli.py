@@ -81,7 +81,8 @@ def _resolve(args: argparse.Namespace, need_dsn: bool) -> tuple[PgBackRest, Path
 
 def _public(dsn: str) -> str:
     """A DSN without its password, for people to read."""
-    return make_conninfo(dsn, password=None) if "password" in conninfo_to_dict(dsn) else dsn
+    params = {k: v for k, v in conninfo_to_dict(dsn).items() if k != "password"}
+    return make_conninfo("", **params)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir = restore.new_workdir(restores_dir)
             copy = restore.restore(pgbr, workdir, target=args.target)
             assert dsn is not None
-            copy_dsn = make_conninfo(dsn, host=copy.server.host, port=str(copy.server.port))
-            restore.wait_promoted(copy, copy_dsn)
+            restore.wait_promoted(copy, copy.local_dsn(dsn))
+            copy_dsn = copy.tcp_dsn(dsn)
             print(f"restored stanza {pgbr.stanza} to {args.target or 'end of archive'} "
                   f"into {copy.server.data_dir}")
             print(f"running on {copy.server.host}:{copy.server.port}: {_public(copy_dsn)} "

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from infra.backup import restore as restore_mod
 from infra.backup.pgbackrest import PgBackRest
@@ -136,10 +136,7 @@ def run_drill(pgbr: PgBackRest, primary_dsn: str, restores_dir: Path, *,
     workdir = restore_mod.new_workdir(restores_dir)
     restored = restore_mod.restore(pgbr, workdir, target=target)
     try:
-        params = conninfo_to_dict(primary_dsn)
-        copy_dsn = make_conninfo(primary_dsn, host=restored.server.host,
-                                 port=str(restored.server.port),
-                                 dbname=str(params.get("dbname", "postgres")))
+        copy_dsn = restored.local_dsn(primary_dsn)
         restore_mod.wait_promoted(restored, copy_dsn)
         seconds = time.monotonic() - started
         present = present_ids(copy_dsn, run)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import pgctl
 from infra.backup.pgbackrest import PgBackRest
@@ -31,11 +32,36 @@ class Restored:
     workdir: Path
     target: str | None
 
+    @property
+    def socket_dir(self) -> Path:
+        return self.workdir / "run"
+
+    def local_dsn(self, source_dsn: str) -> str:
+        """The source's credentials, through the copy's own socket directory.
+
+        The copy runs with the configuration of its backup, which may predate the
+        source's TLS settings; a Unix socket needs none and never leaves the host.
+        """
+        return _with(source_dsn, host=str(self.socket_dir), port=str(self.server.port),
+                     sslmode="prefer", sslrootcert=None)
+
+    def tcp_dsn(self, source_dsn: str) -> str:
+        """How people reach the copy over TCP (TLS when its configuration has it)."""
+        return _with(source_dsn, host=self.server.host, port=str(self.server.port),
+                     sslmode="prefer", sslrootcert=None)
+
     def remove(self) -> None:
         import shutil
 
         self.server.remove()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _with(dsn: str, **changes: str | None) -> str:
+    """A conninfo with some parameters replaced, and those set to None removed."""
+    params = {k: v for k, v in conninfo_to_dict(dsn).items() if k not in changes}
+    params.update({k: v for k, v in changes.items() if v is not None})
+    return make_conninfo("", **params)
 
 
 def format_target(when: datetime) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from infra import pgctl
 from infra.backends.local_layout import layout
 from infra.backup import restore
 from infra.backup.pgbackrest import PgBackRest, full_backups
@@ -64,6 +65,25 @@ def test_drill_restores_exactly_the_rows_committed_up_to_t(cluster: Cluster) -> 
     assert int(before.group(1)) == int(before.group(2)) == 15 and before.group(3) == "0"
     assert int(after.group(1)) == 15 and after.group(2) == "0"
     assert not any(layout(cluster.cfg).restores.iterdir())  # the copy was removed
+    assert cluster.passwords["owner"] not in out + proc.stderr
+
+
+def test_restore_command_prints_where_the_copy_runs_but_no_password(cluster: Cluster) -> None:
+    proc = cli(cluster, "restore")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cluster.passwords["owner"] not in proc.stdout + proc.stderr
+    m = re.search(r"into (\S+/data)\n", proc.stdout)
+    assert m, proc.stdout
+    data_dir = Path(m.group(1))
+    copy = restore.Restored(server=pgctl.Server(data_dir, int(re.search(
+        r"running on 127\.0\.0\.1:(\d+)", proc.stdout).group(1))),  # type: ignore[union-attr]
+        workdir=data_dir.parent, target=None)
+    try:
+        assert copy.server.is_running()
+        with psycopg.connect(copy.local_dsn(cluster.owner_dsn())) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    finally:
+        copy.remove()
 
 
 def test_restore_to_a_time_starts_a_new_server_on_another_port(cluster: Cluster) -> None:
