@@ -45,6 +45,8 @@ def export(platform: Platform) -> None:
     pulumi.export("replica_dsns", ep.replica_dsns)
     if ep.pooler_dsn is not None:
         pulumi.export("pooler_dsn", ep.pooler_dsn)
+    if ep.pooler_admin_dsn is not None:
+        pulumi.export("pooler_admin_dsn", ep.pooler_admin_dsn)
     if ep.ca_cert is not None:
         pulumi.export("ca_cert", ep.ca_cert)
     pulumi.export("applied_migrations", platform.schema.applied_migrations)

@@ -19,6 +19,8 @@ class Endpoints:
     app_dsn: pulumi.Output[str]
     replica_dsns: pulumi.Output[list[str]]
     pooler_dsn: pulumi.Output[str] | None = None
+    # PgBouncer's admin console (SHOW POOLS, RELOAD…) as its admin user.
+    pooler_admin_dsn: pulumi.Output[str] | None = None
     # Identity of the primary's data: when it changes, the SQL is applied again.
     primary_id: pulumi.Output[str] | None = None
     # The CA (PEM) that signed the servers' certificates, for clients' sslrootcert.

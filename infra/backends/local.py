@@ -174,6 +174,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
             *[_dsn(r.host, r.port, pg.app_role, app_pw, pg.database, ca) for r in reps])),
         pooler_dsn=_dsn(pg.listen_address, cfg.pooler.port, pg.app_role, app_pw, pg.database,
                         ca),
+        pooler_admin_dsn=_dsn(pg.listen_address, cfg.pooler.port, cfg.pooler.admin_user,
+                              admin_pw, "pgbouncer", ca),
         ca_cert=certs.ca_cert,
         primary_id=server.system_identifier,
         ready=[database, backup],
