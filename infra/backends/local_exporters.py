@@ -133,6 +133,11 @@ def stop(props: dict[str, Any], timeout: float = 10.0) -> None:
         if running_pid(props) == pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # An exiting process drops its memory (and so its cmdline) before its sockets:
+        # wait for the port too, so a restart on the same port does not find it taken.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pgctl.port_open(props["listen"], props["port"]):
+            time.sleep(0.05)
     _pid_file(props).unlink(missing_ok=True)
 
 
