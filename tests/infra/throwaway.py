@@ -8,7 +8,6 @@ session ends (pytest's config cleanup), whatever happened.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
@@ -23,21 +22,12 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
 _KEY = pytest.StashKey[ThrowawayStack]()
 
 
-def _free_on(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def settings() -> dict[str, Any]:
     """A primary whose port + 1 is free on the replica's address, and a pooler port."""
     for _ in range(50):
         port = pgctl.free_port()
         pooler = pgctl.free_port()
-        if port + 1 <= 65535 and pooler != port + 1 and _free_on("127.0.0.2", port + 1):
+        if port + 1 <= 65535 and pooler != port + 1 and pgctl.port_free("127.0.0.2", port + 1):
             return {"replicas": 1, "tenants": TENANTS,
                     "postgres": {"port": port, "max_connections": 60,
                                  "shared_buffers": "32MB"},

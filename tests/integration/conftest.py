@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,20 +32,11 @@ MAX_CONNECTIONS = 50  # well below the 500 clients the pooler test opens
 POOL_SIZE = 10
 
 
-def _free_on(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def cluster_ports() -> tuple[int, int]:
     """A primary port whose +1 is free on the replicas' addresses, and a pooler port."""
     for _ in range(50):
         port = pgctl.free_port()
-        if port + 1 <= 65535 and all(_free_on(f"127.0.0.{h}", port + 1) for h in (2, 3, 4)):
+        if port < 65535 and all(pgctl.port_free(f"127.0.0.{h}", port + 1) for h in (2, 3, 4)):
             return port, pgctl.free_port()
     raise RuntimeError("no free port pair for the test cluster")
 
