@@ -150,7 +150,7 @@ class PoolerSettings:
     min_pool_size: int = 0
     reserve_pool_size: int = 0
     reserve_pool_timeout: int = 5
-    max_client_conn: int = 1000
+    max_client_conn: int = 1100  # 1,000 app clients plus console, exporter, health
     max_db_connections: int = 0
     server_idle_timeout: int = 600
     server_lifetime: int = 3600
@@ -196,7 +196,7 @@ class BackupSettings:
     retention_full_type: str = "count"
     retention_diff: int = 6
     compress_type: str = "lz4"
-    process_max: int = 1
+    process_max: int = 2  # bench/results.md P6: one process is 0.65x pg_basebackup
     schedule: BackupSchedule = field(default_factory=BackupSchedule)
     s3: S3Repo | None = None
 

@@ -39,7 +39,7 @@ def parse_pooler(sec: Section, pg: PostgresSettings) -> PoolerSettings:
         min_pool_size=sec.int("min_pool_size", 0, 0, 10000),
         reserve_pool_size=sec.int("reserve_pool_size", 0, 0, 10000),
         reserve_pool_timeout=sec.int("reserve_pool_timeout", 5, 0, 3600),
-        max_client_conn=sec.int("max_client_conn", 1000, 1, 100000),
+        max_client_conn=sec.int("max_client_conn", 1100, 1, 100000),
         max_db_connections=sec.int("max_db_connections", 0, 0, 10000),
         server_idle_timeout=sec.int("server_idle_timeout", 600, 0, _DAY),
         server_lifetime=sec.int("server_lifetime", 3600, 0, _DAY),
@@ -144,7 +144,7 @@ def parse_backup(sec: Section, backend: str, aws_region: str | None) -> BackupSe
         retention_full_type=full_type,
         retention_diff=sec.int("retention_diff", 6, 1, 9999999),
         compress_type=sec.choice("compress_type", "lz4", ("none", "gz", "lz4", "zst", "bz2")),
-        process_max=sec.int("process_max", 1, 1, 64),
+        process_max=sec.int("process_max", 2, 1, 64),
         schedule=_schedule(sec.section("schedule")),
     )
     s3_sec = sec.section("s3")
