@@ -32,7 +32,7 @@ from infra.schema.tenants import schema_for
 from tests.support import scratch_dir
 
 SCRIPT = common.ROOT / "bench" / "baseline_up.sh"
-_CREATED = re.compile(r"(\S+) created \(([0-9.]+)s\)")
+_CREATED = re.compile(r"dynamic:Resource (\S+) created \(([0-9.]+)s\)")
 
 
 def _sql_text(files: tuple[Migration, ...], values: dict[str, str]) -> str:

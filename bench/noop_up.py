@@ -4,7 +4,8 @@ Both run through the same engine with the same offline settings; the empty
 program is a Python project that registers nothing but its stack. Each is run
 `repeats` times after a first `up`, and the medians are compared. The platform's
 runs pass `--expect-no-changes`, so any change fails the run instead of being
-timed. Usage::
+timed. `up --yes` previews and then updates, running the program twice; a
+context row repeats both with `--skip-preview`. Usage::
 
     .venv/bin/python -m bench.noop_up
 """
@@ -15,6 +16,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 
 import yaml
 
@@ -35,8 +37,11 @@ def _pulumi(argv: list[str], cwd: object, env: dict[str, str]) -> str:
     return proc.stdout
 
 
-def empty_program_up(repeats: int) -> list[float]:
-    """Seconds for each `up` of an empty Python program (after the one that makes the stack)."""
+MODES = {"": (), "--skip-preview": ("--skip-preview",)}
+
+
+def empty_program_up(repeats: int) -> dict[str, list[float]]:
+    """Seconds for each `up` of an empty Python program, by mode (after the first `up`)."""
     base = scratch_dir("pgp-bench-empty-")
     try:
         (base / "backend").mkdir()
@@ -49,39 +54,51 @@ def empty_program_up(repeats: int) -> list[float]:
         env = engine_env(base, secrets.token_urlsafe(24))
         _pulumi(["stack", "init", "empty"], project, env)
         _pulumi(["up", "--yes", "--stack", "empty"], project, env)
-        times = []
-        for _ in range(repeats):
-            t, _out = common.timed(lambda: _pulumi(["up", "--yes", "--stack", "empty"],
-                                                   project, env))
-            times.append(t)
+        times: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for mode, extra in MODES.items():
+            for _ in range(repeats):
+                argv = ["up", "--yes", *extra, "--stack", "empty"]
+                started = time.perf_counter()
+                _pulumi(argv, project, env)
+                times[mode].append(time.perf_counter() - started)
         _pulumi(["stack", "rm", "--yes", "--force", "--stack", "empty"], project, env)
         return times
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def platform_noop_up(p: Platform, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t, proc = common.timed(lambda: p.stack.up("--expect-no-changes"))
-        if _CHANGES.search(proc.stdout):
-            raise RuntimeError(f"a no-op up reported changes:\n{proc.stdout[-3000:]}")
-        times.append(t)
+def platform_noop_up(p: Platform, repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for mode, extra in MODES.items():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            proc = p.stack.up("--expect-no-changes", *extra)
+            times[mode].append(time.perf_counter() - started)
+            if _CHANGES.search(proc.stdout):
+                raise RuntimeError(f"a no-op up reported changes:\n{proc.stdout[-3000:]}")
     return times
 
 
 def run(sizes: Sizes, p: Platform) -> list[Figure]:
     ours = platform_noop_up(p, sizes.repeats)
     empty = empty_program_up(sizes.repeats)
-    o, e = common.median(ours), common.median(empty)
-    return [common.report(Figure(
-        "P2", f"no-op `up` of the unchanged platform (median of {len(ours)}), 0 changes",
-        common.secs(o), f"{common.secs(e)} (empty program)", common.x(o / e),
-        "0 changes, ≤ 1.3×", o / e <= 1.3,
-        (p.pulumi_cmd("up", "--yes", "--expect-no-changes"),
-         "pulumi up --yes --stack empty --non-interactive  # a program that registers nothing"),
-        note="runs: " + ", ".join(f"{t:.2f}" for t in ours) + " s vs "
-             + ", ".join(f"{t:.2f}" for t in empty) + " s"))]
+    figs = []
+    for mode in MODES:
+        o, e = common.median(ours[mode]), common.median(empty[mode])
+        label = f" {mode}" if mode else ""
+        figs.append(common.report(Figure(
+            "P2" + (" (context)" if mode else ""),
+            f"no-op `up{label}` of the unchanged platform (median of {len(ours[mode])}), "
+            "0 changes",
+            common.secs(o), f"{common.secs(e)} (empty program)", common.x(o / e),
+            "0 changes, ≤ 1.3×", None if mode else o / e <= 1.3,
+            (p.pulumi_cmd("up", "--yes", "--expect-no-changes", *MODES[mode]),
+             f"pulumi up --yes{label} --stack empty --non-interactive  # registers nothing"),
+            note="runs: " + ", ".join(f"{t:.2f}" for t in ours[mode]) + " s vs "
+                 + ", ".join(f"{t:.2f}" for t in empty[mode]) + " s"
+                 + ("" if mode else "; `up` previews first, then updates: the program and "
+                    "the dynamic provider start twice"))))
+    return figs
 
 
 def main() -> int:
