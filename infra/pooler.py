@@ -57,9 +57,11 @@ class PgBouncer:
         pgctl.run(["/bin/sh", "-c", 'ulimit -S -n "$(ulimit -H -n)" && exec "$0" -d "$1"',
                    PGBOUNCER, str(self.ini_path)],
                   what=f"starting pgbouncer with {self.ini_path}", timeout=timeout)
+        # PgBouncer listens before its daemonized child writes the pid file: wait for both,
+        # so a reload or stop right after start finds the process.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if pgctl.port_open(self.host, self.port):
+            if pgctl.port_open(self.host, self.port) and self.pid() is not None:
                 return
             time.sleep(0.05)
         raise ProcessError(f"pgbouncer on {self.host}:{self.port} did not accept connections "
