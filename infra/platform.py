@@ -49,4 +49,6 @@ def export(platform: Platform) -> None:
         pulumi.export("pooler_admin_dsn", ep.pooler_admin_dsn)
     if ep.ca_cert is not None:
         pulumi.export("ca_cert", ep.ca_cert)
+    if ep.testinfra_hosts is not None:
+        pulumi.export("testinfra_hosts", ep.testinfra_hosts)
     pulumi.export("applied_migrations", platform.schema.applied_migrations)

@@ -7,6 +7,7 @@ Each backend turns validated settings into running hosts and returns the same
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 
@@ -25,5 +26,8 @@ class Endpoints:
     primary_id: pulumi.Output[str] | None = None
     # The CA (PEM) that signed the servers' certificates, for clients' sslrootcert.
     ca_cert: pulumi.Output[str] | None = None
+    # The hosts for the testinfra suite (docs/testing.md, tests/infra/inventory.py):
+    # where they are, their paths, and the SHA-256 of each non-secret rendered file.
+    testinfra_hosts: pulumi.Output[list[dict[str, Any]]] | None = None
     # Resources the SQL engine must wait for (the database and its roles).
     ready: list[pulumi.Resource] = field(default_factory=list)

@@ -34,6 +34,7 @@ from infra.backends.aws_userdata import (
     fits,
     gzip_base64,
     secret_bundle,
+    testinfra_hosts,
     user_data,
 )
 from infra.backends.cloud_files import PasswordOutputs, Passwords, dsn
@@ -206,5 +207,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
             dsn(pg.app_role, pws.app, ip, pg.port, pg.database) for ip in ips[1:]])),
         pooler_dsn=dsn(pg.app_role, pws.app, primary_ip, cfg.pooler.port, pg.database),
         primary_id=instances[0].id,
+        testinfra_hosts=pulumi.Output.all(backups.bucket, *ips).apply(
+            lambda a: testinfra_hosts(with_bucket(cfg, a[0]), list(a[1:]))),
         ready=[instances[0]],
     )

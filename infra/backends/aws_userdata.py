@@ -17,9 +17,16 @@ import gzip
 import json
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from infra import render
-from infra.backends.cloud_files import Passwords, bootstrap_sql, host_pgpass, userlist
+from infra.backends.cloud_files import (
+    Passwords,
+    bootstrap_sql,
+    host_pgpass,
+    inventory_entry,
+    userlist,
+)
 from infra.config import PlatformConfig
 
 USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
@@ -29,6 +36,13 @@ CONF_DIR = "/etc/pg-platform"
 SOCKET_DIR = "/var/run/postgresql"
 PGBACKREST_CONF = f"{CONF_DIR}/pgbackrest.conf"
 DEVICE_NAME = "/dev/sdf"
+# Where pgp-setup installs the pooler's and the schedule's files (templates/pgp-setup.sh.j2).
+POOLER_INI = "/etc/pgbouncer/pgbouncer.ini"
+AUTH_FILE = "/etc/pgbouncer/userlist.txt"
+CRON_FILE = "/etc/cron.d/pg-platform-pgbackrest"
+# The SSH login of the hosts for the testinfra suite: the AMI is Ubuntu (the setup uses
+# apt), whose cloud-init default user is `ubuntu`; the stack settings name no other.
+LOGIN_USER = "ubuntu"
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ def standby(cfg: PlatformConfig, host: Host) -> render.Standby:
 
 def pooler_ini(cfg: PlatformConfig, replica_hosts: tuple[str, ...]) -> str:
     """PgBouncer on the primary host: the local server read-write, replicas read-only."""
-    paths = render.PoolerPaths(auth_file="/etc/pgbouncer/userlist.txt", socket_dir=SOCKET_DIR)
+    paths = render.PoolerPaths(auth_file=AUTH_FILE, socket_dir=SOCKET_DIR)
     targets = render.PoolerTargets(listen_address="0.0.0.0", primary_host="127.0.0.1",
                                    primary_port=cfg.postgres.port, replica_hosts=replica_hosts,
                                    replica_port=cfg.postgres.port)
@@ -100,6 +114,31 @@ def host_files(cfg: PlatformConfig, host: Host,
             cfg, PGBACKREST_CONF, user="postgres", passfile=PASSFILE)
         files[f"{CONF_DIR}/pgbouncer.ini"] = pooler_ini(cfg, replica_hosts)
     return files
+
+
+def testinfra_hosts(cfg: PlatformConfig, ips: list[str],
+                    user: str = LOGIN_USER) -> list[dict[str, Any]]:
+    """The hosts for the testinfra suite; `cfg` carries the bucket's name, `ips` the
+    private addresses, primary first. PgBouncer runs on the primary's host.
+
+    `files` are the texts `host_files` gives user-data (cloud-init writes them verbatim)
+    and pgp-setup's copies of them; the Secrets Manager bundle's files are left out.
+    """
+    replica_ips = tuple(ips[1:])
+    spec = [f"ssh://{user}@{ip}" for ip in ips]
+    files = [host_files(cfg, Host(replica=i, volume_id="", secret_id="",
+                                  primary_host=ips[0] if i else ""), replica_ips)
+             for i in range(len(ips))]
+    ini = files[0][f"{CONF_DIR}/pgbouncer.ini"]
+    files[0][CRON_FILE] = files[0][f"{CONF_DIR}/pgbackrest.cron"]
+    return [
+        inventory_entry("primary", "primary", spec[0], files[0], data_dir=data_dir(cfg),
+                        pgbackrest_config=PGBACKREST_CONF),
+        *[inventory_entry(f"replica-{i}", "replica", spec[i], files[i], data_dir=data_dir(cfg))
+          for i in range(1, len(ips))],
+        inventory_entry("pooler", "pooler", spec[0], {POOLER_INI: ini},
+                        pooler_ini=POOLER_INI, auth_file=AUTH_FILE),
+    ]
 
 
 def host_env(cfg: PlatformConfig, host: Host) -> list[tuple[str, str]]:
@@ -146,7 +185,7 @@ def secret_bundle(cfg: PlatformConfig, pw: Passwords, replica: int, primary_host
              "mode": "0600", "content": pw.owner + "\n"},
             {"path": f"{CONF_DIR}/secret/bootstrap.sql", "owner": "postgres", "mode": "0600",
              "content": bootstrap_sql(cfg, pw)},
-            {"path": "/etc/pgbouncer/userlist.txt", "owner": "postgres", "mode": "0600",
+            {"path": AUTH_FILE, "owner": "postgres", "mode": "0600",
              "content": userlist(cfg, pw)},
         ]
     return json.dumps({"files": files}, sort_keys=True)

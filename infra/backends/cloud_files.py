@@ -9,7 +9,9 @@ the two cannot drift. Everything here takes plain strings and is called inside
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from psycopg import sql
@@ -17,6 +19,8 @@ from psycopg import sql
 from infra import render, scram
 from infra.config import PlatformConfig
 from infra.errors import RenderError
+
+SERVICE_USER = "postgres"   # PostgreSQL and PgBouncer run as this user on dev and prod
 
 
 @dataclass(frozen=True)
@@ -96,3 +100,16 @@ def dsn(user: str, password: pulumi.Input[str], host: pulumi.Input[str], port: i
     """A secret libpq URI; passwords are URL-safe tokens, so they need no escaping."""
     return pulumi.Output.secret(pulumi.Output.format(
         "postgresql://{0}:{1}@{2}:{3}/{4}", user, password, host, port, database))
+
+
+def inventory_entry(name: str, role: str, spec: str, files: dict[str, str],
+                    **paths: str) -> dict[str, Any]:
+    """One host of the `testinfra_hosts` output (format in docs/testing.md).
+
+    `files` must hold only non-secret texts, exactly as delivered: the output is
+    plain, and even a digest of a password-bearing file would let anyone with the
+    outputs test guesses against it offline.
+    """
+    return {"name": name, "role": role, "spec": spec, "service_user": SERVICE_USER, **paths,
+            "files": {path: hashlib.sha256(text.encode()).hexdigest()
+                      for path, text in sorted(files.items())}}

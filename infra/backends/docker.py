@@ -15,6 +15,7 @@ directory from POSTGRES_* variables and runs /docker-entrypoint-initdb.d/*.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -26,6 +27,7 @@ from infra.backends.cloud_files import (
     bootstrap_sql,
     dsn,
     host_pgpass,
+    inventory_entry,
     userlist,
 )
 from infra.config import PlatformConfig
@@ -41,6 +43,8 @@ SOCKET_DIR = "/var/run/postgresql"
 PGBACKREST_CONF = f"{CONF_DIR}/pgbackrest.conf"
 PRIMARY_HOST = "primary"
 PASSFILE = "/home/postgres/.pgpass"
+POOLER_INI = f"{CONF_DIR}/pgbouncer.ini"
+AUTH_FILE = f"{CONF_DIR}/userlist.txt"
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def standby(cfg: PlatformConfig, i: int) -> render.Standby:
 
 
 def pooler_files(cfg: PlatformConfig, layout: Layout) -> str:
-    paths = render.PoolerPaths(auth_file=f"{CONF_DIR}/userlist.txt", socket_dir="/tmp")
+    paths = render.PoolerPaths(auth_file=AUTH_FILE, socket_dir="/tmp")
     targets = render.PoolerTargets(
         listen_address="*", primary_host=PRIMARY_HOST, primary_port=cfg.postgres.port,
         replica_hosts=tuple(layout.replica_host(i) for i in range(1, layout.replicas + 1)),
@@ -104,6 +108,27 @@ def server_files(cfg: PlatformConfig, settings: DockerSettings,
             "docker-pgbackrest-init.sh.j2", config_path=PGBACKREST_CONF,
             stanza=cfg.backup.stanza)
     return files
+
+
+def testinfra_hosts(container: dict[str, str], plain: dict[str, dict[str, str]]
+                    ) -> list[dict[str, Any]]:
+    """The hosts for the testinfra suite, from the container names and the exact non-secret
+    texts uploaded to each (`plain`, by container: "primary", "replica-N", "pooler").
+
+    Secret uploads (passfile, superuser password, bootstrap SQL, userlist) are left out.
+    """
+    hosts = []
+    for name, files in plain.items():
+        spec = f"docker://{container[name]}"
+        if name == "pooler":
+            hosts.append(inventory_entry(name, "pooler", spec, files,
+                                         pooler_ini=POOLER_INI, auth_file=AUTH_FILE))
+        elif name == "primary":
+            hosts.append(inventory_entry(name, "primary", spec, files, data_dir=PGDATA,
+                                         pgbackrest_config=PGBACKREST_CONF))
+        else:
+            hosts.append(inventory_entry(name, "replica", spec, files, data_dir=PGDATA))
+    return hosts
 
 
 def _uploads(plain: dict[str, str],
@@ -142,6 +167,11 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     pooler_image = image if not settings.pooler_image else docker.RemoteImage(
         "pooler-image", name=settings.pooler_image, keep_locally=settings.keep_image, opts=child)
     backup_volume = docker.Volume("backup-volume", name=f"{layout.prefix}-backup", opts=child)
+    # Rendered once: the same texts are uploaded and hashed into `testinfra_hosts`.
+    plain = {"primary": server_files(cfg, settings),
+             **{f"replica-{i}": server_files(cfg, settings, i)
+                for i in range(1, cfg.replicas + 1)},
+             "pooler": {POOLER_INI: pooler_files(cfg, layout)}}
 
     def server(name: str, host: str, published: int, replica: int,
                depends: list[pulumi.Resource]) -> docker.Container:
@@ -166,7 +196,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                                                                     aliases=[host])],
             ports=[docker.ContainerPortArgs(internal=pg.port, external=published,
                                             ip=BIND_ADDRESS)],
-            uploads=_uploads(server_files(cfg, settings, replica), secret),
+            uploads=_uploads(plain[name], secret),
             healthcheck=_healthcheck(["pg_isready", "-q", "-h", SOCKET_DIR,
                                       "-p", str(pg.port)]),
             restart="unless-stopped", wait=True, wait_timeout=300,
@@ -178,18 +208,17 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     pooler = docker.Container(
         "pooler", name=f"{layout.prefix}-pooler",
         image=pooler_image.image_id,
-        command=["pgbouncer", f"{CONF_DIR}/pgbouncer.ini"],
+        command=["pgbouncer", POOLER_INI],
         networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.id,
                                                                 aliases=["pooler"])],
         ports=[docker.ContainerPortArgs(internal=cfg.pooler.port, external=cfg.pooler.port,
                                         ip=BIND_ADDRESS)],
-        uploads=_uploads({f"{CONF_DIR}/pgbouncer.ini": pooler_files(cfg, layout)},
-                         {f"{CONF_DIR}/userlist.txt": every.apply(
-                             lambda p: userlist(cfg, p))}),
+        uploads=_uploads(plain["pooler"], {AUTH_FILE: every.apply(lambda p: userlist(cfg, p))}),
         healthcheck=_healthcheck(["pg_isready", "-q", "-h", "127.0.0.1",
                                   "-p", str(cfg.pooler.port)]),
         restart="unless-stopped", wait=True, wait_timeout=120,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[primary, *replicas]))
+    containers = [primary, *replicas, pooler]      # in the order of `plain`
     return Endpoints(
         primary_dsn=dsn(pg.owner_role, pws.owner, BIND_ADDRESS, pg.port, pg.database),
         app_dsn=dsn(pg.app_role, pws.app, BIND_ADDRESS, pg.port, pg.database),
@@ -198,6 +227,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
             for i in range(1, cfg.replicas + 1)])),
         pooler_dsn=dsn(pg.app_role, pws.app, BIND_ADDRESS, cfg.pooler.port, pg.database),
         primary_id=primary.id,
+        testinfra_hosts=pulumi.Output.all(*[c.name for c in containers]).apply(
+            lambda names: testinfra_hosts(dict(zip(plain, names, strict=True)), plain)),
         ready=[primary, pooler],
     )
 

@@ -135,7 +135,11 @@ def run(raw: dict[str, Any], stack: str) -> Run:
             result["secret"] = dict(zip(names, found[half:], strict=True))
 
         flags = [v.is_secret() for v in values]
-        return pulumi.Output.all(*values, *flags).apply(keep)
+        done = [pulumi.Output.all(*values, *flags).apply(keep)]
+        if ep.testinfra_hosts is not None:     # plain, so kept out of the secret flags
+            done.append(ep.testinfra_hosts.apply(
+                lambda found: result.update(testinfra_hosts=found)))
+        return pulumi.Output.all(*done)
 
     program()
     return Run(mocks=mocks, outputs=result)

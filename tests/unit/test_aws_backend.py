@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import config, render
+from infra import config, render, scram
 from infra.backends import aws_userdata as ud
 from policy import validators
+from tests.infra.inventory import exported_inventory
 from tests.unit import cloud_mocks as cm
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -188,8 +190,6 @@ def test_no_secret_in_user_data_and_bundles_are_secret(prod: cm.Run,
                                                        cfg: config.PlatformConfig) -> None:
     passwords = [prod.mocks.password(r) for r in
                  ("platform_owner", "app", "replicator", "pgbouncer_admin")]
-    from infra import scram
-
     verifiers = [scram.verifier(r, p) for r, p in
                  zip(("platform_owner", "app", "replicator", "pgbouncer_admin"), passwords,
                      strict=True)]
@@ -240,3 +240,59 @@ def test_the_prod_stack_file_builds() -> None:
     assert len(run.mocks.of_type(INSTANCE)) == 1 + int(raw["replicas"])
     for inst in run.mocks.of_type(INSTANCE):
         assert inst.get("instanceType") == raw["aws"]["instance_type"]
+
+
+def test_testinfra_hosts_hash_what_cloud_init_writes(prod: cm.Run,
+                                                     cfg: config.PlatformConfig) -> None:
+    hosts = prod.outputs["testinfra_hosts"]
+    ips = {r.name.removesuffix("-eni"): r.outputs["privateIp"] for r in
+           prod.mocks.of_type("aws:ec2/networkInterface:NetworkInterface")}
+    assert [(h["name"], h["role"], h["spec"]) for h in hosts] == [
+        ("primary", "primary", f"ssh://ubuntu@{ips['primary']}"),
+        ("replica-1", "replica", f"ssh://ubuntu@{ips['replica-1']}"),
+        ("replica-2", "replica", f"ssh://ubuntu@{ips['replica-2']}"),
+        ("pooler", "pooler", f"ssh://ubuntu@{ips['primary']}")]   # PgBouncer on the primary
+    by_name = {h["name"]: h for h in hosts}
+    for name in ("primary", "replica-1", "replica-2"):
+        host = by_name[name]
+        assert host["service_user"] == "postgres"
+        assert host["data_dir"] == "/var/lib/postgresql/15/main"
+        files = written(prod.mocks.one(INSTANCE, name))
+        for path, digest in host["files"].items():
+            # pgp-setup installs a verbatim copy of the schedule under /etc/cron.d.
+            source = "/etc/pg-platform/pgbackrest.cron" if path.startswith("/etc/cron.d/") \
+                else path
+            assert digest == sha256(files[source]), (name, path)
+        assert {"/etc/pg-platform/postgresql.conf", "/etc/pg-platform/pg_hba.conf"} <= set(
+            host["files"])
+    primary = by_name["primary"]
+    assert primary["pgbackrest_config"] == "/etc/pg-platform/pgbackrest.conf"
+    assert "/etc/cron.d/pg-platform-pgbackrest" in primary["files"]
+    assert "/etc/pg-platform/pgbackrest.conf" in primary["files"]
+    pooler = by_name["pooler"]
+    assert pooler["pooler_ini"] == "/etc/pgbouncer/pgbouncer.ini"
+    assert pooler["auth_file"] == "/etc/pgbouncer/userlist.txt"
+    assert pooler["files"] == {"/etc/pgbouncer/pgbouncer.ini": sha256(
+        written(prod.mocks.one(INSTANCE, "primary"))["/etc/pg-platform/pgbouncer.ini"])}
+    # Nothing from the hosts' secret bundles: no password, verifier or digest of one.
+    text = repr(hosts)
+    for version in prod.mocks.of_type("aws:secretsmanager/secretVersion:SecretVersion"):
+        value = version.get("secretString")
+        assert value not in text
+        if version.name.endswith("-files-value"):
+            for f in json.loads(value)["files"]:
+                assert sha256(f["content"]) not in text
+                assert all(f["path"] not in h["files"] for h in hosts)
+    for role in ("platform_owner", "app", "replicator", "pgbouncer_admin"):
+        pw = prod.mocks.password(role)
+        assert pw not in text and scram.verifier(role, pw) not in text
+
+
+def test_testinfra_hosts_parse_as_the_suite_reads_them(prod: cm.Run) -> None:
+    parsed = exported_inventory(prod.outputs)
+    assert [h.role for h in parsed] == ["primary", "replica", "replica", "pooler"]
+    assert all(h.spec.startswith("ssh://ubuntu@10.") and h.files for h in parsed)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from infra import config, render, scram
 from infra.backends import docker as backend
 from policy import validators
+from tests.infra.inventory import exported_inventory
 from tests.unit import cloud_mocks as cm
 
 CONTAINER = "docker:index/container:Container"
@@ -177,3 +179,54 @@ def test_the_dev_stack_file_builds() -> None:
     containers = {r.name for r in run.mocks.of_type(CONTAINER)}
     assert containers == {"primary", "pooler",
                           *[f"replica-{i}" for i in range(1, int(raw["replicas"]) + 1)]}
+
+
+def test_testinfra_hosts_hash_what_the_containers_receive(dev: cm.Run,
+                                                          cfg: config.PlatformConfig) -> None:
+    hosts = dev.outputs["testinfra_hosts"]
+    by_name = {h["name"]: h for h in hosts}
+    assert [h["name"] for h in hosts] == ["primary", "replica-1", "replica-2", "pooler"]
+    assert {n: h["role"] for n, h in by_name.items()} == {
+        "primary": "primary", "replica-1": "replica", "replica-2": "replica",
+        "pooler": "pooler"}
+    for name, host in by_name.items():
+        container = dev.mocks.one(CONTAINER, name)
+        assert host["spec"] == f"docker://{container.get('name')}" == f"docker://pgp-dev-{name}"
+        assert host["service_user"] == "postgres"
+        sent = {p: cm.plain(c) for p, c in uploads(container).items()}
+        # Every non-secret upload is listed, with the digest of exactly what was sent.
+        assert host["files"] == {p: sha256(c) for p, c in sent.items()
+                                 if p not in SECRET_UPLOADS}, name
+    assert by_name["primary"]["data_dir"] == "/home/postgres/pgdata/data"
+    assert by_name["primary"]["pgbackrest_config"] == "/etc/pg-platform/pgbackrest.conf"
+    assert "/etc/pg-platform/postgresql.conf" in by_name["replica-1"]["files"]
+    pooler = by_name["pooler"]
+    assert set(pooler["files"]) == {pooler["pooler_ini"]} == {"/etc/pg-platform/pgbouncer.ini"}
+    assert pooler["auth_file"] == "/etc/pg-platform/userlist.txt"
+    assert "pooler_ini" not in by_name["primary"] and "pgbackrest_config" not in \
+        by_name["replica-1"]
+    _no_secret_in(dev, cfg, hosts)
+
+
+SECRET_UPLOADS = {"/etc/pg-platform/pgpass", "/etc/pg-platform/superuser-password",
+                  "/docker-entrypoint-initdb.d/10-bootstrap.sql", "/etc/pg-platform/userlist.txt"}
+
+
+def _no_secret_in(run: cm.Run, cfg: config.PlatformConfig, hosts: list[dict[str, Any]]) -> None:
+    roles = (cfg.postgres.owner_role, "app", "replicator", "pgbouncer_admin")
+    text = repr(hosts)
+    for role in roles:
+        pw = run.mocks.password(role)
+        assert pw not in text and scram.verifier(role, pw) not in text
+    assert sha256(render.userlist_txt(render.pooler_users(
+        cfg, run.mocks.password("app"), run.mocks.password("pgbouncer_admin")))) not in text
+
+
+def test_testinfra_hosts_parse_as_the_suite_reads_them(dev: cm.Run) -> None:
+    parsed = exported_inventory(dev.outputs)
+    assert [h.role for h in parsed] == ["primary", "replica", "replica", "pooler"]
+    assert parsed[-1].spec == "docker://pgp-dev-pooler" and parsed[-1].files
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
