@@ -12,7 +12,6 @@ import math
 import os
 import random
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -131,15 +130,6 @@ def shown(argv: Sequence[str]) -> str:
     return shlex.join(str(a) for a in argv)
 
 
-def _free_on(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def platform_ports() -> int:
     """A primary port whose derived ports are free: replicas +1 (on 127.0.0.2-3), pooler
     +1000, exporters +2000..+2005 and +3000. Chosen below the ephemeral range (32768+),
@@ -150,7 +140,7 @@ def platform_ports() -> int:
         wanted = [("127.0.0.1", port), ("127.0.0.2", port + 1), ("127.0.0.3", port + 1),
                   ("127.0.0.1", port + 1000), ("127.0.0.1", port + 3000),
                   *(("127.0.0.1", port + 2000 + i) for i in range(6))]
-        if all(_free_on(h, q) for h, q in wanted):
+        if all(pgctl.port_free(h, q) for h, q in wanted):
             return port
     raise RuntimeError("no free port set for a benchmark platform")
 
@@ -211,3 +201,16 @@ def libpq_env(dsn: str) -> dict[str, str]:
 
     return {_ENV_NAMES.get(k, "PG" + k.upper()): str(v)
             for k, v in conninfo_to_dict(dsn).items() if v is not None}
+
+
+def platform_main(run: Callable[[Sizes, Platform], object], doc: str | None,
+                  argv: Sequence[str] | None = None) -> int:
+    """`python bench/<measure>.py [--quick]` for a measure that runs on one platform."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    ap.add_argument("--quick", action="store_true", help="small sizes for development")
+    args = ap.parse_args(argv)
+    with platform() as p:
+        run(Sizes.quick() if args.quick else Sizes(), p)
+    return 0

@@ -11,7 +11,6 @@ the server) against the same primary: evidence for tuning the defaults. Usage::
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,12 +130,7 @@ def _figure(label: str, r: pgbench.Run, best: pgbench.Run, sweep: str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="small sizes for development")
-    args = ap.parse_args(argv)
-    with common.platform() as p:
-        run(Sizes.quick() if args.quick else Sizes(), p)
-    return 0
+    return common.platform_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ set of samples. Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import secrets
 import shutil
@@ -141,12 +140,7 @@ def run(sizes: Sizes, p: Platform) -> list[Figure]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="small sizes for development")
-    args = ap.parse_args(argv)
-    with common.platform() as p:
-        run(Sizes.quick() if args.quick else Sizes(), p)
-    return 0
+    return common.platform_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
