@@ -71,9 +71,37 @@ def drop_slot(primary_dsn: str, slot: str, timeout: float = 15.0) -> bool:
             time.sleep(0.1)
 
 
+def reserve_slot(primary_dsn: str, slot: str, attempts: int = 5) -> None:
+    """Create the replica's physical slot and make sure it survived a checkpoint.
+
+    PostgreSQL 15 has a race between reserving a new slot's WAL and a checkpoint
+    already in progress: that checkpoint computed what to keep before the slot
+    existed, recycles the segment and then invalidates the slot ("exceeds
+    max_slot_wal_keep_size"). The first full backup's and the other replicas'
+    immediate checkpoints hit it on a cold `up`. A CHECKPOINT issued after the
+    slot exists waits for the one in progress; a slot still valid afterwards is
+    counted by every later checkpoint.
+    """
+    with psycopg.connect(primary_dsn, autocommit=True, connect_timeout=10) as conn:
+        for _ in range(attempts):
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                         "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                         (slot, slot))
+            conn.execute("CHECKPOINT")
+            row = conn.execute("SELECT wal_status FROM pg_replication_slots "
+                               "WHERE slot_name = %s", (slot,)).fetchone()
+            if row is not None and row[0] in ("reserved", "extended"):
+                return
+            logger.info("replication slot %s was invalidated by a concurrent checkpoint "
+                        "(wal_status %s); making it again", slot, row and row[0])
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    raise ProcessError(f"replication slot {slot} was invalidated {attempts} times in a row "
+                       "by concurrent checkpoints")
+
+
 def basebackup(replica: pgctl.Server, *, primary_host: str, primary_port: int, user: str,
                password: str, slot: str, timeout: float = 600.0) -> None:
-    """Copy the primary into an empty data dir, creating the replica's slot on the way."""
+    """Copy the primary into an empty data dir through the slot `reserve_slot` made."""
     if replica.data_dir.exists() and any(replica.data_dir.iterdir()):
         raise ProcessError(f"data_dir {replica.data_dir} already exists and is not empty; "
                            "a replica is made only in a new directory")
@@ -81,7 +109,7 @@ def basebackup(replica: pgctl.Server, *, primary_host: str, primary_port: int, u
     pgctl.make_dir(replica.data_dir, 0o700)
     conninfo = f"host={primary_host} port={primary_port} user={user} application_name={slot}"
     pgctl.run([str(pgctl.bin_dir() / "pg_basebackup"), "-D", str(replica.data_dir),
-               "-d", conninfo, "-w", "-X", "stream", "-c", "fast", "-C", "-S", slot],
+               "-d", conninfo, "-w", "-X", "stream", "-c", "fast", "-S", slot],
               what=f"pg_basebackup into {replica.data_dir}", timeout=timeout,
               env={"PGPASSWORD": password})
 

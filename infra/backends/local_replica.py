@@ -64,9 +64,10 @@ class ReplicaProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         server = _server(props)
-        # A slot left by an interrupted run would make pg_basebackup -C fail.
+        # A slot left by an interrupted run holds WAL from long ago: start afresh.
         replica.drop_slot(_primary_dsn(props), props["slot"])
         try:
+            replica.reserve_slot(_primary_dsn(props), props["slot"])
             replica.basebackup(server, primary_host=props["primary_host"],
                                primary_port=int(props["primary_port"]),
                                user=props["replication_role"],
