@@ -1,6 +1,21 @@
 """pg-platform: read the stack's settings, build the platform, export its outputs."""
 
+import sys
+
+import pulumi
+
 from infra import config
+from infra.errors import ConfigError
 from infra.platform import Platform, export
 
-export(Platform("platform", config.from_pulumi()))
+# The exit code that tells the engine the program already showed the user why
+# it stopped (the language host's own constant).
+SHOWN_TO_USER = 32
+
+try:
+    settings = config.from_pulumi()
+except ConfigError as exc:
+    # Only the message - key, value and what is allowed - with no traceback.
+    pulumi.log.error(str(exc))
+    sys.exit(SHOWN_TO_USER)
+export(Platform("platform", settings))

@@ -7,4 +7,5 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_HOME="$_pgp_root/.state/pulumi-home"
 export PULUMI_BACKEND_URL="file://$_pgp_root/.state/backend"
 export PULUMI_CONFIG_PASSPHRASE_FILE="$_pgp_root/.state/passphrase"
+export GRPC_ENABLE_FORK_SUPPORT=false
 unset _pgp_root

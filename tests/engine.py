@@ -33,6 +33,7 @@ def engine_env(base: Path, passphrase: str) -> dict[str, str]:
         "PULUMI_HOME": str(ROOT / ".state" / "pulumi-home"),
         "PULUMI_BACKEND_URL": f"file://{base / 'backend'}",
         "PULUMI_CONFIG_PASSPHRASE": passphrase,
+        "GRPC_ENABLE_FORK_SUPPORT": "false",
     })
     return env
 
