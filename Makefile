@@ -20,7 +20,7 @@ export GRPC_ENABLE_FORK_SUPPORT := false
 
 PY := $(ROOT)/.venv/bin/python
 
-.PHONY: bootstrap stack up preview refresh destroy test test-unit test-fast lint bench drill status
+.PHONY: bootstrap stack up preview preview-clean refresh destroy test test-unit test-fast lint bench drill status
 
 bootstrap:
 	@scripts/bootstrap
@@ -38,6 +38,10 @@ up: stack
 
 preview: stack
 	pulumi preview --stack $(STACK) --diff
+
+# A preview that fails when anything would change: a second `up` must be a no-op.
+preview-clean: stack
+	pulumi preview --stack $(STACK) --expect-no-changes
 
 refresh: stack
 	pulumi refresh --stack $(STACK) --yes
