@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from infra.config import PlatformConfig
-from infra.config_monitoring import (
+from infra.config import (
     MonitoringSettings,
     exporter_ports,
     full_backup_max_age_seconds,

@@ -39,7 +39,7 @@ from infra.backends.aws_userdata import (
 )
 from infra.backends.cloud_files import PasswordOutputs, Passwords, dsn
 from infra.config import PlatformConfig
-from infra.config_cloud import AwsSettings
+from infra.config import AwsSettings
 from infra.passwords import Password
 
 

@@ -31,7 +31,7 @@ from infra.backends.cloud_files import (
     userlist,
 )
 from infra.config import PlatformConfig
-from infra.config_cloud import DockerSettings
+from infra.config import DockerSettings
 from infra.passwords import Password
 
 BIND_ADDRESS = "127.0.0.1"          # published ports answer on loopback only

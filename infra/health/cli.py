@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.config_monitoring import full_backup_max_age_seconds
+from infra.config import full_backup_max_age_seconds
 from infra.errors import PlatformError
 from infra.health import probes, stack
 from infra.health.model import Pooler, Report

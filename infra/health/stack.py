@@ -13,7 +13,7 @@ from pathlib import Path
 from infra import config
 from infra.backends import local_layout
 from infra.backup import stack as backup_stack
-from infra.config_monitoring import MonitoringSettings
+from infra.config import MonitoringSettings
 from infra.errors import PlatformError
 
 ROOT = local_layout.ROOT

@@ -8,7 +8,7 @@ that loses redundancy, recoverability or freshness is degraded.
 
 from __future__ import annotations
 
-from infra.config_monitoring import MonitoringSettings
+from infra.config import MonitoringSettings
 from infra.health.model import DEGRADED, HEALTHY, UNHEALTHY, Node, Reason, Report
 
 

@@ -24,7 +24,7 @@ from infra import config, pgctl
 from infra.backends import aws_userdata as ud
 from infra.backends import docker as dk
 from infra.backends.cloud_files import Passwords, bootstrap_sql, userlist
-from infra.config_cloud import DockerSettings
+from infra.config import DockerSettings
 from tests.support import RunningServer, scratch_dir
 
 RAW: dict[str, Any] = {

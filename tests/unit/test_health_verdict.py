@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.config_monitoring import MonitoringSettings
+from infra.config import MonitoringSettings
 from infra.health.model import (
     DEGRADED,
     HEALTHY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.config import Section
-from infra.config_monitoring import (
+from infra.config import (
     MonitoringSettings,
     full_backup_max_age_seconds,
     parse_monitoring,
@@ -63,7 +63,7 @@ def test_max_age_derives_from_schedule_plus_grace() -> None:
 
 def test_exporter_ports_default_per_backend() -> None:
     from infra import config
-    from infra.config_monitoring import exporter_ports
+    from infra.config import exporter_ports
 
     local = config.load({"postgres": {"port": 55432}}, "local")
     assert exporter_ports(local) == (57432, 58432)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from infra import config
-from infra.config_monitoring import MonitoringSettings, full_backup_max_age_seconds
+from infra.config import MonitoringSettings, full_backup_max_age_seconds
 from infra.render_monitoring import MONITORING, alert_rules, postgres_exporter_queries
 from infra.schema.files import MigrationSet
 

@@ -2,19 +2,16 @@
 
 One set of numbers drives three things, so they cannot disagree: the health
 command's verdict, the rendered Prometheus alert rules, and the exporters'
-ports. They live under `pg-platform:monitoring` in the stack file.
+ports. They live under `pg-platform:monitoring` in the stack file. Which
+port an exporter gets on which backend is `infra.config.platform.exporter_ports`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from infra.config import MAX_REPLICAS, Section, memory_bytes
+from infra.config.section import Section, memory_bytes
 from infra.errors import ConfigError
-
-if TYPE_CHECKING:
-    from infra.config import PlatformConfig
 
 _HOUR = 3600
 # Where exporters listen when the ports are left at 0. On hosts of their own
@@ -92,7 +89,7 @@ def full_backup_max_age_seconds(mon: MonitoringSettings, full_schedule: str) -> 
 def parse_monitoring(section: Section) -> MonitoringSettings:
     """Validate `pg-platform:monitoring`; every value names its key when refused."""
     d = MonitoringSettings()
-    lag_bytes_raw = section.memory("replication_lag_bytes", "16MB")
+    lag_bytes_raw = section.memory("replication_lag_bytes", f"{d.replication_lag_bytes >> 20}MB")
     settings = MonitoringSettings(
         exporters=section.flag("exporters", d.exporters),
         postgres_exporter_port=_port(section, "postgres_exporter_port"),
@@ -134,20 +131,3 @@ def _port(section: Section, name: str) -> int:
         raise ConfigError(f"{section.where(name)}={value}: allowed are 0 (the default for the "
                           "backend) or 1024 to 65535")
     return value
-
-
-def exporter_ports(cfg: PlatformConfig) -> tuple[int, int]:
-    """(postgres exporter, pgbouncer exporter) ports; local replica i uses the first + i."""
-    mon = cfg.monitoring
-    local = cfg.backend == "local"
-    pg_exp = mon.postgres_exporter_port or (
-        cfg.postgres.port + LOCAL_OFFSETS[0] if local else HOST_PORTS[0])
-    bouncer_exp = mon.pgbouncer_exporter_port or (
-        cfg.postgres.port + LOCAL_OFFSETS[1] if local else HOST_PORTS[1])
-    top = pg_exp + (MAX_REPLICAS if local else 0)
-    if top > 65535 or bouncer_exp > 65535:
-        raise ConfigError(
-            f"pg-platform:postgres.port={cfg.postgres.port}: the exporters' default ports "
-            f"({pg_exp}..{top} and {bouncer_exp}) pass 65535; set "
-            "pg-platform:monitoring.postgres_exporter_port and pgbouncer_exporter_port")
-    return pg_exp, bouncer_exp

@@ -1,0 +1,95 @@
+"""`pg-platform:aws`: the prod stack's EC2 hosts in an existing VPC, backups in S3.
+
+Validated on every stack, so a typo never hides; the network ids are required
+only when the stack uses the aws backend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from infra.config.section import Section, cidr
+from infra.errors import ConfigError
+
+_AWS_ID = {
+    "vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"),
+    "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
+    "sg": re.compile(r"^sg-[0-9a-f]{8,17}$"),
+    "ami": re.compile(r"^ami-[0-9a-f]{8,17}$"),
+}
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_KMS = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+$")
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """The prod stack: EC2 hosts in an existing VPC, backups in S3."""
+
+    region: str = "us-east-1"
+    vpc_id: str = ""
+    vpc_cidr: str = ""
+    subnet_ids: tuple[str, ...] = ()
+    allowed_cidrs: tuple[str, ...] = ()
+    allowed_security_groups: tuple[str, ...] = ()
+    ami: str = ""
+    instance_type: str = "m6i.large"
+    root_volume_gb: int = 20
+    data_volume_gb: int = 100
+    data_volume_iops: int = 3000
+    data_volume_throughput: int = 125
+    kms_key_arn: str = ""           # empty: the AWS-managed keys for EBS, S3 and secrets
+    # The backup bucket's name, path and schedule are `pg-platform:backup` settings.
+    noncurrent_version_days: int = 30
+    secret_recovery_days: int = 7
+    ssm_managed: bool = True
+
+
+def _ids(sec: Section, name: str, kind: str, *, required: bool = False) -> tuple[str, ...]:
+    out: list[str] = []
+    for i, item in enumerate(sec.list(name, required=required)):
+        if not isinstance(item, str) or not _AWS_ID[kind].match(item):
+            raise ConfigError(f"{sec.where(f'{name}[{i}]')}={item!r}: expected a {kind} id "
+                              f"such as '{kind}-0123456789abcdef0'")
+        if item in out:
+            raise ConfigError(f"{sec.where(f'{name}[{i}]')}={item!r}: listed twice")
+        out.append(item)
+    return tuple(out)
+
+
+def parse_aws(sec: Section, backend: str) -> AwsSettings | None:
+    """`pg-platform:aws`; network ids are required only when the stack uses AWS."""
+    need = backend == "aws"
+    d = AwsSettings()
+    region = sec.pattern("region", d.region, _REGION, "an AWS region such as 'eu-west-1'",
+                         required=True)
+    vpc_id = sec.pattern("vpc_id", d.vpc_id, _AWS_ID["vpc"], "a VPC id such as 'vpc-0abc12345'",
+                         required=need)
+    raw_vpc_cidr = sec.get("vpc_cidr", d.vpc_cidr)
+    vpc_cidr = cidr(sec.where("vpc_cidr"), raw_vpc_cidr) if raw_vpc_cidr or need else ""
+    cidrs = tuple(cidr(sec.where(f"allowed_cidrs[{i}]"), c)
+                  for i, c in enumerate(sec.list("allowed_cidrs")))
+    groups = _ids(sec, "allowed_security_groups", "sg")
+    kms = sec.pattern("kms_key_arn", d.kms_key_arn, _KMS, "a KMS key or alias ARN")
+    settings = AwsSettings(
+        region=region, vpc_id=vpc_id, vpc_cidr=vpc_cidr,
+        subnet_ids=_ids(sec, "subnet_ids", "subnet", required=need),
+        allowed_cidrs=cidrs, allowed_security_groups=groups,
+        ami=sec.pattern("ami", d.ami, _AWS_ID["ami"],
+                        "a Debian 12 AMI id such as 'ami-0abc1234def567890'", required=need),
+        instance_type=sec.pattern("instance_type", d.instance_type, _INSTANCE_TYPE,
+                                  "an EC2 instance type such as 'm6i.large'", required=True),
+        root_volume_gb=sec.int("root_volume_gb", d.root_volume_gb, 8, 1024),
+        data_volume_gb=sec.int("data_volume_gb", d.data_volume_gb, 10, 16384),
+        data_volume_iops=sec.int("data_volume_iops", d.data_volume_iops, 3000, 16000),
+        data_volume_throughput=sec.int("data_volume_throughput", d.data_volume_throughput,
+                                       125, 1000),
+        kms_key_arn=kms,
+        noncurrent_version_days=sec.int("noncurrent_version_days", d.noncurrent_version_days,
+                                        1, 3650),
+        secret_recovery_days=sec.int("secret_recovery_days", d.secret_recovery_days, 7, 30),
+        ssm_managed=sec.flag("ssm_managed", d.ssm_managed, strings=True),
+    )
+    sec.finish()
+    return settings if need else None

@@ -1,0 +1,44 @@
+"""`pg-platform:docker`: the dev stack's containers on the local Docker engine.
+
+Validated on every stack, so a typo in a stack file never hides; the settings
+are returned only when the stack uses the docker backend.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from infra.config.section import Section, cidr
+from infra.errors import ConfigError
+
+DEFAULT_IMAGE = "timescale/timescaledb-ha:pg15"
+IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+_ALLOWED_IMAGE = "an image reference such as 'timescale/timescaledb-ha:pg15'"
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The dev stack: containers on the local Docker engine."""
+
+    image: str = DEFAULT_IMAGE
+    pooler_image: str = ""          # empty: the database image, which ships pgbouncer
+    network_subnet: str = "172.28.16.0/24"
+    keep_image: bool = True
+
+
+def parse_docker(sec: Section, backend: str) -> DockerSettings | None:
+    """`pg-platform:docker`; checked even on other stacks so typos never hide."""
+    d = DockerSettings()
+    image = sec.pattern("image", d.image, IMAGE, _ALLOWED_IMAGE, required=True)
+    pooler = sec.pattern("pooler_image", d.pooler_image, IMAGE, _ALLOWED_IMAGE)
+    subnet = cidr(sec.where("network_subnet"), sec.get("network_subnet", d.network_subnet))
+    if ipaddress.ip_network(subnet).num_addresses < 8:
+        raise ConfigError(f"{sec.where('network_subnet')}={subnet!r}: too small; allowed are "
+                          "networks with room for the primary, 5 replicas and the pooler (/29 "
+                          "or larger)")
+    settings = DockerSettings(image=image, pooler_image=pooler, network_subnet=subnet,
+                              keep_image=sec.flag("keep_image", d.keep_image, strings=True))
+    sec.finish()
+    return settings if backend == "docker" else None

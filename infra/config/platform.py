@@ -1,0 +1,122 @@
+"""The whole stack's settings, and the loader that builds them.
+
+Stack files are parsed once, here, into frozen dataclasses. Every bad value is
+rejected before any resource exists, with a message that names the config key,
+the value and what is allowed. Backends and renderers receive these objects,
+never raw dicts. Each section's model, defaults and checks live in its own
+module beside this one; this module only puts them together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from infra.config.aws import AwsSettings, parse_aws
+from infra.config.backup import BackupSettings, parse_backup
+from infra.config.docker import DockerSettings, parse_docker
+from infra.config.monitoring import MonitoringSettings, parse_monitoring
+from infra.config.pooler import PoolerSettings, parse_pooler
+from infra.config.postgres import MAX_REPLICAS, PostgresSettings, parse_postgres
+from infra.config.section import PROJECT, Section, key
+from infra.config.tenants import Tenant, parse_tenants
+from infra.errors import ConfigError
+
+BACKENDS = ("local", "docker", "aws")
+# The backend a stack uses when its file names none.
+DEFAULT_BACKENDS = {"dev": "docker", "prod": "aws"}
+# Where exporters listen when the ports are left at 0. On hosts of their own
+# (docker, aws) the exporters' registered defaults; on the local stack, offsets
+# from postgres.port (as the pooler's default is), so that several local stacks,
+# and the tests' throw-away ones, never reach for the same port.
+HOST_PORTS = (9187, 9127)
+LOCAL_OFFSETS = (2000, 3000)
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    stack: str
+    backend: str
+    postgres: PostgresSettings
+    replicas: int = 0
+    state_dir: str = ""
+    tenants: tuple[Tenant, ...] = field(default_factory=tuple)
+    docker: DockerSettings | None = None
+    aws: AwsSettings | None = None
+    pooler: PoolerSettings = field(default_factory=PoolerSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+
+    @property
+    def max_wal_senders(self) -> int:
+        """Room for the most replicas allowed plus backups and a spare, whatever the count.
+
+        Fixed rather than tied to `replicas`: it needs a restart of the primary and
+        every standby must match it, so adding or removing a replica would otherwise
+        restart the whole cluster.
+        """
+        return MAX_REPLICAS + 5
+
+
+def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
+    """Build settings from a stack's config, keyed without the project prefix."""
+    top = Section(raw, "")
+    backend = top.choice("backend", DEFAULT_BACKENDS.get(stack, "local"), BACKENDS)
+    postgres = parse_postgres(top.section("postgres"))
+    replicas = top.int("replicas", 0, 0, MAX_REPLICAS)
+    state_dir = top.get("state_dir", "")
+    if not isinstance(state_dir, str):
+        raise ConfigError(f"{key('state_dir')}={state_dir!r}: expected a path string")
+    tenants = parse_tenants(top.get("tenants", None))
+    docker = parse_docker(top.section("docker"), backend)
+    aws = parse_aws(top.section("aws"), backend)
+    pooler = parse_pooler(top.section("pooler"), postgres)
+    backup = parse_backup(top.section("backup"), backend, aws.region if aws else None)
+    monitoring = parse_monitoring(top.section("monitoring"))
+    top.finish()
+    return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
+                          replicas=replicas, state_dir=state_dir, tenants=tenants,
+                          docker=docker, aws=aws, pooler=pooler, backup=backup,
+                          monitoring=monitoring)
+
+
+def decode(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`pg-platform:` keys of a stack's config, JSON-decoded, keyed without the prefix."""
+    raw: dict[str, Any] = {}
+    for name, value in values.items():
+        project, _, short = str(name).partition(":")
+        if project != PROJECT:
+            continue
+        try:
+            raw[short] = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            raw[short] = value
+    return raw
+
+
+def from_pulumi() -> PlatformConfig:
+    """Read every `pg-platform:` key of the current stack, so unknown keys are caught too."""
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return load(decode(values), pulumi.get_stack())
+
+
+def exporter_ports(cfg: PlatformConfig) -> tuple[int, int]:
+    """(postgres exporter, pgbouncer exporter) ports; local replica i uses the first + i."""
+    mon = cfg.monitoring
+    local = cfg.backend == "local"
+    pg_exp = mon.postgres_exporter_port or (
+        cfg.postgres.port + LOCAL_OFFSETS[0] if local else HOST_PORTS[0])
+    bouncer_exp = mon.pgbouncer_exporter_port or (
+        cfg.postgres.port + LOCAL_OFFSETS[1] if local else HOST_PORTS[1])
+    top = pg_exp + (MAX_REPLICAS if local else 0)
+    if top > 65535 or bouncer_exp > 65535:
+        raise ConfigError(
+            f"pg-platform:postgres.port={cfg.postgres.port}: the exporters' default ports "
+            f"({pg_exp}..{top} and {bouncer_exp}) pass 65535; set "
+            "pg-platform:monitoring.postgres_exporter_port and pgbouncer_exporter_port")
+    return pg_exp, bouncer_exp
