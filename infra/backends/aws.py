@@ -38,8 +38,7 @@ from infra.backends.aws_userdata import (
     user_data,
 )
 from infra.backends.cloud_files import PasswordOutputs, Passwords, dsn
-from infra.config import PlatformConfig
-from infra.config import AwsSettings
+from infra.config import AwsSettings, PlatformConfig
 from infra.passwords import Password
 
 

@@ -20,14 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import render
-from infra.backends.cloud_files import (
-    Passwords,
-    bootstrap_sql,
-    host_pgpass,
-    inventory_entry,
-    userlist,
-)
+from infra.backends.cloud_files import inventory_entry
 from infra.config import PlatformConfig
+from infra.render.passfile import host_pgpass
+from infra.render.roles import Passwords, bootstrap_sql, userlist
 
 USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
 DATA_MOUNT = "/var/lib/postgresql"

@@ -22,17 +22,11 @@ import pulumi_docker as docker
 
 from infra import render
 from infra.backends import Endpoints
-from infra.backends.cloud_files import (
-    PasswordOutputs,
-    bootstrap_sql,
-    dsn,
-    host_pgpass,
-    inventory_entry,
-    userlist,
-)
-from infra.config import PlatformConfig
-from infra.config import DockerSettings
+from infra.backends.cloud_files import PasswordOutputs, dsn, inventory_entry
+from infra.config import DockerSettings, PlatformConfig
 from infra.passwords import Password
+from infra.render.passfile import host_pgpass
+from infra.render.roles import bootstrap_sql, userlist
 
 BIND_ADDRESS = "127.0.0.1"          # published ports answer on loopback only
 PGHOME = "/home/postgres/pgdata"    # the volume; the image's PGDATA is data/ below it

@@ -2,7 +2,7 @@
 
 The local stack runs Debian's prometheus-postgres-exporter (one per node) and
 prometheus-pgbouncer-exporter (one for the pooler) on loopback ports, with
-the commands and custom queries that infra/render_monitoring.py renders for
+the commands and custom queries that infra/render/monitoring.py renders for
 every backend. Secrets (the DSN, the console password) reach the process only
 through its environment, never its argv, the state's plain fields or a log.
 
@@ -200,13 +200,13 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
                    sql_dir: Path) -> list[dict[str, Any]]:
     """Inputs of every exporter of the local stack; passwords may be Outputs or strings.
 
-    One postgres exporter per node and one for the pooler, at render_monitoring's
+    One postgres exporter per node and one for the pooler, at infra.render.monitoring's
     ports. The queries carry the stack's sql/ files, so after a deploy the
     exporter reports what the database still lacks; they read backups from the
     posix repository's backup.info.
     """
-    from infra import render_monitoring as rm
     from infra.backends.local_layout import layout, replicas
+    from infra.render import monitoring as rm
     from infra.schema.files import MigrationSet
 
     mon = cfg.monitoring

@@ -109,8 +109,8 @@ def table(report: Report) -> str:
 
 def scrape_config(stack_name: str, project_dir: Path) -> str:
     """prometheus.yml for a local stack, with the alert rules from monitoring/."""
-    from infra import render_monitoring as rm
     from infra.backup.stack import stack_config
+    from infra.render import monitoring as rm
 
     cfg = stack_config(stack_name, project_dir)
     if cfg.backend != "local":
@@ -122,8 +122,8 @@ def scrape_config(stack_name: str, project_dir: Path) -> str:
 
 
 def alert_rules(stack_name: str, project_dir: Path) -> str:
-    from infra import render_monitoring as rm
     from infra.backup.stack import stack_config
+    from infra.render import monitoring as rm
 
     cfg = stack_config(stack_name, project_dir)
     return rm.alert_rules(cfg, cfg.monitoring)

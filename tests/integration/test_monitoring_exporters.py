@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from infra import config, pgctl, render_monitoring
+from infra import config, pgctl
 from infra.backends.local_exporters import ExporterProvider, running_pid
 from infra.errors import ProcessError
+from infra.render import monitoring as render_monitoring
 from infra.schema.files import MigrationSet
 from tests.support import RunningServer
 

@@ -23,9 +23,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import pgctl, render_monitoring
+from infra import pgctl
 from infra.backends import local_layout
 from infra.backup.stack import stack_config
+from infra.render import monitoring as render_monitoring
 from tests.engine import ROOT, ThrowawayStack
 from tests.unit.test_monitoring_rules import dashboard_metric_names
 

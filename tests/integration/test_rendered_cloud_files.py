@@ -23,8 +23,8 @@ import yaml
 from infra import config, pgctl
 from infra.backends import aws_userdata as ud
 from infra.backends import docker as dk
-from infra.backends.cloud_files import Passwords, bootstrap_sql, userlist
 from infra.config import DockerSettings
+from infra.render.roles import Passwords, bootstrap_sql, userlist
 from tests.support import RunningServer, scratch_dir
 
 RAW: dict[str, Any] = {

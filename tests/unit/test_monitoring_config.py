@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra.config import Section
 from infra.config import (
     MonitoringSettings,
+    Section,
     full_backup_max_age_seconds,
     parse_monitoring,
     schedule_period_hours,

@@ -13,7 +13,7 @@ import yaml
 
 from infra import config
 from infra.config import MonitoringSettings, full_backup_max_age_seconds
-from infra.render_monitoring import MONITORING, alert_rules, postgres_exporter_queries
+from infra.render.monitoring import MONITORING, alert_rules, postgres_exporter_queries
 from infra.schema.files import MigrationSet
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import yaml
 
-from infra.config import PlatformConfig
 from infra.config import (
     MonitoringSettings,
+    PlatformConfig,
     exporter_ports,
     full_backup_max_age_seconds,
 )
-from infra.render import render
+from infra.render.template import render
 from infra.schema.files import MigrationSet, Track
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
 # Debian's prometheus-pgbouncer-exporter (1.7) reads SHOW STATS columns that
 # PgBouncer dropped in 1.8; this launcher maps them before starting it.
@@ -138,7 +138,7 @@ def prometheus_config(targets: Sequence[ScrapeTarget], mon: MonitoringSettings,
         "scrape_configs": [{"job_name": job, "static_configs": static}
                            for job, static in sorted(jobs.items())],
     }
-    header = ("# Rendered by pg-platform (infra/render_monitoring.py). Do not edit: "
+    header = ("# Rendered by pg-platform (infra/render/monitoring.py). Do not edit: "
               "re-render it from the stack.\n")
     return header + yaml.safe_dump(doc, sort_keys=False)
 

@@ -1,0 +1,35 @@
+"""libpq passfiles (~/.pgpass): one escaping rule for every host that keeps one."""
+
+from __future__ import annotations
+
+from infra.config import PlatformConfig
+from infra.errors import RenderError
+from infra.render.roles import Passwords
+
+
+def _field(value: str) -> str:
+    if "\n" in value:
+        raise RenderError("a passfile field cannot span lines")
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def pgpass(entries: list[tuple[str, str, str, str, str]]) -> str:
+    """A libpq passfile: host:port:database:user:password lines, escaped as libpq reads them."""
+    lines = [":".join(_field(f) for f in entry) for entry in entries]
+    return "\n".join(lines) + "\n"
+
+
+def pgpass_line(host: str, port: int, user: str, password: str) -> str:
+    """A libpq password-file line for every database (`replication` included)."""
+    return pgpass([(host, str(port), "*", user, password)])
+
+
+def host_pgpass(cfg: PlatformConfig, pw: Passwords, primary_host: str, *,
+                primary: bool) -> str:
+    """The postgres OS user's passfile: on the primary the owner (pgBackRest connects as
+    it), on a replica only the replicator, which is all streaming needs."""
+    pg = cfg.postgres
+    entries = [(primary_host, str(pg.port), "*", pg.replication_role, pw.replicator)]
+    if primary:
+        entries.insert(0, ("*", str(pg.port), "*", pg.owner_role, pw.owner))
+    return pgpass(entries)
