@@ -30,13 +30,14 @@ import psycopg
 
 from bench import common, pgbench
 from bench.common import Figure, Sizes
-from infra import config, pgctl, replica
+from infra import config, hostctl
 from infra.backends import local
 from infra.backends.local_backup import BackupProvider
 from infra.backends.local_layout import layout
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backup import restore
-from infra.backup.pgbackrest import PgBackRest, full_backups
+from infra.hostctl import standby as replica
+from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from infra.schema import engine
 from infra.schema.tenants import TenantSpec
 from tests.support import scratch_dir
@@ -69,23 +70,23 @@ def with_options(pgbr: PgBackRest, *extra: str) -> WithOptions:
 class Primary:
     cfg: config.PlatformConfig
     base: Path
-    server: pgctl.Server
+    server: hostctl.Server
     pgbr: PgBackRest
     passwords: dict[str, str]
 
     def dsn(self) -> str:
         pg = self.cfg.postgres
-        return pgctl.Server(Path("/"), pg.port).dsn(
+        return hostctl.Server(Path("/"), pg.port).dsn(
             pg.owner_role, self.passwords["owner"], pg.database)
 
 
 @contextlib.contextmanager
 def platform_primary() -> Iterator[Primary]:
     base = scratch_dir("pgp-bench-backup-")
-    port = pgctl.free_port()
+    port = hostctl.free_port()
     cfg = config.load({"state_dir": str(base), "postgres": {"port": port}}, "bench")
     pw = {k: secrets.token_urlsafe(18) for k in ("owner", "app", "replication")}
-    server = pgctl.Server(Path(layout(cfg).primary_paths().data_dir), port)
+    server = hostctl.Server(Path(layout(cfg).primary_paths().data_dir), port)
     backup_props = local.backup_props(cfg, pw["owner"])
     try:
         PostgresServerProvider().create(local.primary_props(cfg, pw["owner"]))
@@ -118,7 +119,7 @@ def basebackup(p: Primary) -> tuple[float, str]:
     replica.write_passfile(passfile, "*", pg.port, pg.replication_role,
                            p.passwords["replication"])
     target = p.base / "basebackup"
-    argv = [str(pgctl.bin_dir() / "pg_basebackup"), "-D", str(target), "-X", "stream",
+    argv = [str(hostctl.bin_dir() / "pg_basebackup"), "-D", str(target), "-X", "stream",
             "-c", "fast", "-w",
             "-d", f"host=127.0.0.1 port={pg.port} user={pg.replication_role} "
                   f"passfile={passfile}"]

@@ -22,10 +22,11 @@ from pathlib import Path
 
 from bench import common
 from bench.common import TENANTS, Figure, Platform
-from infra import config, pgctl, render, replica, scram
+from infra import config, hostctl, render, scram
 from infra import tls as infra_tls
 from infra.backends import local
 from infra.backends.local_layout import layout, replicas
+from infra.hostctl import standby as replica
 from infra.schema import sqltext
 from infra.schema.files import Migration, MigrationSet
 from infra.schema.tenants import schema_for
@@ -108,7 +109,7 @@ def prepare(work: Path, port: int) -> config.PlatformConfig:
     Path(pooler["socket_dir"]).mkdir(exist_ok=True)
     for rep in replicas(cfg):
         Path(rep.paths.socket_dir).mkdir(exist_ok=True)
-    pgctl.chown_service(work, recursive=True)
+    hostctl.chown_service(work, recursive=True)
     return cfg
 
 
@@ -118,7 +119,7 @@ def teardown(work: Path, cfg: config.PlatformConfig) -> None:
         with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
     for d in [work / "primary", *(Path(r.paths.data_dir) for r in replicas(cfg))]:
-        pgctl.Server(d, 0).stop(mode="immediate")
+        hostctl.Server(d, 0).stop(mode="immediate")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra import pgctl  # noqa: E402
+from infra import hostctl  # noqa: E402
 from tests.engine import ThrowawayStack  # noqa: E402
 
 T = TypeVar("T")
@@ -116,7 +116,7 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, check: bool =
         timeout: float = 3600, as_service: bool = False,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command (as the postgres OS user when `as_service` and we are root)."""
-    cmd = pgctl.service_cmd(argv) if as_service else list(argv)
+    cmd = hostctl.service_cmd(argv) if as_service else list(argv)
     proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout, check=False, cwd=cwd or "/")
     if check and proc.returncode != 0:
@@ -140,7 +140,7 @@ def platform_ports() -> int:
         wanted = [("127.0.0.1", port), ("127.0.0.2", port + 1), ("127.0.0.3", port + 1),
                   ("127.0.0.1", port + 1000), ("127.0.0.1", port + 3000),
                   *(("127.0.0.1", port + 2000 + i) for i in range(6))]
-        if all(pgctl.port_free(h, q) for h, q in wanted):
+        if all(hostctl.port_free(h, q) for h, q in wanted):
             return port
     raise RuntimeError("no free port set for a benchmark platform")
 

@@ -20,9 +20,9 @@ from psycopg.conninfo import make_conninfo
 
 from bench import common, pgbench
 from bench.common import TENANTS, Figure, Platform, Sizes
-from infra import config, pgctl, render
+from infra import config, hostctl, render
 from infra.backends.local_layout import layout, replicas
-from infra.pooler import PgBouncer
+from infra.hostctl.pgbouncer import PgBouncer
 from tests.support import scratch_dir
 
 CLIENTS = 1000
@@ -52,7 +52,7 @@ def stack_config(p: Platform, **pooler: object) -> config.PlatformConfig:
 
 def start_variant(p: Platform, v: Variant, work: Path) -> list[PgBouncer]:
     """PgBouncers rendered by the platform's renderer with `v`'s settings, on one port."""
-    port = pgctl.free_port()
+    port = hostctl.free_port()
     cfg = stack_config(p, port=port, default_pool_size=v.pool_size)
     lay = layout(cfg)
     reps = replicas(cfg)
@@ -64,14 +64,14 @@ def start_variant(p: Platform, v: Variant, work: Path) -> list[PgBouncer]:
     bouncers = []
     for i in range(v.processes):
         paths = render.PoolerPaths(auth_file=lay.pooler_paths.auth_file,
-                                   socket_dir=str(pgctl.make_dir(work / f"run{i}", 0o755)),
+                                   socket_dir=str(hostctl.make_dir(work / f"run{i}", 0o755)),
                                    pid_file=str(work / f"pgbouncer{i}.pid"),
                                    log_file=str(work / f"pgbouncer{i}.log"))
         text = render.pgbouncer_ini(cfg, paths, targets, lay.tls)
         if v.processes > 1:  # [pgbouncer] is the template's last section
             text += "so_reuseport = 1\n"
         ini = work / f"pgbouncer{i}.ini"
-        pgctl.write_file(ini, text)
+        hostctl.write_file(ini, text)
         bouncer = PgBouncer(ini_path=ini, pid_file=Path(paths.pid_file or ""),
                             host="127.0.0.1", port=port, log_file=Path(paths.log_file or ""))
         bouncer.start()
@@ -100,7 +100,7 @@ def run(sizes: Sizes, p: Platform, variants: Sequence[Variant] = VARIANTS) -> li
     figs = [_figure("as rendered: TCP to the server, pool 20", pooled, best, sweep)]
     for v in variants:
         work = scratch_dir("pgp-bench-pooler-")
-        pgctl.chown_service(work)
+        hostctl.chown_service(work)
         bouncers = start_variant(p, v, work)
         port = bouncers[0].port
         try:

@@ -24,7 +24,8 @@ import psycopg
 
 from bench import common, pgbench
 from bench.common import Figure, Platform, Sizes
-from infra import pgctl, replica
+from infra import hostctl
+from infra.hostctl import standby as replica
 from tests.support import scratch_dir
 
 CLIENTS = 8
@@ -89,25 +90,25 @@ def hand_made_pair() -> Iterator[str]:
     """initdb, a default postgresql.conf (only where to listen), pg_basebackup -R: a DSN."""
     base = scratch_dir("pgp-bench-pair-")
     user, password = "bench", secrets.token_urlsafe(18)
-    port, rport = pgctl.free_port(), pgctl.free_port()
-    primary = pgctl.Server(base / "primary", port)
-    standby = pgctl.Server(base / "replica", rport)
+    port, rport = hostctl.free_port(), hostctl.free_port()
+    primary = hostctl.Server(base / "primary", port)
+    standby = hostctl.Server(base / "replica", rport)
     try:
         primary.initdb(user, password)
-        run_dir = pgctl.make_dir(base / "run", 0o755)
+        run_dir = hostctl.make_dir(base / "run", 0o755)
         where = f"\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{run_dir}'\n"
         conf = primary.data_dir / "postgresql.conf"
-        pgctl.write_file(conf, conf.read_text() + where + f"port = {port}\n")
+        hostctl.write_file(conf, conf.read_text() + where + f"port = {port}\n")
         primary.start()
         passfile = base / "secrets" / "pgpass"
         replica.write_passfile(passfile, "*", port, user, password)
-        pgctl.make_dir(standby.data_dir, 0o700)
-        pgctl.run([str(pgctl.bin_dir() / "pg_basebackup"), "-D", str(standby.data_dir), "-R",
+        hostctl.make_dir(standby.data_dir, 0o700)
+        hostctl.run([str(hostctl.bin_dir() / "pg_basebackup"), "-D", str(standby.data_dir), "-R",
                    "-X", "stream", "-c", "fast", "-w",
                    "-d", f"host=127.0.0.1 port={port} user={user} passfile={passfile}"],
                   what="pg_basebackup of the hand-made pair")
         rconf = standby.data_dir / "postgresql.conf"
-        pgctl.write_file(rconf, rconf.read_text() + f"port = {rport}\n")
+        hostctl.write_file(rconf, rconf.read_text() + f"port = {rport}\n")
         standby.start()
         yield primary.dsn(user, password)
     finally:

@@ -28,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from infra.errors import ConfigError
+from infra.hostctl import files
 
 PROVIDER_VERSION = "1"
 CA_DAYS = 3650
@@ -221,22 +222,13 @@ class TlsFilesProvider(ResourceProvider):
         return UpdateResult(outs=news)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        from pathlib import Path
-
-        for key in ("cert_file", "key_file", "ca_file"):
-            Path(props[key]).unlink(missing_ok=True)
+        files.remove(props["cert_file"], props["key_file"], props["ca_file"])
 
     @staticmethod
     def _write(props: dict[str, Any]) -> None:
-        from pathlib import Path
-
-        from infra import pgctl
-
-        for key in ("cert_file", "key_file", "ca_file"):
-            pgctl.make_dir(Path(props[key]).parent, 0o755)
-        pgctl.write_file(Path(props["ca_file"]), props["ca_cert"], 0o644)
-        pgctl.write_file(Path(props["cert_file"]), props["server_cert"], 0o644)
-        pgctl.write_file(Path(props["key_file"]), props["server_key"], 0o600)
+        files.write_tls(ca_file=props["ca_file"], ca_cert=props["ca_cert"],
+                        cert_file=props["cert_file"], server_cert=props["server_cert"],
+                        key_file=props["key_file"], server_key=props["server_key"])
 
 
 class TlsFiles(Resource):

@@ -1,6 +1,6 @@
 """Real PostgreSQL servers for tests and benchmarks.
 
-Servers are started exactly as the local backend starts them (infra.pgctl and
+Servers are started exactly as the local backend starts them (infra.hostctl and
 infra.render), on a free loopback port, in a throw-away directory the service
 user can reach. Nothing here is a mock.
 """
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import psycopg
 
-from infra import config, pgctl, render
+from infra import config, hostctl, render
 
 SUPERUSER = "pgp_admin"
 
 
 @dataclass
 class RunningServer:
-    server: pgctl.Server
+    server: hostctl.Server
     password: str
     workdir: Path
 
@@ -44,16 +44,16 @@ def start_server(workdir: Path | None = None, **postgres: object) -> Iterator[Ru
     """Start a fresh server; `postgres` overrides `pg-platform:postgres` settings."""
     own_dir = workdir is None
     base = workdir or scratch_dir()
-    port = pgctl.free_port()
+    port = hostctl.free_port()
     cfg = config.load({"postgres": {"port": port, **postgres}}, "test")
-    server = pgctl.Server(data_dir=base / "data", port=port)
+    server = hostctl.Server(data_dir=base / "data", port=port)
     password = secrets.token_urlsafe(18)
     server.initdb(SUPERUSER, password)
-    socket_dir = pgctl.make_dir(base / "run", 0o755)
+    socket_dir = hostctl.make_dir(base / "run", 0o755)
     paths = render.HostPaths(data_dir=str(server.data_dir), socket_dir=str(socket_dir))
-    pgctl.write_file(server.data_dir / "postgresql.conf",
+    hostctl.write_file(server.data_dir / "postgresql.conf",
                      render.postgresql_conf(cfg, paths, timescaledb=False))
-    pgctl.write_file(server.data_dir / "pg_hba.conf", render.pg_hba_conf(cfg))
+    hostctl.write_file(server.data_dir / "pg_hba.conf", render.pg_hba_conf(cfg))
     try:
         server.start()
         yield RunningServer(server=server, password=password, workdir=base)

@@ -37,9 +37,10 @@ from infra.backends.aws_userdata import (
     testinfra_hosts,
     user_data,
 )
-from infra.backends.cloud_files import PasswordOutputs, Passwords, dsn
+from infra.backends.cloud_files import PasswordOutputs, dsn
 from infra.config import AwsSettings, PlatformConfig
 from infra.passwords import Password
+from infra.render.roles import Passwords
 
 
 def _tags(cfg: PlatformConfig, name: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider,
 
 from infra import render
 from infra.backup import stanza
-from infra.backup.pgbackrest import PgBackRest
+from infra.hostctl.pgbackrest import PgBackRest
 
 PROVIDER_VERSION = "2"
 

@@ -13,12 +13,7 @@ when behaviour changes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,113 +27,12 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra import pgctl
 from infra.config import PlatformConfig
-from infra.errors import ProcessError
+from infra.hostctl.exporter import pid_file, running_pid, start, stop
 
 logger = logging.getLogger(__name__)
 
 PROVIDER_VERSION = "2"
-_START_TIMEOUT = 20.0
-
-
-def _pid_file(props: dict[str, Any]) -> Path:
-    return Path(props["run_dir"]) / f"{props['name']}.pid"
-
-
-def _log_file(props: dict[str, Any]) -> Path:
-    return Path(props["run_dir"]) / f"{props['name']}.log"
-
-
-def running_pid(props: dict[str, Any]) -> int | None:
-    """The exporter's pid when it is alive and still runs our command (pids get reused)."""
-    try:
-        pid = int(_pid_file(props).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    want = [a.encode() for a in props["argv"]]
-    return pid if cmdline[: len(want)] == want else None
-
-
-def _scrub(text: str, secrets: dict[str, str]) -> str:
-    for value in secrets.values():
-        if value:
-            text = text.replace(value, "***")
-    return text
-
-
-def _log_tail(props: dict[str, Any], lines: int = 8) -> str:
-    try:
-        tail = _log_file(props).read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return "(no log)"
-    return _scrub("\n".join(tail), props.get("secret_env") or {})
-
-
-def start(props: dict[str, Any]) -> int:
-    """Write the exporter's files, start it detached, and wait until it listens."""
-    if pgctl.port_open(props["listen"], int(props["port"])):
-        raise ProcessError(
-            f"exporter {props['name']}: {props['listen']}:{props['port']} is already in use "
-            "by another process; choose free ports with pg-platform:monitoring."
-            "postgres_exporter_port / pgbouncer_exporter_port")
-    run_dir = pgctl.make_dir(Path(props["run_dir"]), 0o755)
-    for path, text in sorted((props.get("files") or {}).items()):
-        pgctl.write_file(Path(path), text, 0o600)
-    log = _log_file(props)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(props.get("secret_env") or {})}
-    user: str | None = pgctl.SERVICE_USER if pgctl.as_service_user() else None
-    with open(log, "ab") as out:
-        if user:
-            os.chown(log, *_ids(user))
-        proc = subprocess.Popen(  # argv is rendered, never a shell
-            list(props["argv"]), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            env=env, cwd=str(run_dir), start_new_session=True, user=user, group=user)
-    pgctl.write_file(_pid_file(props), f"{proc.pid}\n", 0o644)
-    deadline = time.monotonic() + _START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ProcessError(f"exporter {props['name']} exited with {proc.returncode} at "
-                               f"start (log {log}):\n{_log_tail(props)}")
-        if pgctl.port_open(props["listen"], int(props["port"])) and proc.poll() is None:
-            logger.info("exporter %s listens on %s:%s", props["name"], props["listen"],
-                        props["port"])
-            return proc.pid
-        time.sleep(0.1)
-    stop(props)
-    raise ProcessError(f"exporter {props['name']} did not listen on {props['listen']}:"
-                       f"{props['port']} within {_START_TIMEOUT:.0f}s (log {log}):\n"
-                       f"{_log_tail(props)}")
-
-
-def _ids(user: str) -> tuple[int, int]:
-    import pwd
-
-    ent = pwd.getpwnam(user)
-    return ent.pw_uid, ent.pw_gid
-
-
-def stop(props: dict[str, Any], timeout: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it lingers; a missing process is already stopped."""
-    pid = running_pid(props)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and running_pid(props) == pid:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-        if running_pid(props) == pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        # An exiting process drops its memory (and so its cmdline) before its sockets:
-        # wait for the port too, so a restart on the same port does not find it taken.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and pgctl.port_open(props["listen"], props["port"]):
-            time.sleep(0.05)
-    _pid_file(props).unlink(missing_ok=True)
 
 
 class ExporterProvider(ResourceProvider):
@@ -147,7 +41,7 @@ class ExporterProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         stop(props)  # a leftover of an interrupted run must not hold the port
         start(props)
-        return CreateResult(id_=str(_pid_file(props)), outs={**props, "running": True})
+        return CreateResult(id_=str(pid_file(props)), outs={**props, "running": True})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """Refresh notices an exporter that died or was stopped by hand."""

@@ -21,8 +21,8 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra import pgctl
-from infra.pooler import PgBouncer
+from infra import hostctl
+from infra.hostctl.pgbouncer import PgBouncer
 
 PROVIDER_VERSION = "1"
 
@@ -35,10 +35,10 @@ def _bouncer(props: dict[str, Any]) -> PgBouncer:
 
 def _write(props: dict[str, Any]) -> None:
     ini = Path(props["ini_path"])
-    pgctl.make_dir(ini.parent, 0o700)
-    pgctl.make_dir(Path(props["socket_dir"]), 0o755)
-    pgctl.write_file(Path(props["auth_file"]), props["userlist"])
-    pgctl.write_file(ini, props["pgbouncer_ini"])
+    hostctl.make_dir(ini.parent, 0o700)
+    hostctl.make_dir(Path(props["socket_dir"]), 0o755)
+    hostctl.write_file(Path(props["auth_file"]), props["userlist"])
+    hostctl.write_file(ini, props["pgbouncer_ini"])
 
 
 class PoolerProvider(ResourceProvider):

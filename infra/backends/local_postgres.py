@@ -26,7 +26,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra import pgctl, scram
+from infra import hostctl, scram
 from infra.errors import ProcessError
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ PROVIDER_VERSION = "2"
 _REPLACE_KEYS = ("data_dir", "superuser")
 
 
-def _server(props: dict[str, Any]) -> pgctl.Server:
-    return pgctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
+def _server(props: dict[str, Any]) -> hostctl.Server:
+    return hostctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
                         host=props["host"])
 
 
@@ -48,9 +48,9 @@ def _connect(props: dict[str, Any], dbname: str = "postgres") -> psycopg.Connect
 
 def _write_config(props: dict[str, Any]) -> None:
     server = _server(props)
-    pgctl.make_dir(Path(props["socket_dir"]), 0o755)
-    pgctl.write_file(server.data_dir / "postgresql.conf", props["postgresql_conf"])
-    pgctl.write_file(server.data_dir / "pg_hba.conf", props["pg_hba_conf"])
+    hostctl.make_dir(Path(props["socket_dir"]), 0o755)
+    hostctl.write_file(server.data_dir / "postgresql.conf", props["postgresql_conf"])
+    hostctl.write_file(server.data_dir / "pg_hba.conf", props["pg_hba_conf"])
 
 
 def _set_superuser_verifier(props: dict[str, Any]) -> None:
@@ -62,12 +62,12 @@ def _set_superuser_verifier(props: dict[str, Any]) -> None:
 
 
 def apply_config(olds: dict[str, Any], news: dict[str, Any],
-                 start: Callable[[pgctl.Server], None] | None = None) -> None:
+                 start: Callable[[hostctl.Server], None] | None = None) -> None:
     """After new config files: start, reload, or restart when a setting needs it."""
     server = _server(news)
-    start = start or pgctl.Server.start
+    start = start or hostctl.Server.start
     if olds.get("port") != news.get("port") or olds.get("host") != news.get("host"):
-        pgctl.Server(Path(olds["data_dir"]), int(olds["port"]), olds["host"]).stop()
+        hostctl.Server(Path(olds["data_dir"]), int(olds["port"]), olds["host"]).stop()
     if not server.is_running():
         start(server)
         server.wait_ready()

@@ -24,8 +24,9 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra import pgctl, replica
+from infra import hostctl
 from infra.backends.local_postgres import apply_config
+from infra.hostctl import standby as replica
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,13 @@ PROVIDER_VERSION = "2"
 _REPLACE_KEYS = ("data_dir", "slot", "primary_host", "primary_port", "replication_role")
 
 
-def _server(props: dict[str, Any]) -> pgctl.Server:
-    return pgctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
+def _server(props: dict[str, Any]) -> hostctl.Server:
+    return hostctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
                         host=props["host"])
 
 
 def _primary_dsn(props: dict[str, Any]) -> str:
-    primary = pgctl.Server(Path("/nonexistent"), int(props["primary_port"]),
+    primary = hostctl.Server(Path("/nonexistent"), int(props["primary_port"]),
                            props["primary_host"])
     return primary.dsn(props["superuser"], props["superuser_password"])
 
@@ -48,7 +49,7 @@ def _own_dsn(props: dict[str, Any]) -> str:
     return _server(props).dsn(props["superuser"], props["superuser_password"])
 
 
-def _start(props: dict[str, Any]) -> Callable[[pgctl.Server], None]:
+def _start(props: dict[str, Any]) -> Callable[[hostctl.Server], None]:
     """Starts the standby with the replication password in its environment only."""
     return lambda server: replica.start(server, props["replication_password"])
 
@@ -98,9 +99,9 @@ class ReplicaProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         server = _server(news)
         _forget_passfile(olds)
-        pgctl.write_file(server.data_dir / "postgresql.conf", news["postgresql_conf"])
-        pgctl.write_file(server.data_dir / "pg_hba.conf", news["pg_hba_conf"])
-        pgctl.make_dir(Path(news["socket_dir"]), 0o755)
+        hostctl.write_file(server.data_dir / "postgresql.conf", news["postgresql_conf"])
+        hostctl.write_file(server.data_dir / "pg_hba.conf", news["pg_hba_conf"])
+        hostctl.make_dir(Path(news["socket_dir"]), 0o755)
         if olds.get("replication_password") != news.get("replication_password") or \
                 olds.get("passfile"):
             server.stop()  # a new postmaster environment carries the password
@@ -112,9 +113,9 @@ class ReplicaProvider(ResourceProvider):
         _forget_passfile(props)
         with contextlib.suppress(OSError):  # its own socket directory, empty once stopped
             Path(props["socket_dir"]).rmdir()
-        primary = pgctl.Server(Path("/nonexistent"), int(props["primary_port"]),
+        primary = hostctl.Server(Path("/nonexistent"), int(props["primary_port"]),
                                props["primary_host"])
-        if pgctl.port_open(primary.host, primary.port):
+        if hostctl.port_open(primary.host, primary.port):
             replica.drop_slot(_primary_dsn(props), props["slot"])
         else:
             logger.warning("primary %s:%s is down; slot %s not dropped", primary.host,

@@ -22,8 +22,8 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra.backup import drill, restore
-from infra.backup.pgbackrest import BACKUP_TYPES, PgBackRest
 from infra.errors import PlatformError
+from infra.hostctl.pgbackrest import BACKUP_TYPES, PgBackRest
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from infra.backup import restore as restore_mod
-from infra.backup.pgbackrest import PgBackRest
 from infra.errors import ProcessError
+from infra.hostctl.pgbackrest import PgBackRest
 
 logger = logging.getLogger(__name__)
 

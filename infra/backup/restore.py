@@ -16,9 +16,9 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra import pgctl
-from infra.backup.pgbackrest import PgBackRest
+from infra import hostctl
 from infra.errors import ProcessError
+from infra.hostctl.pgbackrest import PgBackRest
 from infra.render import pgquote
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 class Restored:
     """A restored, running copy."""
 
-    server: pgctl.Server
+    server: hostctl.Server
     workdir: Path
     target: str | None
 
@@ -71,7 +71,7 @@ def format_target(when: datetime) -> str:
 
 def new_workdir(parent: Path) -> Path:
     """restores/<UTC time>-<n>: a directory that did not exist before."""
-    pgctl.make_dir(parent, 0o755)
+    hostctl.make_dir(parent, 0o755)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for n in range(1000):
         path = parent / f"{stamp}-{n}"
@@ -80,7 +80,7 @@ def new_workdir(parent: Path) -> Path:
         except FileExistsError:
             continue
         path.chmod(0o755)
-        pgctl.chown_service(path)
+        hostctl.chown_service(path)
         return path
     raise ProcessError(f"no free restore directory under {parent}")
 
@@ -90,8 +90,8 @@ def restore(pgbr: PgBackRest, workdir: Path, *, target: str | None,
     """Restore the stanza (to `target`, a timestamp, when given) and start the copy."""
     data_dir = workdir / "data"
     pgbr.restore(data_dir, target=target)
-    port = port or pgctl.free_port(host)
-    socket_dir = pgctl.make_dir(workdir / "run", 0o755)
+    port = port or hostctl.free_port(host)
+    socket_dir = hostctl.make_dir(workdir / "run", 0o755)
     auto = data_dir / "postgresql.auto.conf"
     overrides = "\n".join([
         "# pg-platform restore: its own port and socket; no archiving into the source's repo.",
@@ -103,8 +103,8 @@ def restore(pgbr: PgBackRest, workdir: Path, *, target: str | None,
         "primary_slot_name = ''",
         "",
     ])
-    pgctl.write_file(auto, auto.read_text() + overrides)
-    server = pgctl.Server(data_dir=data_dir, port=port, host=host)
+    hostctl.write_file(auto, auto.read_text() + overrides)
+    server = hostctl.Server(data_dir=data_dir, port=port, host=host)
     try:
         server.start(timeout=600)
     except ProcessError:
@@ -132,7 +132,7 @@ def wait_promoted(restored: Restored, dsn: str, timeout: float = 300.0) -> None:
                        f"{_log_tail(restored.server)}")
 
 
-def _log_tail(server: pgctl.Server, lines: int = 6) -> str:
+def _log_tail(server: hostctl.Server, lines: int = 6) -> str:
     try:
         tail = server.log_file.read_text(errors="replace").splitlines()[-lines:]
     except OSError:

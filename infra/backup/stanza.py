@@ -10,8 +10,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from infra import pgctl, render
-from infra.backup.pgbackrest import PgBackRest, full_backups
+from infra import hostctl, render
+from infra.hostctl.pgbackrest import PgBackRest, full_backups
 
 logger = logging.getLogger(__name__)
 
@@ -19,15 +19,15 @@ logger = logging.getLogger(__name__)
 def write_files(pgbr: PgBackRest, conf_text: str, paths: render.BackupPaths, *,
                 schedule_path: Path | None = None, schedule_text: str = "") -> None:
     """Config, schedule and the directories pgBackRest writes, owned by the service user."""
-    pgctl.make_dir(pgbr.config.parent, 0o700)
+    hostctl.make_dir(pgbr.config.parent, 0o700)
     for d in (paths.log_path, paths.lock_path, paths.spool_path):
-        pgctl.make_dir(Path(d), 0o700)
+        hostctl.make_dir(Path(d), 0o700)
     repo = Path(paths.repo_path)
-    pgctl.make_dir(repo.parent, 0o700)
-    pgctl.make_dir(repo, 0o750)
-    pgctl.write_file(pgbr.config, conf_text, 0o640)
+    hostctl.make_dir(repo.parent, 0o700)
+    hostctl.make_dir(repo, 0o750)
+    hostctl.write_file(pgbr.config, conf_text, 0o640)
     if schedule_path is not None:
-        pgctl.write_file(schedule_path, schedule_text, 0o644)
+        hostctl.write_file(schedule_path, schedule_text, 0o644)
 
 
 def initialise(pgbr: PgBackRest) -> str:

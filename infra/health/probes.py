@@ -150,8 +150,8 @@ def probe_backups(primary_dsn: str, pgbackrest_config: Path | None, stanza: str)
     backups = Backups()
     errors: list[str] = []
     if pgbackrest_config is not None:
-        from infra.backup.pgbackrest import PgBackRest
         from infra.errors import PlatformError
+        from infra.hostctl.pgbackrest import PgBackRest
 
         try:
             info = PgBackRest(config=pgbackrest_config, stanza=stanza).info()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra import config, pgctl, render
+from infra import config, hostctl, render
 from infra.backup import stack as backup_stack
 
 
@@ -103,7 +103,7 @@ def _plain(value: Any) -> Any:
 
 
 def local_service_user() -> str:
-    return pgctl.SERVICE_USER if os.geteuid() == 0 else getpass.getuser()
+    return hostctl.SERVICE_USER if os.geteuid() == 0 else getpass.getuser()
 
 
 def local_inventory(cfg: config.PlatformConfig, passwords: dict[str, str]) -> list[Host]:

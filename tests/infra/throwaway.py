@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra import pgctl
+from infra import hostctl
 from tests.engine import ThrowawayStack
 
 NAME = "infra"
@@ -25,9 +25,9 @@ _KEY = pytest.StashKey[ThrowawayStack]()
 def settings() -> dict[str, Any]:
     """A primary whose port + 1 is free on the replica's address, and a pooler port."""
     for _ in range(50):
-        port = pgctl.free_port()
-        pooler = pgctl.free_port()
-        if port + 1 <= 65535 and pooler != port + 1 and pgctl.port_free("127.0.0.2", port + 1):
+        port = hostctl.free_port()
+        pooler = hostctl.free_port()
+        if port + 1 <= 65535 and pooler != port + 1 and hostctl.port_free("127.0.0.2", port + 1):
             return {"replicas": 1, "tenants": TENANTS,
                     "postgres": {"port": port, "max_connections": 60,
                                  "shared_buffers": "32MB"},

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from infra import config, pgctl, render
+from infra import config, hostctl, render
 from infra.backends import local
 from infra.backends.local_backup import BackupProvider
 from infra.backends.local_layout import layout, replicas
@@ -35,9 +35,9 @@ POOL_SIZE = 10
 def cluster_ports() -> tuple[int, int]:
     """A primary port whose +1 is free on the replicas' addresses, and a pooler port."""
     for _ in range(50):
-        port = pgctl.free_port()
-        if port < 65535 and all(pgctl.port_free(f"127.0.0.{h}", port + 1) for h in (2, 3, 4)):
-            return port, pgctl.free_port()
+        port = hostctl.free_port()
+        if port < 65535 and all(hostctl.port_free(f"127.0.0.{h}", port + 1) for h in (2, 3, 4)):
+            return port, hostctl.free_port()
     raise RuntimeError("no free port pair for the test cluster")
 
 
@@ -52,7 +52,7 @@ class Cluster:
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def dsn(self, host: str, port: int, user: str, password: str, db: str) -> str:
-        return pgctl.Server(Path("/"), port, host).dsn(user, password, db)
+        return hostctl.Server(Path("/"), port, host).dsn(user, password, db)
 
     def owner_dsn(self, db: str | None = None) -> str:
         pg = self.cfg.postgres
@@ -117,5 +117,5 @@ def cluster() -> Iterator[Cluster]:
         for provider, outs in reversed(made):
             with contextlib.suppress(Exception):  # keep tearing down the rest
                 provider.delete("", outs)
-        pgctl.Server(Path(layout(cfg).primary_paths().data_dir), port).remove()
+        hostctl.Server(Path(layout(cfg).primary_paths().data_dir), port).remove()
         shutil.rmtree(base, ignore_errors=True)

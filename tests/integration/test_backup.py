@@ -11,10 +11,10 @@ from pathlib import Path
 
 import psycopg
 
-from infra import pgctl
+from infra import hostctl
 from infra.backends.local_layout import layout
 from infra.backup import restore
-from infra.backup.pgbackrest import PgBackRest, full_backups
+from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from tests.integration.conftest import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def test_restore_command_prints_where_the_copy_runs_but_no_password(cluster: Clu
     m = re.search(r"into (\S+/data)\n", proc.stdout)
     assert m, proc.stdout
     data_dir = Path(m.group(1))
-    copy = restore.Restored(server=pgctl.Server(data_dir, int(re.search(
+    copy = restore.Restored(server=hostctl.Server(data_dir, int(re.search(
         r"running on 127\.0\.0\.1:(\d+)", proc.stdout).group(1))),  # type: ignore[union-attr]
         workdir=data_dir.parent, target=None)
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra import pgctl
+from infra import hostctl
 from tests.engine import ThrowawayStack
 
 pytestmark = pytest.mark.engine
@@ -19,7 +19,7 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    s = ThrowawayStack("e2e", {"postgres": {"port": pgctl.free_port()}, "tenants": TENANTS})
+    s = ThrowawayStack("e2e", {"postgres": {"port": hostctl.free_port()}, "tenants": TENANTS})
     try:
         s.init()
         s.up()
@@ -92,7 +92,7 @@ def test_no_plaintext_password_in_state_or_data(stack: ThrowawayStack) -> None:
 def test_refresh_notices_a_stopped_server_and_up_starts_it(stack: ThrowawayStack) -> None:
     data_dir = stack.state_dir / "primary"
     port = stack.outputs()["primary_dsn"].rsplit(":", 1)[1].split("/")[0]
-    server = pgctl.Server(data_dir, int(port))
+    server = hostctl.Server(data_dir, int(port))
     server.stop()
     stack.pulumi("refresh", "--yes")
     assert "update" in stack.preview().stdout

@@ -22,11 +22,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra import config, pgctl, replica
+from infra import config, hostctl
 from infra.backends.local_layout import layout, replicas
 from infra.backup import stack as backup_stack
 from infra.errors import ConfigError
-from infra.pooler import PgBouncer
+from infra.hostctl import standby as replica
+from infra.hostctl.pgbouncer import PgBouncer
 from tests.engine import ThrowawayStack
 from tests.infra.inventory import StackAccess
 from tests.infra.throwaway import shared_stack
@@ -183,7 +184,7 @@ def test_r5_the_engine_refuses_bad_configs_and_creates_nothing() -> None:
     try:
         stack.init()
         for i, (raw, key) in enumerate(ENGINE_BAD):
-            stack.set_config({"postgres": {"port": pgctl.free_port()}, **raw})
+            stack.set_config({"postgres": {"port": hostctl.free_port()}, **raw})
             # `up` for the first (nothing may be made), `preview` for the rest.
             proc = (stack.pulumi("up", "--yes", check=False) if i == 0 else
                     stack.preview(check=False))
@@ -241,7 +242,7 @@ def test_r7_a_killed_replica_restarts_and_catches_up(
                                      "WHERE slot_name = %s", (rep.slot,)) == [(False,)]
     # Restarted as the platform starts standbys: the replication password in its environment.
     passwords = StackAccess(stack.name, stack.project, env=stack.env).generated_passwords()
-    server = pgctl.Server(Path(rep.paths.data_dir), rep.port, rep.host)
+    server = hostctl.Server(Path(rep.paths.data_dir), rep.port, rep.host)
     replica.start(server, passwords[f"{stack_cfg.postgres.replication_role}-password"])
     server.wait_ready()
     deadline = time.monotonic() + 60
@@ -313,7 +314,7 @@ def test_r8_pgbouncer_restart_under_pgbench(stack: ThrowawayStack,
         # The password goes in the environment, never on the command line.
         target = make_conninfo(out["pooler_dsn"], password=None)
         return subprocess.Popen(
-            [str(pgctl.bin_dir() / "pgbench"), "-n", "-c", "3", "-T", str(seconds),
+            [str(hostctl.bin_dir() / "pgbench"), "-n", "-c", "3", "-T", str(seconds),
              "-f", str(script), target], env={**os.environ, "PGPASSWORD": str(app["password"])},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import config, pgctl, render
+from infra import config, hostctl, render
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.errors import ProcessError
 
@@ -30,7 +30,7 @@ def server_props(base: Path, port: int, **postgres: Any) -> dict[str, Any]:
 def created(scratch: Path) -> Iterator[tuple[PostgresServerProvider, dict[str, Any]]]:
     base = scratch
     provider = PostgresServerProvider()
-    props = server_props(base, pgctl.free_port())
+    props = server_props(base, hostctl.free_port())
     outs = provider.create(props).outs or {}
     try:
         yield provider, dict(outs)
@@ -40,7 +40,7 @@ def created(scratch: Path) -> Iterator[tuple[PostgresServerProvider, dict[str, A
 
 def query(props: dict[str, Any], sql: str, user: str | None = None,
           password: str | None = None, dbname: str = "postgres") -> Any:
-    server = pgctl.Server(Path(props["data_dir"]), props["port"])
+    server = hostctl.Server(Path(props["data_dir"]), props["port"])
     dsn = server.dsn(user or props["superuser"], password or props["superuser_password"], dbname)
     with psycopg.connect(dsn) as conn:
         row = conn.execute(sql).fetchone()
@@ -78,7 +78,7 @@ def test_update_reloads_and_restarts_when_a_setting_needs_it(created: Any) -> No
 
 def test_refresh_notices_a_stopped_server_and_update_starts_it(created: Any) -> None:
     provider, outs = created
-    pgctl.Server(Path(outs["data_dir"]), outs["port"]).stop()
+    hostctl.Server(Path(outs["data_dir"]), outs["port"]).stop()
     refreshed = dict(provider.read(outs["data_dir"], outs).outs)
     assert refreshed["running"] is False
     assert provider.diff("id", refreshed, outs).changes is True
@@ -88,7 +88,7 @@ def test_refresh_notices_a_stopped_server_and_update_starts_it(created: Any) -> 
 
 def test_create_refuses_a_data_dir_that_holds_something(scratch: Path) -> None:
     base = scratch
-    props = server_props(base, pgctl.free_port())
+    props = server_props(base, hostctl.free_port())
     Path(props["data_dir"]).mkdir()
     (Path(props["data_dir"]) / "precious").write_text("keep me")
     with pytest.raises(ProcessError, match="already exists and is not empty"):
@@ -98,7 +98,7 @@ def test_create_refuses_a_data_dir_that_holds_something(scratch: Path) -> None:
 
 def test_failed_create_leaves_nothing_behind(scratch: Path) -> None:
     base = scratch
-    props = server_props(base, pgctl.free_port())
+    props = server_props(base, hostctl.free_port())
     props["postgresql_conf"] += "shared_buffers = 'not a size'\n"
     with pytest.raises(ProcessError, match="starting PostgreSQL"):
         PostgresServerProvider().create(props)
@@ -108,11 +108,11 @@ def test_failed_create_leaves_nothing_behind(scratch: Path) -> None:
 def test_delete_stops_the_server_and_removes_its_data(scratch: Path) -> None:
     base = scratch
     provider = PostgresServerProvider()
-    props = server_props(base, pgctl.free_port())
+    props = server_props(base, hostctl.free_port())
     outs = provider.create(props).outs or {}
     provider.delete(props["data_dir"], outs)
     assert not Path(props["data_dir"]).exists()
-    assert not pgctl.port_open("127.0.0.1", props["port"])
+    assert not hostctl.port_open("127.0.0.1", props["port"])
 
 
 def test_database_provider_makes_an_app_role_that_owns_nothing(created: Any) -> None:

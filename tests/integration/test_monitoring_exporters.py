@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from infra import config, pgctl
-from infra.backends.local_exporters import ExporterProvider, running_pid
+from infra import config, hostctl
+from infra.backends.local_exporters import ExporterProvider
 from infra.errors import ProcessError
+from infra.hostctl.exporter import running_pid
 from infra.render import monitoring as render_monitoring
 from infra.schema.files import MigrationSet
 from tests.support import RunningServer
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def props_for(server: RunningServer, run_dir: Path) -> dict[str, Any]:
-    port = pgctl.free_port()
+    port = hostctl.free_port()
     queries = run_dir / "queries.yaml"
     cmd = render_monitoring.postgres_exporter_command("127.0.0.1", port, str(queries))
     cfg = config.load({}, "t")
@@ -65,7 +66,7 @@ def test_create_refresh_update_delete(pg_server: RunningServer, scratch: Path) -
     finally:
         provider.delete("x", props)
     assert running_pid(props) is None
-    assert not pgctl.port_open("127.0.0.1", props["port"])
+    assert not hostctl.port_open("127.0.0.1", props["port"])
     log = (scratch / "exporters" / "postgres-exporter-primary.log").read_text()
     assert pg_server.password not in log
 

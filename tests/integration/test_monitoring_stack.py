@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import pgctl
+from infra import hostctl
 from infra.backends import local_layout
 from infra.backup.stack import stack_config
 from infra.render import monitoring as render_monitoring
@@ -40,8 +40,8 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
 def free_pair() -> int:
     """A port p with p+1 free too: the primary's exporter and replica-1's."""
     for _ in range(50):
-        p = pgctl.free_port()
-        if p < 65535 and not pgctl.port_open("127.0.0.1", p + 1):
+        p = hostctl.free_port()
+        if p < 65535 and not hostctl.port_open("127.0.0.1", p + 1):
             return p
     raise AssertionError("no two consecutive free ports")
 
@@ -49,12 +49,12 @@ def free_pair() -> int:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
     s = ThrowawayStack(NAME, {
-        "postgres": {"port": pgctl.free_port()},
-        "pooler": {"port": pgctl.free_port()},
+        "postgres": {"port": hostctl.free_port()},
+        "pooler": {"port": hostctl.free_port()},
         "replicas": 1,
         "tenants": TENANTS,
         "monitoring": {"postgres_exporter_port": free_pair(),
-                       "pgbouncer_exporter_port": pgctl.free_port(),
+                       "pgbouncer_exporter_port": hostctl.free_port(),
                        "scrape_interval_seconds": 1},
     })
     try:
@@ -146,7 +146,7 @@ class Prometheus:
     """Debian's prometheus on a free loopback port with a scratch TSDB."""
 
     def __init__(self, config_text: str, workdir: Path) -> None:
-        self.port = pgctl.free_port()
+        self.port = hostctl.free_port()
         (workdir / "prometheus.yml").write_text(config_text)
         self.log = (workdir / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
@@ -221,7 +221,7 @@ def test_prometheus_scrapes_the_custom_metrics_with_the_stacks_values(
 def test_stopping_a_replica_degrades_status_and_names_it(stack: ThrowawayStack) -> None:
     cfg = stack_config(NAME, stack.project)
     (rep,) = local_layout.replicas(cfg)
-    pgctl.Server(Path(rep.paths.data_dir), rep.port, rep.host).stop()
+    hostctl.Server(Path(rep.paths.data_dir), rep.port, rep.host).stop()
     proc = health(stack, "--json")
     report = json.loads(proc.stdout)
     assert proc.returncode == 1

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import yaml
 
-from infra import config, pgctl
+from infra import config, hostctl
 from infra.backends import aws_userdata as ud
 from infra.backends import docker as dk
 from infra.config import DockerSettings
@@ -77,9 +77,9 @@ def test_user_data_passes_cloud_init_schema(prod: config.PlatformConfig,
 
 def _postgres_accepts(conf: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     """`postgres -C` reads the whole file and rejects unknown settings or bad values."""
-    pgctl.write_file(workdir / "postgresql.conf", conf, mode=0o644)
-    return subprocess.run(pgctl.service_cmd([
-        str(pgctl.bin_dir() / "postgres"), "-D", str(workdir / "data"),
+    hostctl.write_file(workdir / "postgresql.conf", conf, mode=0o644)
+    return subprocess.run(hostctl.service_cmd([
+        str(hostctl.bin_dir() / "postgres"), "-D", str(workdir / "data"),
         "-c", f"config_file={workdir / 'postgresql.conf'}", "-C", "max_wal_senders"]),
         capture_output=True, text=True, timeout=60)
 
@@ -87,7 +87,7 @@ def _postgres_accepts(conf: str, workdir: Path) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="module")
 def workdir() -> Any:
     base = scratch_dir()
-    pgctl.Server(data_dir=base / "data", port=pgctl.free_port()).initdb("pgp_admin", "x-pw")
+    hostctl.Server(data_dir=base / "data", port=hostctl.free_port()).initdb("pgp_admin", "x-pw")
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
@@ -117,7 +117,7 @@ def _pgbouncer_runs(ini: str, tmp: Path) -> tuple[bool, str]:
     """Start the real pgbouncer on the file; alive after a second means it was accepted."""
     (tmp / "pgbouncer.ini").write_text(ini)
     os.chmod(tmp / "pgbouncer.ini", 0o644)
-    proc = subprocess.Popen(pgctl.service_cmd(["pgbouncer", str(tmp / "pgbouncer.ini")]),
+    proc = subprocess.Popen(hostctl.service_cmd(["pgbouncer", str(tmp / "pgbouncer.ini")]),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.5)
@@ -141,7 +141,7 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
         auth = tmp / "userlist.txt"
         auth.write_text(userlist(prod, PW))
         os.chmod(auth, 0o644)
-        port = pgctl.free_port()
+        port = hostctl.free_port()
         inis = {
             "aws": ud.host_files(prod, ud.Host(0, "vol-1", "arn"), ("10.0.1.11",))[
                 "/etc/pg-platform/pgbouncer.ini"],

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra import pgctl, tls
+from infra import hostctl, tls
 from infra.backends.local_layout import layout
 from infra.backup import stack as backup_stack
 from infra.config import PlatformConfig
@@ -244,7 +244,7 @@ def test_s4_servers_use_certificates_from_the_projects_ca(out: dict[str, Any],
     if os.geteuid() == 0:
         import pwd
 
-        assert pwd.getpwuid(key.stat().st_uid).pw_name == pgctl.SERVICE_USER
+        assert pwd.getpwuid(key.stat().st_uid).pw_name == hostctl.SERVICE_USER
     with psycopg.connect(out["primary_dsn"], autocommit=True) as conn:
         settings_: dict[str, str] = dict(conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN "

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra import pgctl
+from infra.hostctl.files import make_dir
+from infra.hostctl.proc import run
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class PgBackRest:
         env = {"PGPASSFILE": str(self.passfile)} if self.passfile else {}
         if self.password:
             env["PGPASSWORD"] = self.password
-        return pgctl.run(argv, what=f"pgbackrest {command} ({shlex.join(options)})".rstrip(),
-                         timeout=timeout, env=env)
+        return run(argv, what=f"pgbackrest {command} ({shlex.join(options)})".rstrip(),
+                   timeout=timeout, env=env)
 
     def stanza_create(self) -> None:
         """Safe to repeat: pgBackRest accepts an existing stanza that matches the cluster."""
@@ -71,8 +72,8 @@ class PgBackRest:
     def restore(self, data_dir: Path, *, target: str | None = None,
                 target_action: str = "promote") -> None:
         """Restore into `data_dir` (new and empty); to a time when `target` is given."""
-        pgctl.make_dir(data_dir.parent, 0o755)
-        pgctl.make_dir(data_dir, 0o700)
+        make_dir(data_dir.parent, 0o755)
+        make_dir(data_dir, 0o700)
         options = [f"--pg1-path={data_dir}"]
         if target:
             options += ["--type=time", f"--target={target}",

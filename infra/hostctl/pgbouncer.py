@@ -8,14 +8,13 @@ runs as the ``postgres`` OS user when we are root.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import pgctl
 from infra.errors import ProcessError
+from infra.hostctl.net import port_open
+from infra.hostctl.proc import pid_from_file, run, send, wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +32,7 @@ class PgBouncer:
     log_file: Path | None = None
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        return pid_from_file(self.pid_file)
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -54,16 +43,14 @@ class PgBouncer:
             return
         self.pid_file.unlink(missing_ok=True)
         # Each client is a file descriptor: lift the soft limit to the hard one first.
-        pgctl.run(["/bin/sh", "-c", 'ulimit -S -n "$(ulimit -H -n)" && exec "$0" -d "$1"',
-                   PGBOUNCER, str(self.ini_path)],
-                  what=f"starting pgbouncer with {self.ini_path}", timeout=timeout)
+        run(["/bin/sh", "-c", 'ulimit -S -n "$(ulimit -H -n)" && exec "$0" -d "$1"',
+             PGBOUNCER, str(self.ini_path)],
+            what=f"starting pgbouncer with {self.ini_path}", timeout=timeout)
         # PgBouncer listens before its daemonized child writes the pid file: wait for both,
         # so a reload or stop right after start finds the process.
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pgctl.port_open(self.host, self.port) and self.pid() is not None:
-                return
-            time.sleep(0.05)
+        if wait_until(lambda: port_open(self.host, self.port) and self.pid() is not None,
+                      timeout):
+            return
         raise ProcessError(f"pgbouncer on {self.host}:{self.port} did not accept connections "
                            f"within {timeout:.0f}s; {self._log_tail()}")
 
@@ -72,19 +59,16 @@ class PgBouncer:
         pid = self.pid()
         if pid is None:
             raise ProcessError(f"pgbouncer of {self.ini_path} is not running; cannot reload")
-        os.kill(pid, signal.SIGHUP)
+        send(pid, signal.SIGHUP)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Immediate shutdown (SIGTERM): clients are disconnected."""
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                return
-            time.sleep(0.05)
+        send(pid, signal.SIGTERM)
+        if wait_until(lambda: self.pid() is None, timeout):
+            return
         raise ProcessError(f"pgbouncer (pid {pid}) did not stop within {timeout:.0f}s")
 
     def _log_tail(self) -> str:

@@ -9,66 +9,52 @@ drops the slot, or the primary would keep WAL for it forever.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from infra import pgctl
 from infra.errors import ProcessError
+from infra.hostctl.files import make_dir, write_file
+from infra.hostctl.postgres import Server, bin_dir
+from infra.hostctl.proc import run, wait_until
+from infra.render.passfile import pgpass_line
 
 logger = logging.getLogger(__name__)
 
 
-def pgpass_line(host: str, port: int, user: str, password: str) -> str:
-    """A libpq password-file line for every database (`replication` included)."""
-    def esc(value: str) -> str:
-        return value.replace("\\", "\\\\").replace(":", "\\:")
-    return f"{esc(host)}:{port}:*:{esc(user)}:{esc(password)}\n"
-
-
 def write_passfile(path: Path, host: str, port: int, user: str, password: str) -> None:
     """For hosts and benchmarks that use passfiles; the local stack keeps none."""
-    pgctl.make_dir(path.parent, 0o700)
-    pgctl.write_file(path, pgpass_line(host, port, user, password), 0o600)
+    make_dir(path.parent, 0o700)
+    write_file(path, pgpass_line(host, port, user, password), 0o600)
 
 
-def start(server: pgctl.Server, password: str, timeout: float = 60.0) -> None:
+def start(server: Server, password: str, timeout: float = 60.0) -> None:
     """Start a standby with the replication password in its postmaster's environment.
 
     The WAL receiver's libpq reads PGPASSWORD from there, so the password never
     rests on disk; /proc/<pid>/environ is readable by the service user and root
     only. A standby restarted by hand lacks it until the next `pulumi up`.
     """
-    if server.is_running():
-        return
-    pgctl.make_dir(server.data_dir.parent, 0o755)
-    if not server.log_file.exists():
-        pgctl.write_file(server.log_file, "", 0o600)
-    pgctl.run([str(pgctl.bin_dir() / "pg_ctl"), "start", "-w", "-t", str(int(timeout)),
-               "-D", str(server.data_dir), "-l", str(server.log_file)],
-              what=f"starting standby in {server.data_dir} (log: {server.log_file})",
-              timeout=timeout + 10, env={"PGPASSWORD": password})
+    server.start(timeout, env={"PGPASSWORD": password}, what="starting standby")
 
 
 def drop_slot(primary_dsn: str, slot: str, timeout: float = 15.0) -> bool:
     """Drop a physical slot once no walsender holds it; True when one was dropped."""
-    deadline = time.monotonic() + timeout
     with psycopg.connect(primary_dsn, autocommit=True, connect_timeout=10) as conn:
-        while True:
+        def state() -> str:
             row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s",
                                (slot,)).fetchone()
-            if row is None:
-                return False
-            if not row[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                logger.info("dropped replication slot %s", slot)
-                return True
-            if time.monotonic() > deadline:
-                raise ProcessError(f"replication slot {slot} is still active after "
-                                   f"{timeout:.0f}s; stop its replica first")
-            time.sleep(0.1)
+            return "absent" if row is None else "active" if row[0] else "idle"
+
+        found = wait_until(lambda: st if (st := state()) != "active" else None, timeout, 0.1)
+        if found is None:
+            raise ProcessError(f"replication slot {slot} is still active after "
+                               f"{timeout:.0f}s; stop its replica first")
+        if found == "absent":
+            return False
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        logger.info("dropped replication slot %s", slot)
+        return True
 
 
 def reserve_slot(primary_dsn: str, slot: str, attempts: int = 5) -> None:
@@ -99,46 +85,46 @@ def reserve_slot(primary_dsn: str, slot: str, attempts: int = 5) -> None:
                        "by concurrent checkpoints")
 
 
-def basebackup(replica: pgctl.Server, *, primary_host: str, primary_port: int, user: str,
+def basebackup(replica: Server, *, primary_host: str, primary_port: int, user: str,
                password: str, slot: str, timeout: float = 600.0) -> None:
     """Copy the primary into an empty data dir through the slot `reserve_slot` made."""
     if replica.data_dir.exists() and any(replica.data_dir.iterdir()):
         raise ProcessError(f"data_dir {replica.data_dir} already exists and is not empty; "
                            "a replica is made only in a new directory")
-    pgctl.make_dir(replica.data_dir.parent, 0o755)
-    pgctl.make_dir(replica.data_dir, 0o700)
+    make_dir(replica.data_dir.parent, 0o755)
+    make_dir(replica.data_dir, 0o700)
     conninfo = f"host={primary_host} port={primary_port} user={user} application_name={slot}"
-    pgctl.run([str(pgctl.bin_dir() / "pg_basebackup"), "-D", str(replica.data_dir),
-               "-d", conninfo, "-w", "-X", "stream", "-c", "fast", "-S", slot],
+    run([str(bin_dir(replica.version) / "pg_basebackup"), "-D", str(replica.data_dir),
+         "-d", conninfo, "-w", "-X", "stream", "-c", "fast", "-S", slot],
               what=f"pg_basebackup into {replica.data_dir}", timeout=timeout,
               env={"PGPASSWORD": password})
 
 
-def make_standby(replica: pgctl.Server, postgresql_conf: str, pg_hba_conf: str,
+def make_standby(replica: Server, postgresql_conf: str, pg_hba_conf: str,
                  socket_dir: Path) -> None:
     """Give the copied data dir the replica's own config, and mark it a standby."""
-    pgctl.make_dir(socket_dir, 0o755)
-    pgctl.write_file(replica.data_dir / "postgresql.conf", postgresql_conf)
-    pgctl.write_file(replica.data_dir / "pg_hba.conf", pg_hba_conf)
+    make_dir(socket_dir, 0o755)
+    write_file(replica.data_dir / "postgresql.conf", postgresql_conf)
+    write_file(replica.data_dir / "pg_hba.conf", pg_hba_conf)
     # pg_basebackup copied the primary's ALTER SYSTEM settings; the rendered file rules.
-    pgctl.write_file(replica.data_dir / "postgresql.auto.conf", "")
-    pgctl.write_file(replica.data_dir / "standby.signal", "")
+    write_file(replica.data_dir / "postgresql.auto.conf", "")
+    write_file(replica.data_dir / "standby.signal", "")
     (replica.data_dir / "postmaster.opts").unlink(missing_ok=True)
 
 
 def wait_streaming(replica_dsn: str, timeout: float = 60.0) -> None:
     """Wait until the replica's WAL receiver streams from the primary."""
-    deadline = time.monotonic() + timeout
-    status: Any = None
-    while time.monotonic() < deadline:
+    last: list[str | None] = [None]
+
+    def streaming() -> bool:
         try:
             with psycopg.connect(replica_dsn, autocommit=True, connect_timeout=5) as conn:
                 row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
-                status = row[0] if row else None
-                if status == "streaming":
-                    return
+                last[0] = row[0] if row else None
         except psycopg.OperationalError as exc:
-            status = str(exc).strip()
-        time.sleep(0.1)
-    raise ProcessError(f"replica did not start streaming within {timeout:.0f}s "
-                       f"(last status: {status})")
+            last[0] = str(exc).strip()
+        return last[0] == "streaming"
+
+    if not wait_until(streaming, timeout, 0.1):
+        raise ProcessError(f"replica did not start streaming within {timeout:.0f}s "
+                           f"(last status: {last[0]})")

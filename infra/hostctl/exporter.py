@@ -1,0 +1,111 @@
+"""Prometheus exporter daemons on this machine: start detached, find, stop.
+
+Secrets (a DSN, the console password) reach the process only through its
+environment, never its argv or a log line: `log_tail` scrubs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from infra.errors import ProcessError
+from infra.hostctl.files import make_dir, service_ids, write_file
+from infra.hostctl.net import port_open
+from infra.hostctl.proc import (
+    SERVICE_USER,
+    as_service_user,
+    pid_from_file,
+    reap,
+    send,
+    spawn,
+    wait_until,
+)
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT = 20.0
+
+
+def pid_file(props: dict[str, Any]) -> Path:
+    return Path(props["run_dir"]) / f"{props['name']}.pid"
+
+
+def log_file(props: dict[str, Any]) -> Path:
+    return Path(props["run_dir"]) / f"{props['name']}.log"
+
+
+def running_pid(props: dict[str, Any]) -> int | None:
+    """The exporter's pid when it is alive and still runs our command (pids get reused)."""
+    return pid_from_file(pid_file(props), props["argv"])
+
+
+def _scrub(text: str, secrets: dict[str, str]) -> str:
+    for value in secrets.values():
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+def log_tail(props: dict[str, Any], lines: int = 8) -> str:
+    try:
+        tail = log_file(props).read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "(no log)"
+    return _scrub("\n".join(tail), props.get("secret_env") or {})
+
+
+def start(props: dict[str, Any]) -> int:
+    """Write the exporter's files, start it detached, and wait until it listens."""
+    if port_open(props["listen"], int(props["port"])):
+        raise ProcessError(
+            f"exporter {props['name']}: {props['listen']}:{props['port']} is already in use "
+            "by another process; choose free ports with pg-platform:monitoring."
+            "postgres_exporter_port / pgbouncer_exporter_port")
+    run_dir = make_dir(Path(props["run_dir"]), 0o755)
+    for path, text in sorted((props.get("files") or {}).items()):
+        write_file(Path(path), text, 0o600)
+    log = log_file(props)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(props.get("secret_env") or {})}
+    user: str | None = SERVICE_USER if as_service_user() else None
+    log.touch(mode=0o600)
+    if user:
+        os.chown(log, *service_ids())
+    proc = spawn(props["argv"], log=log, env=env, cwd=run_dir, user=user)
+    write_file(pid_file(props), f"{proc.pid}\n", 0o644)
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise ProcessError(f"exporter {props['name']} exited with {proc.returncode} at "
+                               f"start (log {log}):\n{log_tail(props)}")
+        return port_open(props["listen"], int(props["port"])) and proc.poll() is None
+
+    if wait_until(listening, START_TIMEOUT, 0.1):
+        logger.info("exporter %s listens on %s:%s", props["name"], props["listen"],
+                    props["port"])
+        return proc.pid
+    stop(props)
+    raise ProcessError(f"exporter {props['name']} did not listen on {props['listen']}:"
+                       f"{props['port']} within {START_TIMEOUT:.0f}s (log {log}):\n"
+                       f"{log_tail(props)}")
+
+
+def stop(props: dict[str, Any], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it lingers; a missing process is already stopped."""
+    pid = running_pid(props)
+    if pid is not None:
+        send(pid, signal.SIGTERM)
+
+        def gone() -> bool:
+            reap(pid)
+            return running_pid(props) != pid
+
+        if not wait_until(gone, timeout):
+            send(pid, signal.SIGKILL)
+        # An exiting process drops its memory (and so its cmdline) before its sockets:
+        # wait for the port too, so a restart on the same port does not find it taken.
+        wait_until(lambda: not port_open(props["listen"], props["port"]), timeout)
+    pid_file(props).unlink(missing_ok=True)
