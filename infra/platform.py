@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pulumi
 
+from infra.backends import registry
 from infra.config import PlatformConfig
 from infra.schema.resource import SchemaMigrations
 
@@ -22,8 +22,7 @@ class Platform(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: PlatformConfig,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pg-platform:index:Platform", name, None, opts)
-        backend = importlib.import_module(f"infra.backends.{cfg.backend}")
-        self.endpoints = backend.build(cfg, self)
+        self.endpoints = registry.for_stack(cfg).build(cfg, self)
         # The engine always uses the direct owner DSN, never the pooler's.
         self.schema = SchemaMigrations(
             "schema", dsn=self.endpoints.primary_dsn, sql_dir=str(sql_dir()),
@@ -38,17 +37,7 @@ class Platform(pulumi.ComponentResource):
 
 
 def export(platform: Platform) -> None:
-    """The stack outputs every backend shares (names in ARCHITECTURE.md)."""
-    ep = platform.endpoints
-    pulumi.export("primary_dsn", ep.primary_dsn)
-    pulumi.export("app_dsn", ep.app_dsn)
-    pulumi.export("replica_dsns", ep.replica_dsns)
-    if ep.pooler_dsn is not None:
-        pulumi.export("pooler_dsn", ep.pooler_dsn)
-    if ep.pooler_admin_dsn is not None:
-        pulumi.export("pooler_admin_dsn", ep.pooler_admin_dsn)
-    if ep.ca_cert is not None:
-        pulumi.export("ca_cert", ep.ca_cert)
-    if ep.testinfra_hosts is not None:
-        pulumi.export("testinfra_hosts", ep.testinfra_hosts)
+    """The stack outputs every backend shares (infra/backends/base.py OUTPUTS)."""
+    for name, value in platform.endpoints.outputs().items():
+        pulumi.export(name, value)
     pulumi.export("applied_migrations", platform.schema.applied_migrations)

@@ -20,7 +20,6 @@ from typing import cast
 import pulumi
 import pulumi_aws as aws
 
-from infra.backends import Endpoints
 from infra.backends.aws_storage import (
     bucket,
     instance_profile,
@@ -37,6 +36,7 @@ from infra.backends.aws_userdata import (
     testinfra_hosts,
     user_data,
 )
+from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import PasswordOutputs, dsn
 from infra.config import AwsSettings, PlatformConfig
 from infra.passwords import Password
@@ -206,8 +206,31 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(*[
             dsn(pg.app_role, pws.app, ip, pg.port, pg.database) for ip in ips[1:]])),
         pooler_dsn=dsn(pg.app_role, pws.app, primary_ip, cfg.pooler.port, pg.database),
+        pooler_admin_dsn=dsn(cfg.pooler.admin_user, pws.pooler_admin, primary_ip,
+                             cfg.pooler.port, "pgbouncer"),
+        # The hosts do not use TLS yet (issue #17 issues their certificates).
+        ca_cert=pulumi.Output.from_input(""),
         primary_id=instances[0].id,
         testinfra_hosts=pulumi.Output.all(backups.bucket, *ips).apply(
             lambda a: testinfra_hosts(with_bucket(cfg, a[0]), list(a[1:]))),
         ready=[instances[0]],
     )
+
+
+class AwsBackend:
+    """EC2 hosts in an existing VPC; PostgreSQL from the PGDG apt repository."""
+
+    name = "aws"
+
+    def versions(self, cfg: PlatformConfig) -> tuple[int, ...]:
+        """The versions both PGDG and Timescale's apt repository package for Debian 12."""
+        return (15, 16, 17)
+
+    def build(self, cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
+        return build(cfg, parent)
+
+    def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
+        return None  # pgBackRest runs on the primary's host
+
+
+BACKEND = AwsBackend()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import render
+from infra.backends.base import slot_name
 from infra.backends.cloud_files import inventory_entry
 from infra.config import PlatformConfig
 from infra.render.passfile import host_pgpass
@@ -36,9 +37,9 @@ DEVICE_NAME = "/dev/sdf"
 POOLER_INI = "/etc/pgbouncer/pgbouncer.ini"
 AUTH_FILE = "/etc/pgbouncer/userlist.txt"
 CRON_FILE = "/etc/cron.d/pg-platform-pgbackrest"
-# The SSH login of the hosts for the testinfra suite: the AMI is Ubuntu (the setup uses
-# apt), whose cloud-init default user is `ubuntu`; the stack settings name no other.
-LOGIN_USER = "ubuntu"
+# The SSH login of the hosts for the testinfra suite: the AMI is Debian 12 (aws.ami),
+# whose cloud images log in as `admin`; the stack settings name no other.
+LOGIN_USER = "admin"
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Host:
 
     @property
     def slot(self) -> str:
-        return f"replica_{self.replica}"
+        return slot_name(self.replica)
 
 
 def data_dir(cfg: PlatformConfig) -> str:

@@ -38,14 +38,14 @@ def dsn(user: str, password: pulumi.Input[str], host: pulumi.Input[str], port: i
         "postgresql://{0}:{1}@{2}:{3}/{4}", user, password, host, port, database))
 
 
-def inventory_entry(name: str, role: str, spec: str, files: dict[str, str],
-                    **paths: str) -> dict[str, Any]:
+def inventory_entry(name: str, role: str, spec: str, files: dict[str, str], *,
+                    service_user: str = SERVICE_USER, **paths: str) -> dict[str, Any]:
     """One host of the `testinfra_hosts` output (format in docs/testing.md).
 
     `files` must hold only non-secret texts, exactly as delivered: the output is
     plain, and even a digest of a password-bearing file would let anyone with the
     outputs test guesses against it offline.
     """
-    return {"name": name, "role": role, "spec": spec, "service_user": SERVICE_USER, **paths,
+    return {"name": name, "role": role, "spec": spec, "service_user": service_user, **paths,
             "files": {path: hashlib.sha256(text.encode()).hexdigest()
                       for path, text in sorted(files.items())}}

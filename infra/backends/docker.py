@@ -14,6 +14,7 @@ directory from POSTGRES_* variables and runs /docker-entrypoint-initdb.d/*.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,9 @@ import pulumi
 import pulumi_docker as docker
 
 from infra import render
-from infra.backends import Endpoints
+from infra.backends.base import Endpoints, LocalFiles, slot_name
 from infra.backends.cloud_files import PasswordOutputs, dsn, inventory_entry
-from infra.config import DockerSettings, PlatformConfig
+from infra.config import DEFAULT_IMAGE, DockerSettings, PlatformConfig
 from infra.passwords import Password
 from infra.render.passfile import host_pgpass
 from infra.render.roles import bootstrap_sql, userlist
@@ -71,7 +72,7 @@ def backup_paths() -> render.BackupPaths:
 
 def standby(cfg: PlatformConfig, i: int) -> render.Standby:
     return render.Standby(primary_host=PRIMARY_HOST, primary_port=cfg.postgres.port,
-                          user=cfg.postgres.replication_role, slot=f"replica_{i}",
+                          user=cfg.postgres.replication_role, slot=slot_name(i),
                           passfile=PASSFILE)
 
 
@@ -220,9 +221,37 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
             dsn(pg.app_role, pws.app, BIND_ADDRESS, layout.replica_port(i), pg.database)
             for i in range(1, cfg.replicas + 1)])),
         pooler_dsn=dsn(pg.app_role, pws.app, BIND_ADDRESS, cfg.pooler.port, pg.database),
+        pooler_admin_dsn=dsn(cfg.pooler.admin_user, pws.pooler_admin, BIND_ADDRESS,
+                             cfg.pooler.port, "pgbouncer"),
+        # The containers do not use TLS yet (issue #17 issues their certificates).
+        ca_cert=pulumi.Output.from_input(""),
         primary_id=primary.id,
         testinfra_hosts=pulumi.Output.all(*[c.name for c in containers]).apply(
             lambda names: testinfra_hosts(dict(zip(plain, names, strict=True)), plain)),
         ready=[primary, pooler],
     )
 
+
+
+_IMAGE_VERSION = re.compile(r":pg(1[0-9])(?![0-9])")
+
+
+class DockerBackend:
+    """Containers on the local Docker engine, from one PostgreSQL image."""
+
+    name = "docker"
+
+    def versions(self, cfg: PlatformConfig) -> tuple[int, ...]:
+        """The major version the image's tag names (timescaledb-ha's `:pg15…`), or none."""
+        image = cfg.docker.image if cfg.docker else DEFAULT_IMAGE
+        found = _IMAGE_VERSION.search(image)
+        return (int(found.group(1)),) if found else ()
+
+    def build(self, cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
+        return build(cfg, parent)
+
+    def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
+        return None  # pgBackRest runs in the primary's container
+
+
+BACKEND = DockerBackend()

@@ -9,13 +9,16 @@ the providers exactly the inputs `pulumi up` does.
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
-from infra import render
-from infra.backends import Endpoints, local_exporters
+from infra import hostctl, render
+from infra.backends import local_exporters
+from infra.backends.base import Endpoints, LocalFiles
+from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
@@ -25,7 +28,7 @@ from infra.config import PlatformConfig
 from infra.passwords import Password
 from infra.tls import TlsCertificates, TlsFiles
 
-__all__ = ["ROOT", "build", "state_dir", "timescaledb_installed"]
+__all__ = ["BACKEND", "ROOT", "build", "state_dir", "timescaledb_installed"]
 
 
 def timescaledb_installed(version: int) -> bool:
@@ -177,6 +180,56 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         pooler_admin_dsn=_dsn(pg.listen_address, cfg.pooler.port, cfg.pooler.admin_user,
                               admin_pw, "pgbouncer", ca),
         ca_cert=certs.ca_cert,
+        testinfra_hosts=pulumi.Output.from_input(testinfra_hosts(cfg, tls)),
         primary_id=server.system_identifier,
         ready=[database, backup],
     )
+
+
+def testinfra_hosts(cfg: PlatformConfig, tls: render.TlsFiles) -> list[dict[str, Any]]:
+    """The local hosts in the `testinfra_hosts` format, with the non-secret files only.
+
+    The suite derives a richer local inventory itself (tests/infra/inventory.py,
+    which also checks the auth file); this output gives every backend the same shape.
+    """
+    unused = "not-a-password"  # the files below never contain a password
+    user = hostctl.SERVICE_USER if hostctl.as_service_user() else getpass.getuser()
+    primary = primary_props(cfg, unused, tls)
+    backup = backup_props(cfg, unused)
+    pooler = pooler_props(cfg, unused, tls)
+    hosts = [inventory_entry("primary", "primary", "local://", {
+        f"{primary['data_dir']}/postgresql.conf": primary["postgresql_conf"],
+        f"{primary['data_dir']}/pg_hba.conf": primary["pg_hba_conf"],
+        backup["config_path"]: backup["pgbackrest_conf"],
+        backup["schedule_path"]: backup["schedule"]},
+        service_user=user, data_dir=primary["data_dir"],
+        pgbackrest_config=backup["config_path"])]
+    for rep in replicas(cfg):
+        props = replica_props(cfg, rep, unused, unused, tls)
+        hosts.append(inventory_entry(rep.name, "replica", "local://", {
+            f"{props['data_dir']}/postgresql.conf": props["postgresql_conf"],
+            f"{props['data_dir']}/pg_hba.conf": props["pg_hba_conf"]},
+            service_user=user, data_dir=props["data_dir"]))
+    hosts.append(inventory_entry("pooler", "pooler", "local://", {
+        pooler["ini_path"]: pooler["pgbouncer_ini"]},
+        service_user=user, pooler_ini=pooler["ini_path"], auth_file=pooler["auth_file"]))
+    return hosts
+
+
+class LocalBackend:
+    """Processes on this machine, from the PostgreSQL versions installed here."""
+
+    name = "local"
+
+    def versions(self, cfg: PlatformConfig) -> tuple[int, ...]:
+        return hostctl.installed_versions()
+
+    def build(self, cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
+        return build(cfg, parent)
+
+    def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
+        lay = layout(cfg)
+        return LocalFiles(pgbackrest_config=lay.pgbackrest_conf, restores_dir=lay.restores)
+
+
+BACKEND = LocalBackend()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra import render
+from infra.backends.base import slot_name
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
 
@@ -122,7 +123,7 @@ def replicas(cfg: PlatformConfig) -> list[ReplicaLayout]:
     for i in range(1, cfg.replicas + 1):
         name = f"replica-{i}"
         out.append(ReplicaLayout(
-            index=i, name=name, slot=f"replica_{i}", host=f"127.0.0.{1 + i}",
+            index=i, name=name, slot=slot_name(i), host=f"127.0.0.{1 + i}",
             port=cfg.postgres.port + 1,
             paths=render.HostPaths(data_dir=str(lay.base / name),
                                    socket_dir=str(lay.base / f"run-{name}"),

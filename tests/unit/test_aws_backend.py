@@ -248,10 +248,10 @@ def test_testinfra_hosts_hash_what_cloud_init_writes(prod: cm.Run,
     ips = {r.name.removesuffix("-eni"): r.outputs["privateIp"] for r in
            prod.mocks.of_type("aws:ec2/networkInterface:NetworkInterface")}
     assert [(h["name"], h["role"], h["spec"]) for h in hosts] == [
-        ("primary", "primary", f"ssh://ubuntu@{ips['primary']}"),
-        ("replica-1", "replica", f"ssh://ubuntu@{ips['replica-1']}"),
-        ("replica-2", "replica", f"ssh://ubuntu@{ips['replica-2']}"),
-        ("pooler", "pooler", f"ssh://ubuntu@{ips['primary']}")]   # PgBouncer on the primary
+        ("primary", "primary", f"ssh://admin@{ips['primary']}"),
+        ("replica-1", "replica", f"ssh://admin@{ips['replica-1']}"),
+        ("replica-2", "replica", f"ssh://admin@{ips['replica-2']}"),
+        ("pooler", "pooler", f"ssh://admin@{ips['primary']}")]   # PgBouncer on the primary
     by_name = {h["name"]: h for h in hosts}
     for name in ("primary", "replica-1", "replica-2"):
         host = by_name[name]
@@ -291,7 +291,7 @@ def test_testinfra_hosts_hash_what_cloud_init_writes(prod: cm.Run,
 def test_testinfra_hosts_parse_as_the_suite_reads_them(prod: cm.Run) -> None:
     parsed = exported_inventory(prod.outputs)
     assert [h.role for h in parsed] == ["primary", "replica", "replica", "pooler"]
-    assert all(h.spec.startswith("ssh://ubuntu@10.") and h.files for h in parsed)
+    assert all(h.spec.startswith("ssh://admin@10.") and h.files for h in parsed)
 
 
 def sha256(text: str) -> str:
