@@ -17,25 +17,21 @@ from typing import Any
 
 import yaml
 
+from infra.ops.env import pulumi_env
+from infra.ops.stack import StackRef
 from tests.support import scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def engine_env(base: Path, passphrase: str) -> dict[str, str]:
-    path = os.pathsep.join([str(ROOT / ".tools" / "bin"), str(ROOT / ".venv" / "bin"),
-                            os.environ.get("PATH", "")])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-    env.update({
-        "PATH": path,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        "PULUMI_HOME": str(ROOT / ".state" / "pulumi-home"),
+    """The repository's engine settings (infra/ops/env.py) with this stack's own backend."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    return pulumi_env(ROOT, base=clean, overrides={
         "PULUMI_BACKEND_URL": f"file://{base / 'backend'}",
         "PULUMI_CONFIG_PASSPHRASE": passphrase,
         "GRPC_ENABLE_FORK_SUPPORT": "false",
     })
-    return env
 
 
 class ThrowawayStack:
@@ -77,6 +73,11 @@ class ThrowawayStack:
             raise AssertionError(f"pulumi {' '.join(args)} exited {proc.returncode}:\n"
                                  f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
         return proc
+
+    @property
+    def ref(self) -> StackRef:
+        """This stack for infra.ops (settings and outputs through pulumi.automation)."""
+        return StackRef(self.name, self.project, self.env)
 
     def init(self) -> None:
         self.pulumi("stack", "init")

@@ -22,8 +22,10 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra.backup import drill, restore
+from infra.backup.stack import stack_backup
 from infra.errors import PlatformError
 from infra.hostctl.pgbackrest import BACKUP_TYPES, PgBackRest
+from infra.ops.stack import StackRef
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +57,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace, need_dsn: bool) -> tuple[PgBackRest, Path, str | None]:
-    from infra.backup import stack as stack_mod
-
     config, stanza, passfile = args.config, args.stanza, args.passfile
     restores_dir, dsn = args.restores_dir, args.dsn
     if args.stack:
-        sb = stack_mod.stack_backup(args.stack)
+        ref = StackRef(args.stack)
+        sb = stack_backup(ref)
         config, stanza = config or sb.config_path, stanza or sb.stanza
         restores_dir = restores_dir or sb.restores_dir
         if need_dsn and not dsn:
-            dsn = stack_mod.stack_outputs(args.stack).get("primary_dsn")
+            dsn = ref.outputs().get("primary_dsn")
             if not dsn:
                 raise PlatformError(f"stack {args.stack!r} has no primary_dsn output; "
                                     "run `make up` first or pass --dsn")

@@ -19,6 +19,9 @@ from infra.errors import PlatformError
 from infra.health import probes, stack
 from infra.health.model import Pooler, Report
 from infra.health.verdict import evaluate
+from infra.ops.env import ROOT
+from infra.ops.stack import StackRef
+from infra.render import monitoring as rm
 
 EXIT_UNREADABLE = 3
 
@@ -107,25 +110,19 @@ def table(report: Report) -> str:
     return "\n".join(out)
 
 
-def scrape_config(stack_name: str, project_dir: Path) -> str:
+def scrape_config(ref: StackRef) -> str:
     """prometheus.yml for a local stack, with the alert rules from monitoring/."""
-    from infra.backup.stack import stack_config
-    from infra.render import monitoring as rm
-
-    cfg = stack_config(stack_name, project_dir)
+    cfg = ref.config()
     if cfg.backend != "local":
-        raise PlatformError(f"stack {stack_name!r} uses backend {cfg.backend!r}; its exporters "
+        raise PlatformError(f"stack {ref.name!r} uses backend {cfg.backend!r}; its exporters "
                             "listen on its hosts: see docs/monitoring.md for the targets")
     mon = cfg.monitoring
     return rm.prometheus_config(rm.local_targets(cfg), mon,
                                 [str(rm.MONITORING / "alerts.yml")])
 
 
-def alert_rules(stack_name: str, project_dir: Path) -> str:
-    from infra.backup.stack import stack_config
-    from infra.render import monitoring as rm
-
-    cfg = stack_config(stack_name, project_dir)
+def alert_rules(ref: StackRef) -> str:
+    cfg = ref.config()
     return rm.alert_rules(cfg, cfg.monitoring)
 
 
@@ -134,9 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Health of a pg-platform stack.")
     parser.add_argument("--stack", default="local", help="the stack to check (default local)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--sql-dir", default=str(stack.ROOT / "sql"),
+    parser.add_argument("--sql-dir", default=str(ROOT / "sql"),
                         help="the sql/ folder the stack deploys (for pending migrations)")
-    parser.add_argument("--project-dir", default=str(stack.ROOT), type=Path,
+    parser.add_argument("--project-dir", default=str(ROOT), type=Path,
                         help="the Pulumi project holding Pulumi.<stack>.yaml")
     parser.add_argument("--pgbackrest-config", type=Path, default=None,
                         help="pgbackrest.conf to ask for backups (default: the local "
@@ -151,14 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    ref = StackRef(args.stack, args.project_dir)
     try:
         if args.scrape_config:
-            print(scrape_config(args.stack, args.project_dir), end="")
+            print(scrape_config(ref), end="")
             return 0
         if args.alert_rules:
-            print(alert_rules(args.stack, args.project_dir), end="")
+            print(alert_rules(ref), end="")
             return 0
-        targets = stack.load(args.stack, args.project_dir)
+        targets = stack.load(ref)
         if args.pgbackrest_config is not None:
             targets = dataclasses.replace(targets, pgbackrest_config=args.pgbackrest_config)
     except PlatformError as exc:

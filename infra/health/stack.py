@@ -1,6 +1,6 @@
 """Where a stack's hosts are and how to log in: its outputs and config.
 
-DSNs come from `pulumi stack output --show-secrets`, the PgBouncer console's
+DSNs come from the stack's outputs (infra.ops.stack), the PgBouncer console's
 from `pooler_admin_dsn`. Secrets stay in this process: nothing here prints or
 logs them.
 """
@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra import config
-from infra.backends import local_layout
-from infra.backup import stack as backup_stack
-from infra.config import MonitoringSettings
+from infra.backends import registry
 from infra.errors import PlatformError
-
-ROOT = local_layout.ROOT
+from infra.ops.stack import StackRef
 
 
 @dataclass(frozen=True)
@@ -24,7 +21,7 @@ class StackTargets:
     """Everything the probes need; DSNs are secrets."""
 
     cfg: config.PlatformConfig
-    monitoring: MonitoringSettings
+    monitoring: config.MonitoringSettings
     primary_dsn: str
     replica_dsns: tuple[str, ...]
     pooler_admin_dsn: str | None
@@ -34,17 +31,16 @@ class StackTargets:
         return f"StackTargets(stack={self.cfg.stack!r}, replicas={len(self.replica_dsns)})"
 
 
-def load(stack: str, root: Path = ROOT) -> StackTargets:
-    cfg = backup_stack.stack_config(stack, root)
-    outputs = backup_stack.stack_outputs(stack, root)
+def load(ref: StackRef) -> StackTargets:
+    cfg = ref.config()
+    outputs = ref.outputs()
     primary = outputs.get("primary_dsn")
     if not isinstance(primary, str):
-        raise PlatformError(f"stack {stack!r} has no primary_dsn output; run `pulumi up` first")
+        raise PlatformError(f"stack {ref.name!r} has no primary_dsn output; run `pulumi up` "
+                            "first")
     pooler_admin = outputs.get("pooler_admin_dsn")
-    pgbr: Path | None = None
-    if cfg.backend == "local":
-        candidate = local_layout.layout(cfg).pgbackrest_conf
-        pgbr = candidate if candidate.exists() else None
+    files = registry.get(cfg.backend).local_files(cfg)
+    pgbr = files.pgbackrest_config if files and files.pgbackrest_config.exists() else None
     return StackTargets(cfg=cfg, monitoring=cfg.monitoring, primary_dsn=primary,
                         replica_dsns=tuple(outputs.get("replica_dsns") or ()),
                         pooler_admin_dsn=pooler_admin if isinstance(pooler_admin, str) else None,

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from infra import config, hostctl, render
-from infra.backup import stack as backup_stack
+from infra.ops.env import pulumi_env
+from infra.ops.stack import StackRef
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class StackAccess:
 
     def pulumi(self, *args: str) -> str:
         # env.sh's settings unless the environment (or `env`) sets them.
-        env = {**backup_stack._pulumi_env(self.project_dir), **(self.env or {})}
+        env = pulumi_env(overrides=self.env)
         proc = subprocess.run(["pulumi", *args, "--stack", self.stack, "--non-interactive"],
                               cwd=self.project_dir, env=env, capture_output=True, text=True,
                               timeout=180, check=False)
@@ -77,11 +78,10 @@ class StackAccess:
         return proc.stdout
 
     def config(self) -> config.PlatformConfig:
-        return backup_stack.stack_config(self.stack, root=self.project_dir)
+        return StackRef(self.stack, self.project_dir, self.env).config()
 
     def outputs(self) -> dict[str, Any]:
-        data = json.loads(self.pulumi("stack", "output", "--json", "--show-secrets") or "{}")
-        return SecretDict(data)
+        return SecretDict(StackRef(self.stack, self.project_dir, self.env).outputs())
 
     def generated_passwords(self) -> dict[str, str]:
         """Every Password resource's value, by resource name, from the decrypted state."""

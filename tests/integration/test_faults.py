@@ -24,7 +24,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import config, hostctl
 from infra.backends.local_layout import layout, replicas
-from infra.backup import stack as backup_stack
 from infra.errors import ConfigError
 from infra.hostctl import standby as replica
 from infra.hostctl.pgbouncer import PgBouncer
@@ -207,7 +206,7 @@ def stack(pytestconfig: pytest.Config) -> ThrowawayStack:
 
 @pytest.fixture(scope="module")
 def stack_cfg(stack: ThrowawayStack) -> config.PlatformConfig:
-    return backup_stack.stack_config(stack.name, root=stack.project)
+    return stack.ref.config()
 
 
 def test_r6_pitr_drill_loses_nothing_before_t_and_restores_nothing_after(

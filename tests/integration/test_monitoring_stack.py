@@ -25,7 +25,6 @@ import pytest
 
 from infra import hostctl
 from infra.backends import local_layout
-from infra.backup.stack import stack_config
 from infra.render import monitoring as render_monitoring
 from tests.engine import ROOT, ThrowawayStack
 from tests.unit.test_monitoring_rules import dashboard_metric_names
@@ -128,7 +127,7 @@ def scrape(address: str) -> str:
 
 
 def exporter_addresses(s: ThrowawayStack) -> list[str]:
-    cfg = stack_config(NAME, s.project)
+    cfg = s.ref.config()
     return [t.address for t in render_monitoring.local_targets(cfg)]
 
 
@@ -219,7 +218,7 @@ def test_prometheus_scrapes_the_custom_metrics_with_the_stacks_values(
 
 
 def test_stopping_a_replica_degrades_status_and_names_it(stack: ThrowawayStack) -> None:
-    cfg = stack_config(NAME, stack.project)
+    cfg = stack.ref.config()
     (rep,) = local_layout.replicas(cfg)
     hostctl.Server(Path(rep.paths.data_dir), rep.port, rep.host).stop()
     proc = health(stack, "--json")

@@ -23,7 +23,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import hostctl, tls
 from infra.backends.local_layout import layout
-from infra.backup import stack as backup_stack
 from infra.config import PlatformConfig
 from tests.engine import ThrowawayStack
 from tests.infra.inventory import SecretDict, StackAccess
@@ -44,7 +43,7 @@ def out(stack: ThrowawayStack) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cfg(stack: ThrowawayStack) -> PlatformConfig:
-    return backup_stack.stack_config(stack.name, root=stack.project)
+    return stack.ref.config()
 
 
 def rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
