@@ -14,6 +14,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
 
+from infra.resource_types import keep_urn
+
 PROVIDER_VERSION = "1"
 # URL-safe, so DSNs and config files need no escaping; 32 bytes of entropy.
 _LENGTH = 32
@@ -30,7 +32,7 @@ class PasswordProvider(ResourceProvider):
                           delete_before_replace=False)
 
 
-class Password(Resource):
+class Password(Resource, module="secrets", name="Password"):
     """A generated password; `value` is a secret output."""
 
     value: pulumi.Output[str]
@@ -41,4 +43,4 @@ class Password(Resource):
             opts, pulumi.ResourceOptions(additional_secret_outputs=["value"]))
         super().__init__(PasswordProvider(), name,
                          {"name": name, "rotation": rotation, "value": None,
-                          "provider_version": PROVIDER_VERSION}, opts)
+                          "provider_version": PROVIDER_VERSION}, keep_urn(opts))

@@ -29,6 +29,7 @@ from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider,
 
 from infra.errors import ConfigError
 from infra.hostctl import files
+from infra.resource_types import keep_urn
 
 PROVIDER_VERSION = "1"
 CA_DAYS = 3650
@@ -184,7 +185,7 @@ class TlsProvider(ResourceProvider):
                                   "server_key": server.key_pem})
 
 
-class TlsCertificates(Resource):
+class TlsCertificates(Resource, module="tls", name="Certificates"):
     """A CA and one server certificate for `hosts`; both keys are secret outputs."""
 
     ca_cert: pulumi.Output[str]
@@ -200,7 +201,7 @@ class TlsCertificates(Resource):
         super().__init__(TlsProvider(), name,
                          {"name": name, "hosts": list(hosts), "rotation": rotation,
                           "ca_cert": None, "ca_key": None, "server_cert": None,
-                          "server_key": None, "provider_version": PROVIDER_VERSION}, opts)
+                          "server_key": None, "provider_version": PROVIDER_VERSION}, keep_urn(opts))
 
 
 class TlsFilesProvider(ResourceProvider):
@@ -231,7 +232,7 @@ class TlsFilesProvider(ResourceProvider):
                         key_file=props["key_file"], server_key=props["server_key"])
 
 
-class TlsFiles(Resource):
+class TlsFiles(Resource, module="tls", name="Files"):
     """The TLS files of one host; the key passes through state as a secret."""
 
     def __init__(self, name: str, *, cert_file: str, key_file: str, ca_file: str,
@@ -242,4 +243,4 @@ class TlsFiles(Resource):
                          {"cert_file": cert_file, "key_file": key_file, "ca_file": ca_file,
                           "ca_cert": certs.ca_cert, "server_cert": certs.server_cert,
                           "server_key": pulumi.Output.secret(certs.server_key),
-                          "provider_version": PROVIDER_VERSION}, opts)
+                          "provider_version": PROVIDER_VERSION}, keep_urn(opts))

@@ -17,6 +17,7 @@ from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider,
 from infra import render
 from infra.backup import stanza
 from infra.hostctl.pgbackrest import PgBackRest
+from infra.resource_types import keep_urn
 
 PROVIDER_VERSION = "2"
 
@@ -67,7 +68,7 @@ class BackupProvider(ResourceProvider):
             Path(props["passfile"]).unlink(missing_ok=True)
 
 
-class Backup(Resource):
+class Backup(Resource, module="local", name="Backup"):
     """pgBackRest for the primary; the owner password (for its commands' env) is a secret."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
@@ -75,4 +76,4 @@ class Backup(Resource):
             additional_secret_outputs=["superuser_password"]))
         super().__init__(BackupProvider(), name,
                          {**props, "first_backup": None, "provider_version": PROVIDER_VERSION},
-                         opts)
+                         keep_urn(opts))

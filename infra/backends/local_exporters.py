@@ -29,6 +29,7 @@ from pulumi.dynamic import (
 
 from infra.config import PlatformConfig
 from infra.hostctl.exporter import pid_file, running_pid, start, stop
+from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ExporterProvider(ResourceProvider):
             Path(path).unlink(missing_ok=True)
 
 
-class Exporter(Resource):
+class Exporter(Resource, module="local", name="Exporter"):
     """A local exporter; `secret_env` holds DSNs and passwords and stays secret."""
 
     def __init__(self, name: str, props: dict[str, Any],
@@ -74,7 +75,7 @@ class Exporter(Resource):
             additional_secret_outputs=["secret_env"]))
         super().__init__(ExporterProvider(), name,
                          {**props, "secret_env": pulumi.Output.secret(props["secret_env"]),
-                          "running": None, "provider_version": PROVIDER_VERSION}, opts)
+                          "running": None, "provider_version": PROVIDER_VERSION}, keep_urn(opts))
 
 
 def _exporter_dsn(host: str, port: int, user: str, password: Any, database: str) -> Any:

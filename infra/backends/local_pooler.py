@@ -23,6 +23,7 @@ from pulumi.dynamic import (
 
 from infra import hostctl
 from infra.hostctl.pgbouncer import PgBouncer
+from infra.resource_types import keep_urn
 
 PROVIDER_VERSION = "1"
 
@@ -74,11 +75,12 @@ class PoolerProvider(ResourceProvider):
             Path(props[key]).unlink(missing_ok=True)
 
 
-class Pooler(Resource):
+class Pooler(Resource, module="local", name="Pooler"):
     """PgBouncer; the auth file (SCRAM verifiers) is kept as a secret."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             additional_secret_outputs=["userlist"]))
         super().__init__(PoolerProvider(), name,
-                         {**props, "running": None, "provider_version": PROVIDER_VERSION}, opts)
+                         {**props, "running": None, "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts))

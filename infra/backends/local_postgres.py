@@ -28,6 +28,7 @@ from pulumi.dynamic import (
 
 from infra import hostctl, scram
 from infra.errors import ProcessError
+from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def _apply_replication_role(conn: psycopg.Connection[Any], props: dict[str, Any]
         sql.Literal(scram.verifier(role, props["replication_password"]))))
 
 
-class PostgresServer(Resource):
+class PostgresServer(Resource, module="local", name="Primary"):
     """A local PostgreSQL server; its superuser password is a secret."""
 
     system_identifier: pulumi.Output[str]
@@ -212,10 +213,10 @@ class PostgresServer(Resource):
             additional_secret_outputs=["superuser_password"]))
         super().__init__(PostgresServerProvider(), name,
                          {**props, "running": None, "system_identifier": None,
-                          "provider_version": PROVIDER_VERSION}, opts)
+                          "provider_version": PROVIDER_VERSION}, keep_urn(opts))
 
 
-class PlatformDatabase(Resource):
+class PlatformDatabase(Resource, module="local", name="Database"):
     """The platform database and the app role."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
@@ -223,4 +224,4 @@ class PlatformDatabase(Resource):
             additional_secret_outputs=["superuser_password", "app_password",
                                        "replication_password"]))
         super().__init__(DatabaseProvider(), name,
-                         {**props, "provider_version": PROVIDER_VERSION}, opts)
+                         {**props, "provider_version": PROVIDER_VERSION}, keep_urn(opts))

@@ -27,6 +27,7 @@ from pulumi.dynamic import (
 from infra import hostctl
 from infra.backends.local_postgres import apply_config
 from infra.hostctl import standby as replica
+from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
 
@@ -122,11 +123,12 @@ class ReplicaProvider(ResourceProvider):
                            primary.port, props["slot"])
 
 
-class Replica(Resource):
+class Replica(Resource, module="local", name="Replica"):
     """A local streaming replica; passwords are secrets."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             additional_secret_outputs=["superuser_password", "replication_password"]))
         super().__init__(ReplicaProvider(), name,
-                         {**props, "running": None, "provider_version": PROVIDER_VERSION}, opts)
+                         {**props, "running": None, "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts))

@@ -29,6 +29,7 @@ import pulumi
 import pulumi.dynamic as dyn
 
 from infra.errors import PlatformError
+from infra.resource_types import keep_urn
 from infra.schema import engine
 from infra.schema.files import MigrationSet
 from infra.schema.tenants import TenantSpec, schema_for
@@ -110,7 +111,7 @@ class SchemaProvider(dyn.ResourceProvider):
         logger.info("schema migrations forgotten; the database keeps its objects")
 
 
-class SchemaMigrations(dyn.Resource):
+class SchemaMigrations(dyn.Resource, module="sql", name="Schema"):
     """Versioned SQL applied to one database (owner role, direct connection).
 
     :param dsn: the direct owner-role DSN, never the pooler's; kept secret.
@@ -143,4 +144,4 @@ class SchemaMigrations(dyn.Resource):
             "workers": workers,
             "applied_migrations": None,
         }
-        super().__init__(SchemaProvider(), resource_name, props, opts)
+        super().__init__(SchemaProvider(), resource_name, props, keep_urn(opts))

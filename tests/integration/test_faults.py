@@ -190,7 +190,7 @@ def test_r5_the_engine_refuses_bad_configs_and_creates_nothing() -> None:
             assert proc.returncode != 0, proc.stdout[-2000:]
             assert key in proc.stdout + proc.stderr, (key, proc.stdout[-2000:])
         exported = stack.pulumi("stack", "export").stdout
-        assert "pulumi-python:dynamic:Resource" not in exported
+        assert "pulumi-python:dynamic" not in exported
         assert not stack.state_dir.exists()
     finally:
         stack.remove()

@@ -18,6 +18,8 @@ from infra import config
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 AZ = "eu-west-1a"
+# infra/passwords.py: Password(Resource, module="secrets", name="Password")
+PASSWORD = "pulumi-python:dynamic/secrets:Password"
 
 
 def is_secret(value: Any) -> bool:
@@ -65,7 +67,7 @@ class Recorder(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         index = len(self.resources)
         rid = f"{args.name}-id"
-        if args.typ == "pulumi-python:dynamic:Resource":
+        if args.typ == PASSWORD:
             outputs["value"] = f"pw-{args.name}-{index:02d}"
         elif args.typ == "aws:ec2/networkInterface:NetworkInterface":
             outputs["privateIp"] = f"10.0.1.{10 + index}"
@@ -102,7 +104,7 @@ class Recorder(pulumi.runtime.Mocks):
 
     def password(self, role: str) -> str:
         """The value the mocks generated for a role's Password resource."""
-        return str(self.one("pulumi-python:dynamic:Resource", f"{role}-password")
+        return str(self.one(PASSWORD, f"{role}-password")
                    .outputs["value"])
 
 
