@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pulumi
 from pulumi.dynamic import (
@@ -27,9 +28,12 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from infra.backends.local_layout import layout, replicas
 from infra.config import PlatformConfig
 from infra.hostctl.exporter import pid_file, running_pid, start, stop
+from infra.render import monitoring as rm
 from infra.resource_types import keep_urn
+from infra.schema.files import MigrationSet
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +86,6 @@ def _exporter_dsn(host: str, port: int, user: str, password: Any, database: str)
     """A libpq URI; an Output when the password is one. lib/pq, which the Go exporter
     uses, defaults to sslmode=require, hence sslmode=disable on loopback."""
     if isinstance(password, str):
-        from urllib.parse import quote
-
         return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
                 f"{quote(database, safe='')}?sslmode=disable")
     return pulumi.Output.secret(pulumi.Output.format(
@@ -100,10 +102,6 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
     exporter reports what the database still lacks; they read backups from the
     posix repository's backup.info.
     """
-    from infra.backends.local_layout import layout, replicas
-    from infra.render import monitoring as rm
-    from infra.schema.files import MigrationSet
-
     mon = cfg.monitoring
     if not mon.exporters:
         return []

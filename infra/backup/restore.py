@@ -8,6 +8,7 @@ new timeline into the source's repository.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,8 +52,6 @@ class Restored:
                      sslmode="prefer", sslrootcert=None)
 
     def remove(self) -> None:
-        import shutil
-
         self.server.remove()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -16,7 +16,11 @@ from typing import Any
 
 import psycopg
 
+from infra.errors import PlatformError
 from infra.health.model import BACKUP_TYPES, Backups, Node, Pool, Pooler, Schema
+from infra.hostctl.pgbackrest import PgBackRest
+from infra.schema import engine
+from infra.schema.tenants import REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +154,6 @@ def probe_backups(primary_dsn: str, pgbackrest_config: Path | None, stanza: str)
     backups = Backups()
     errors: list[str] = []
     if pgbackrest_config is not None:
-        from infra.errors import PlatformError
-        from infra.hostctl.pgbackrest import PgBackRest
-
         try:
             info = PgBackRest(config=pgbackrest_config, stanza=stanza).info()
             if not info:
@@ -179,9 +180,6 @@ def probe_backups(primary_dsn: str, pgbackrest_config: Path | None, stanza: str)
 def probe_schema(primary_dsn: str, sql_dir: Path, tenants: Sequence[Any],
                  app_role: str) -> Schema:
     """Pending files and active tenants, through the SQL engine's own plan."""
-    from infra.errors import PlatformError
-    from infra.schema import engine
-
     schema = Schema()
     try:
         opts = engine.Options.build(sql_dir, tenants, app_role=app_role)
@@ -199,8 +197,6 @@ def probe_schema(primary_dsn: str, sql_dir: Path, tenants: Sequence[Any],
 
 
 def _active_tenants(dsn: str) -> int | None:
-    from infra.schema.tenants import REGISTRY
-
     try:
         with _connect(dsn) as conn:
             row = conn.execute(f"SELECT count(*) FROM {REGISTRY} WHERE is_active").fetchone()

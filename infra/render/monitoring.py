@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from psycopg import sql
 
 from infra.config import (
     MonitoringSettings,
@@ -56,8 +57,6 @@ def postgres_exporter_queries(cfg: PlatformConfig, migrations: MigrationSet,
         the primary's host (see :func:`backup_info_path`), or None where no such
         file exists; then backups report as missing.
     """
-    from psycopg import sql
-
     regclass = f"{sql.Identifier(history_schema).as_string()}.schema_history"
     return render("monitoring/queries.yaml.j2",
                   expected_replicas=cfg.replicas,
