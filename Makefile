@@ -65,10 +65,10 @@ lint: bootstrap
 	$(PY) -m mypy
 
 drill: bootstrap
-	$(PY) -m infra.backup drill --stack $(STACK)
+	$(PY) -m infra backup drill --stack $(STACK)
 
 status: bootstrap
-	$(PY) -m infra.health --stack $(STACK)
+	$(PY) -m infra health --stack $(STACK)
 
 bench: bootstrap
 	$(PY) -m bench

@@ -1,9 +1,9 @@
-"""Entry point of `python -m infra.backup`."""
+"""``python -m infra.backup``: an alias of ``python -m infra backup`` (infra/cli.py)."""
 
 from __future__ import annotations
 
 import sys
 
-from infra.backup.cli import main
+from infra.cli import main
 
-sys.exit(main())
+sys.exit(main(["backup", *sys.argv[1:]]))

@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from infra.backup import drill, restore
 from infra.backup.stack import stack_backup
 from infra.errors import PlatformError
+from infra.exitcodes import ATTENTION, ERROR, OK
 from infra.hostctl.pgbackrest import BACKUP_TYPES, PgBackRest
 from infra.ops.stack import StackRef
 
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             assert dsn is not None
             report = drill.run_drill(pgbr, dsn, restores_dir, rows=args.rows, keep=args.keep)
             print("\n".join(report.lines()))
-            return 0 if report.ok else 1
+            return OK if report.ok else ATTENTION
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return ERROR
+    return OK

@@ -1,9 +1,9 @@
-"""Entry point: `python -m infra.health --stack local [--json]`."""
+"""``python -m infra.health``: an alias of ``python -m infra health`` (infra/cli.py)."""
 
 from __future__ import annotations
 
 import sys
 
-from infra.health.cli import main
+from infra.cli import main
 
-sys.exit(main())
+sys.exit(main(["health", *sys.argv[1:]]))

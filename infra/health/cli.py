@@ -1,7 +1,7 @@
 """The command line: gather, judge, then print a table for people or JSON for tools.
 
-Exit codes: 0 healthy, 1 degraded, 2 unhealthy; 3 when the stack itself could
-not be read (no outputs, unknown stack), which is not a verdict on its hosts.
+Exit codes (infra/exitcodes.py): 0 healthy, 1 degraded, 2 unhealthy or when the
+stack itself could not be read (no outputs, unknown stack).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from infra.config import full_backup_max_age_seconds
 from infra.errors import PlatformError
+from infra.exitcodes import ERROR, OK
 from infra.health import probes, stack
 from infra.health.model import Pooler, Report
 from infra.health.verdict import evaluate
@@ -23,7 +24,7 @@ from infra.ops.env import ROOT
 from infra.ops.stack import StackRef
 from infra.render import monitoring as rm
 
-EXIT_UNREADABLE = 3
+EXIT_UNREADABLE = ERROR
 
 
 def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
@@ -152,10 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.scrape_config:
             print(scrape_config(ref), end="")
-            return 0
+            return OK
         if args.alert_rules:
             print(alert_rules(ref), end="")
-            return 0
+            return OK
         targets = stack.load(ref)
         if args.pgbackrest_config is not None:
             targets = dataclasses.replace(targets, pgbackrest_config=args.pgbackrest_config)

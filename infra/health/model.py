@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from infra.exitcodes import ATTENTION, ERROR, OK
+
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
-EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+EXIT_CODES = {HEALTHY: OK, DEGRADED: ATTENTION, UNHEALTHY: ERROR}  # infra/exitcodes.py
 BACKUP_TYPES = ("full", "diff", "incr")
 
 

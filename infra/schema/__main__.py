@@ -1,9 +1,9 @@
-"""Entry point for ``python -m infra.schema``."""
+"""``python -m infra.schema``: an alias of ``python -m infra schema`` (infra/cli.py)."""
 
 from __future__ import annotations
 
 import sys
 
-from infra.schema.cli import main
+from infra.cli import main
 
-sys.exit(main())
+sys.exit(main(["schema", *sys.argv[1:]]))

@@ -1,8 +1,9 @@
 """``python -m infra.schema {status,plan,apply,validate,repair} --dsn DSN``.
 
 The only layer that prints. Errors go to stderr as one readable line and the
-exit status says what happened: 0 done (or nothing to do), 1 refused or
-failed, 2 with ``plan --detailed-exitcode`` when something is pending.
+exit status follows infra/exitcodes.py: 0 done (or nothing to do), 1 refused
+(an edited migration, a plan with problems) or, with ``--detailed-exitcode``,
+something pending; 2 failed.
 The DSN may come from ``$PGPLATFORM_DSN`` so that it stays out of shell history.
 """
 
@@ -15,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.errors import PlatformError
+from infra.errors import ChecksumMismatch, PlatformError
+from infra.exitcodes import ATTENTION, ERROR, OK
 from infra.schema import engine
 from infra.schema.plan import Plan
 from infra.schema.progress import ProgressBar
@@ -40,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lock-timeout", type=float, default=600.0,
                     help="seconds to wait for another apply")
     ap.add_argument("--detailed-exitcode", action="store_true",
-                    help="plan/status: exit 2 when something is pending")
+                    help="plan/status: exit 1 when something is pending")
     ap.add_argument("-v", "--verbose", action="count", default=0)
     return ap
 
@@ -69,16 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.dsn:
         print("error: --dsn (or $PGPLATFORM_DSN) is required", file=sys.stderr)
-        return 1
+        return ERROR
     try:
         opts = engine.Options(sql_dir=Path(args.sql_dir),
                               tenants=tuple(_tenant(t) for t in args.tenant),
                               app_role=args.app_role, workers=max(1, args.workers),
                               lock_timeout=args.lock_timeout)
         return _run(args, opts)
+    except ChecksumMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ATTENTION
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ERROR
 
 
 def _run(args: argparse.Namespace, opts: engine.Options) -> int:
@@ -90,7 +95,7 @@ def _run(args: argparse.Namespace, opts: engine.Options) -> int:
             print(f"problem: {problem}", file=sys.stderr)
         state = "up to date" if p.is_noop and p.history_exists else "changes pending"
         print(f"\n{state}")
-        return 2 if args.detailed_exitcode and not p.is_noop else 0
+        return ATTENTION if args.detailed_exitcode and not p.is_noop else OK
     if cmd == "plan":
         p = engine.plan(args.dsn, opts)
         for line in _describe_plan(p) or ["nothing to do"]:
@@ -98,8 +103,8 @@ def _run(args: argparse.Namespace, opts: engine.Options) -> int:
         for problem in p.problems():
             print(f"problem: {problem}", file=sys.stderr)
         if p.problems():
-            return 1
-        return 2 if args.detailed_exitcode and not p.is_noop else 0
+            return ATTENTION
+        return ATTENTION if args.detailed_exitcode and not p.is_noop else OK
     if cmd == "validate":
         engine.validate(args.dsn, opts)
         print("valid: every applied file matches its checksum")

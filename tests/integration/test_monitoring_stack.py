@@ -217,6 +217,27 @@ def test_prometheus_scrapes_the_custom_metrics_with_the_stacks_values(
         prom.stop()
 
 
+def run_infra(s: ThrowawayStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "infra", *args], cwd=ROOT, env=s.env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_one_entry_point_reads_the_stack_for_every_command(stack: ThrowawayStack) -> None:
+    """`python -m infra schema|health --stack S`: no DSN on the command line, one exit policy."""
+    where = ("--stack", NAME, "--project-dir", str(stack.project))
+    schema = run_infra(stack, "schema", "status", *where, "--detailed-exitcode")
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    assert "up to date" in schema.stdout
+    health = run_infra(stack, "health", *where, "--json")
+    assert health.returncode == json.loads(health.stdout)["exit_code"] == 0, health.stdout
+    for cmd in ("schema", "health"):
+        missing = run_infra(stack, cmd, *(["status"] if cmd == "schema" else []),
+                            "--stack", "no-such-stack", "--project-dir", str(stack.project))
+        assert missing.returncode == 2, (cmd, missing.stdout, missing.stderr)
+        assert "no-such-stack" in missing.stderr and "Traceback" not in missing.stderr
+    assert run_infra(stack).returncode == 2
+
+
 def test_stopping_a_replica_degrades_status_and_names_it(stack: ThrowawayStack) -> None:
     cfg = stack.ref.config()
     (rep,) = local_layout.replicas(cfg)
