@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 
+from infra.dsn import output as conninfo_output
 from infra.render.roles import Passwords
 
 SERVICE_USER = "postgres"   # PostgreSQL and PgBouncer run as this user on dev and prod
@@ -33,9 +34,8 @@ class PasswordOutputs:
 
 def dsn(user: str, password: pulumi.Input[str], host: pulumi.Input[str], port: int,
         database: str) -> pulumi.Output[str]:
-    """A secret libpq URI; passwords are URL-safe tokens, so they need no escaping."""
-    return pulumi.Output.secret(pulumi.Output.format(
-        "postgresql://{0}:{1}@{2}:{3}/{4}", user, password, host, port, database))
+    """A secret conninfo string (infra/dsn.py)."""
+    return conninfo_output(host=host, port=port, user=user, password=password, dbname=database)
 
 
 def inventory_entry(name: str, role: str, spec: str, files: dict[str, str], *,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pulumi
 
-from infra import hostctl, render
+from infra import dsn, hostctl, render
 from infra.backends import local_exporters
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
@@ -39,9 +39,8 @@ def timescaledb_installed(version: int) -> bool:
 def _dsn(host: str, port: int, user: str, password: pulumi.Input[str],
          database: str, ca_file: str) -> pulumi.Output[str]:
     """Clients verify the server's certificate and name against the stack's CA."""
-    return pulumi.Output.secret(pulumi.Output.format(
-        "postgresql://{0}:{1}@{2}:{3}/{4}?sslmode=verify-full&sslrootcert={5}", user, password,
-        host, port, database, ca_file))
+    return dsn.output(host=host, port=port, user=user, password=password, dbname=database,
+                      sslmode="verify-full", sslrootcert=ca_file)
 
 
 def primary_props(cfg: PlatformConfig, owner_pw: Any,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pulumi
 from pulumi.dynamic import (
@@ -28,6 +27,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from infra import dsn
 from infra.backends.local_layout import layout, replicas
 from infra.config import PlatformConfig
 from infra.hostctl.exporter import pid_file, running_pid, start, stop
@@ -83,14 +83,13 @@ class Exporter(Resource, module="local", name="Exporter"):
 
 
 def _exporter_dsn(host: str, port: int, user: str, password: Any, database: str) -> Any:
-    """A libpq URI; an Output when the password is one. lib/pq, which the Go exporter
-    uses, defaults to sslmode=require, hence sslmode=disable on loopback."""
+    """A conninfo string; an Output when the password is one. lib/pq, which the Go
+    exporter uses, defaults to sslmode=require, hence sslmode=disable on loopback."""
+    params: dict[str, Any] = {"host": host, "port": port, "user": user, "dbname": database,
+                              "sslmode": "disable"}
     if isinstance(password, str):
-        return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
-                f"{quote(database, safe='')}?sslmode=disable")
-    return pulumi.Output.secret(pulumi.Output.format(
-        "postgresql://{0}:{1}@{2}:{3}/{4}?sslmode=disable", user, password, host, port,
-        database))
+        return dsn.conninfo(**params, password=password)
+    return dsn.output(**params, password=password)
 
 
 def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: Any,

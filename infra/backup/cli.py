@@ -19,10 +19,11 @@ import logging
 import sys
 from pathlib import Path
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from infra.backup import drill, restore
 from infra.backup.stack import stack_backup
+from infra.dsn import conninfo
 from infra.errors import PlatformError
 from infra.exitcodes import ATTENTION, ERROR, OK
 from infra.hostctl.pgbackrest import BACKUP_TYPES, PgBackRest
@@ -83,8 +84,7 @@ def _resolve(args: argparse.Namespace, need_dsn: bool) -> tuple[PgBackRest, Path
 
 def _public(dsn: str) -> str:
     """A DSN without its password, for people to read."""
-    params = {k: v for k, v in conninfo_to_dict(dsn).items() if k != "password"}
-    return make_conninfo("", **params)
+    return conninfo(dsn, password=None)
 
 
 def main(argv: list[str] | None = None) -> int:

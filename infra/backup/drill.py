@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from infra.backup import restore as restore_mod
+from infra.dsn import conninfo
 from infra.errors import ProcessError
 from infra.hostctl.pgbackrest import PgBackRest
 
@@ -68,7 +68,7 @@ class DrillReport:
 
 
 def with_db(dsn: str, dbname: str, **extra: str | int) -> str:
-    return make_conninfo(dsn, dbname=dbname, **extra)
+    return conninfo(dsn, dbname=dbname, **extra)
 
 
 def _prepare(primary_dsn: str) -> None:

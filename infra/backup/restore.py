@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import hostctl
+from infra.dsn import conninfo
 from infra.errors import ProcessError
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.render import pgquote
@@ -58,9 +58,7 @@ class Restored:
 
 def _with(dsn: str, **changes: str | None) -> str:
     """A conninfo with some parameters replaced, and those set to None removed."""
-    params = {k: v for k, v in conninfo_to_dict(dsn).items() if k not in changes}
-    params.update({k: v for k, v in changes.items() if v is not None})
-    return make_conninfo("", **params)
+    return conninfo(dsn, **changes)
 
 
 def format_target(when: datetime) -> str:

@@ -11,8 +11,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
+from infra.dsn import conninfo
 from infra.errors import ProcessError
 from infra.hostctl.files import chown_service, make_dir, write_file
 from infra.hostctl.net import port_open
@@ -105,6 +105,6 @@ class Server:
                            f"connections within {timeout:.0f}s (log: {self.log_file})")
 
     def dsn(self, user: str, password: str, dbname: str = "postgres") -> str:
-        """A libpq URI; the password is percent-encoded."""
-        return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
-                f"@{self.host}:{self.port}/{quote(dbname, safe='')}")
+        """A libpq connection string (infra/dsn.py)."""
+        return conninfo(host=self.host, port=self.port, user=user, password=password,
+                        dbname=dbname)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from infra import hostctl
 from tests.engine import ThrowawayStack
@@ -81,7 +82,8 @@ def test_second_preview_reports_no_changes(stack: ThrowawayStack) -> None:
 
 def test_no_plaintext_password_in_state_or_data(stack: ThrowawayStack) -> None:
     out = stack.outputs()
-    passwords = {dsn.split(":")[2].split("@")[0] for dsn in (out["primary_dsn"], out["app_dsn"])}
+    passwords = {str(conninfo_to_dict(dsn)["password"])
+                 for dsn in (out["primary_dsn"], out["app_dsn"])}
     assert all(len(p) >= 32 for p in passwords)
     for password in passwords:
         assert files_holding(stack.base, password) == []

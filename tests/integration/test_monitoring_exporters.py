@@ -13,6 +13,7 @@ import pytest
 
 from infra import config, hostctl
 from infra.backends.local_exporters import ExporterProvider
+from infra.dsn import conninfo
 from infra.errors import ProcessError
 from infra.hostctl.exporter import running_pid
 from infra.render import monitoring as render_monitoring
@@ -32,7 +33,7 @@ def props_for(server: RunningServer, run_dir: Path) -> dict[str, Any]:
         "listen": "127.0.0.1", "port": port,
         "files": {str(queries): render_monitoring.postgres_exporter_queries(
             cfg, MigrationSet.load(ROOT / "sql"), None)},
-        "secret_env": {"DATA_SOURCE_NAME": server.superuser_dsn() + "?sslmode=disable"},
+        "secret_env": {"DATA_SOURCE_NAME": conninfo(server.superuser_dsn(), sslmode="disable")},
     }
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from infra import hostctl
 from infra.backends import local_layout
@@ -117,7 +118,7 @@ def test_health_shows_every_node_pool_backup_and_schema(stack: ThrowawayStack) -
                    "pending migrations: 0", f"active tenants: {len(TENANTS)}",
                    "status: HEALTHY"):
         assert needle in table.stdout, needle
-    password = urllib.parse.urlsplit(stack.outputs()["primary_dsn"]).password
+    password = str(conninfo_to_dict(stack.outputs()["primary_dsn"]).get("password", ""))
     assert password and password not in table.stdout + proc.stdout + proc.stderr
 
 

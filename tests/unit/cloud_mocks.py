@@ -125,23 +125,20 @@ def run(raw: dict[str, Any], stack: str) -> Run:
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[Any]:
-        ep = Platform("platform", cfg).endpoints
-        outs = {"primary_dsn": ep.primary_dsn, "app_dsn": ep.app_dsn,
-                "replica_dsns": ep.replica_dsns, "pooler_dsn": ep.pooler_dsn}
+        outs = Platform("platform", cfg).endpoints.outputs()
         names = list(outs)
         values = [outs[n] for n in names]
 
         def keep(found: list[Any]) -> None:
             half = len(names)
             result.update(zip(names, found[:half], strict=True))
-            result["secret"] = dict(zip(names, found[half:], strict=True))
+            # Which outputs are secrets: every DSN must be, testinfra_hosts is plain.
+            result["secret"] = {n: f for n, f in zip(names, found[half:], strict=True)
+                                if n.endswith(("_dsn", "_dsns"))}
+            result["plain"] = [n for n, f in zip(names, found[half:], strict=True) if not f]
 
         flags = [v.is_secret() for v in values]
-        done = [pulumi.Output.all(*values, *flags).apply(keep)]
-        if ep.testinfra_hosts is not None:     # plain, so kept out of the secret flags
-            done.append(ep.testinfra_hosts.apply(
-                lambda found: result.update(testinfra_hosts=found)))
-        return pulumi.Output.all(*done)
+        return pulumi.Output.all(*values, *flags).apply(keep)
 
     program()
     return Run(mocks=mocks, outputs=result)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
 from infra import config, render, scram
 from infra.backends import aws_userdata as ud
@@ -215,7 +216,12 @@ def test_outputs_match_the_local_stack_names(prod: cm.Run) -> None:
     out = prod.outputs
     assert all(out["secret"].values())
     assert len(out["replica_dsns"]) == 2
-    assert out["pooler_dsn"].endswith(":6432/platform")
+    pooler = conninfo_to_dict(out["pooler_dsn"])
+    assert (pooler["port"], pooler["dbname"], pooler["user"]) == ("6432", "platform", "app")
+    admin = conninfo_to_dict(out["pooler_admin_dsn"])
+    assert (admin["port"], admin["dbname"], admin["user"]) == ("6432", "pgbouncer",
+                                                               "pgbouncer_admin")
+    assert out["ca_cert"] == ""  # no TLS on prod hosts yet (issue #17)
 
 
 def test_world_cidr_is_refused_before_any_resource() -> None:

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from infra import config, render, scram
 from infra.backends import docker as backend
@@ -160,11 +161,18 @@ def test_outputs_match_the_local_stack_names(dev: cm.Run) -> None:
     out = dev.outputs
     assert all(out["secret"].values())
     app = dev.mocks.password("app")
-    assert out["app_dsn"] == f"postgresql://app:{app}@127.0.0.1:5432/platform"
-    assert out["pooler_dsn"] == f"postgresql://app:{app}@127.0.0.1:6432/platform"
-    assert out["replica_dsns"] == [f"postgresql://app:{app}@127.0.0.1:{p}/platform"
-                                   for p in (5433, 5434)]
-    assert out["primary_dsn"].startswith("postgresql://platform_owner:")
+    def app_at(port: int, user: str = "app", password: str = app,
+               dbname: str = "platform") -> dict[str, str]:
+        return {"host": "127.0.0.1", "port": str(port), "user": user, "password": password,
+                "dbname": dbname}
+
+    assert conninfo_to_dict(out["app_dsn"]) == app_at(5432)
+    assert conninfo_to_dict(out["pooler_dsn"]) == app_at(6432)
+    assert [conninfo_to_dict(d) for d in out["replica_dsns"]] == [app_at(p) for p in (5433, 5434)]
+    assert conninfo_to_dict(out["primary_dsn"]) == app_at(
+        5432, "platform_owner", dev.mocks.password("platform_owner"))
+    assert conninfo_to_dict(out["pooler_admin_dsn"]) == app_at(
+        6432, "pgbouncer_admin", dev.mocks.password("pgbouncer_admin"), "pgbouncer")
 
 
 def test_no_replicas_means_no_replica_containers() -> None:
