@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pulumi
@@ -66,10 +66,11 @@ class PlatformConfig:
 def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     """Build settings from a stack's config, keyed without the project prefix."""
     top = Section(raw, "")
+    d: dict[str, Any] = {f.name: f.default for f in fields(PlatformConfig)}
     backend = top.choice("backend", DEFAULT_BACKENDS.get(stack, "local"), BACKENDS)
     postgres = parse_postgres(top.section("postgres"))
-    replicas = top.int("replicas", 0, 0, MAX_REPLICAS)
-    state_dir = top.get("state_dir", "")
+    replicas = top.int("replicas", d["replicas"], 0, MAX_REPLICAS)
+    state_dir = top.get("state_dir", d["state_dir"])
     if not isinstance(state_dir, str):
         raise ConfigError(f"{key('state_dir')}={state_dir!r}: expected a path string")
     tenants = parse_tenants(top.get("tenants", None))

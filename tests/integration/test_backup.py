@@ -14,6 +14,7 @@ import psycopg
 from infra import hostctl
 from infra.backends.local_layout import layout
 from infra.backup import restore
+from infra.dsn import conninfo
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from tests.integration.conftest import Cluster
 
@@ -101,8 +102,7 @@ def test_restore_to_a_time_starts_a_new_server_on_another_port(cluster: Cluster)
     copy = restore.restore(pgbr(cluster), workdir, target=restore.format_target(target))
     try:
         assert copy.server.port != cluster.cfg.postgres.port
-        dsn = cluster.owner_dsn().replace(f":{cluster.cfg.postgres.port}/",
-                                          f":{copy.server.port}/")
+        dsn = conninfo(cluster.owner_dsn(), port=copy.server.port)
         restore.wait_promoted(copy, dsn)
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT array_agg(v) FROM public.pitr_probe").fetchone() == ([1],)
