@@ -1,6 +1,6 @@
 """Pure renderers for monitoring: exporter queries and commands, scrape config, alert rules.
 
-Kept beside infra/render.py and shared by every backend, so the exporters on a
+Kept beside the other renderers and shared by every backend, so the exporters on a
 local stack, in a Docker container and on an EC2 host run the same custom
 queries with the same flags, and Prometheus alerts on the same thresholds the
 health command uses.

@@ -103,7 +103,5 @@ def test_bad_backup_settings_name_key_and_allowed(backup: dict[str, object],
 
 
 def test_prod_defaults_to_an_s3_repository() -> None:
-    from infra import config as config_services
-
     sec = config.Section({}, "backup")
-    assert config_services.parse_backup(sec, "aws", "eu-central-1").repo == "s3"
+    assert config.parse_backup(sec, "aws", "eu-central-1").repo == "s3"
