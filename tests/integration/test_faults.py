@@ -176,6 +176,9 @@ ENGINE_BAD: list[tuple[dict[str, Any], str]] = [
     # Checked by the local backend (replicas need a loopback address), not by config.load.
     ({"replicas": 1, "postgres": {"listen_address": "0.0.0.0"}},
      "pg-platform:postgres.listen_address"),
+    # A version config allows but this machine has no server for (infra/backends/base.py).
+    ({"postgres": {"version": 16}}, "pg-platform:postgres.version=16: the local backend can "
+     f"run {', '.join(map(str, hostctl.installed_versions()))}"),
 ]
 
 
