@@ -39,8 +39,6 @@ class Password(Resource, module="secrets", name="Password"):
 
     def __init__(self, name: str, rotation: int = 0,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(additional_secret_outputs=["value"]))
         super().__init__(PasswordProvider(), name,
                          {"name": name, "rotation": rotation, "value": None,
-                          "provider_version": PROVIDER_VERSION}, keep_urn(opts))
+                          "provider_version": PROVIDER_VERSION}, keep_urn(opts, secret=["value"]))

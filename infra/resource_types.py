@@ -12,13 +12,17 @@ reference (module and class name), so moving one would break every stack.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 
 # The type every dynamic resource had before it was given its own.
 UNTYPED = "pulumi-python:dynamic:Resource"
 
 
-def keep_urn(opts: pulumi.ResourceOptions | None) -> pulumi.ResourceOptions:
-    """`opts` plus the alias from the untyped resource of the same name and parent."""
-    return pulumi.ResourceOptions.merge(
-        opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=UNTYPED)]))
+def keep_urn(opts: pulumi.ResourceOptions | None, *,
+             secret: Sequence[str] = ()) -> pulumi.ResourceOptions:
+    """`opts` plus the alias from the untyped resource of the same name and parent, and
+    `secret`: outputs the engine must keep encrypted (passwords, keys, verifiers)."""
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+        aliases=[pulumi.Alias(type_=UNTYPED)], additional_secret_outputs=list(secret)))

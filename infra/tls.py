@@ -196,12 +196,11 @@ class TlsCertificates(Resource, module="tls", name="Certificates"):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         for host in hosts:
             san(host)  # a bad name fails here, before anything is made
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["ca_key", "server_key"]))
         super().__init__(TlsProvider(), name,
                          {"name": name, "hosts": list(hosts), "rotation": rotation,
                           "ca_cert": None, "ca_key": None, "server_cert": None,
-                          "server_key": None, "provider_version": PROVIDER_VERSION}, keep_urn(opts))
+                          "server_key": None, "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts, secret=["ca_key", "server_key"]))
 
 
 class TlsFilesProvider(ResourceProvider):
@@ -237,10 +236,9 @@ class TlsFiles(Resource, module="tls", name="Files"):
 
     def __init__(self, name: str, *, cert_file: str, key_file: str, ca_file: str,
                  certs: TlsCertificates, opts: pulumi.ResourceOptions | None = None) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["server_key"]))
         super().__init__(TlsFilesProvider(), name,
                          {"cert_file": cert_file, "key_file": key_file, "ca_file": ca_file,
                           "ca_cert": certs.ca_cert, "server_cert": certs.server_cert,
                           "server_key": pulumi.Output.secret(certs.server_key),
-                          "provider_version": PROVIDER_VERSION}, keep_urn(opts))
+                          "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts, secret=["server_key"]))

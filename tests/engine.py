@@ -12,6 +12,8 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,15 @@ class ThrowawayStack:
             self.pulumi("stack", "rm", "--yes", "--force", check=False)
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextmanager
+def stack_up(name: str, config: dict[str, Any]) -> Iterator[ThrowawayStack]:
+    """A throw-away stack after its first `up`; removed, with all its files, afterwards."""
+    stack = ThrowawayStack(name, config)
+    try:
+        stack.init()
+        stack.up()
+        yield stack
+    finally:
+        stack.remove()

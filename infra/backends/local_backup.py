@@ -72,8 +72,6 @@ class Backup(Resource, module="local", name="Backup"):
     """pgBackRest for the primary; the owner password (for its commands' env) is a secret."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["superuser_password"]))
         super().__init__(BackupProvider(), name,
                          {**props, "first_backup": None, "provider_version": PROVIDER_VERSION},
-                         keep_urn(opts))
+                         keep_urn(opts, secret=["superuser_password"]))

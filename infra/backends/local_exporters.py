@@ -75,11 +75,10 @@ class Exporter(Resource, module="local", name="Exporter"):
 
     def __init__(self, name: str, props: dict[str, Any],
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["secret_env"]))
         super().__init__(ExporterProvider(), name,
                          {**props, "secret_env": pulumi.Output.secret(props["secret_env"]),
-                          "running": None, "provider_version": PROVIDER_VERSION}, keep_urn(opts))
+                          "running": None, "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts, secret=["secret_env"]))
 
 
 def _exporter_dsn(host: str, port: int, user: str, password: Any, database: str) -> Any:

@@ -79,8 +79,6 @@ class Pooler(Resource, module="local", name="Pooler"):
     """PgBouncer; the auth file (SCRAM verifiers) is kept as a secret."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["userlist"]))
         super().__init__(PoolerProvider(), name,
                          {**props, "running": None, "provider_version": PROVIDER_VERSION},
-                         keep_urn(opts))
+                         keep_urn(opts, secret=["userlist"]))

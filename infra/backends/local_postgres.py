@@ -209,19 +209,17 @@ class PostgresServer(Resource, module="local", name="Primary"):
     system_identifier: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["superuser_password"]))
         super().__init__(PostgresServerProvider(), name,
                          {**props, "running": None, "system_identifier": None,
-                          "provider_version": PROVIDER_VERSION}, keep_urn(opts))
+                          "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts, secret=["superuser_password"]))
 
 
 class PlatformDatabase(Resource, module="local", name="Database"):
     """The platform database and the app role."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["superuser_password", "app_password",
-                                       "replication_password"]))
         super().__init__(DatabaseProvider(), name,
-                         {**props, "provider_version": PROVIDER_VERSION}, keep_urn(opts))
+                         {**props, "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts, secret=["superuser_password", "app_password",
+                                                "replication_password"]))

@@ -127,8 +127,6 @@ class Replica(Resource, module="local", name="Replica"):
     """A local streaming replica; passwords are secrets."""
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["superuser_password", "replication_password"]))
         super().__init__(ReplicaProvider(), name,
                          {**props, "running": None, "provider_version": PROVIDER_VERSION},
-                         keep_urn(opts))
+                         keep_urn(opts, secret=["superuser_password", "replication_password"]))

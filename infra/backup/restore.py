@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,21 +111,20 @@ def restore(pgbr: PgBackRest, workdir: Path, *, target: str | None,
 
 def wait_promoted(restored: Restored, dsn: str, timeout: float = 300.0) -> None:
     """Wait until recovery reached its target and the copy accepts writes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def promoted() -> bool:
         if not restored.server.is_running():
             raise ProcessError(f"the restored server stopped during recovery; "
                                f"{_log_tail(restored.server)}")
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-                if row and row[0] is False:
-                    return
         except psycopg.OperationalError:
-            pass
-        time.sleep(0.1)
-    raise ProcessError(f"the restored server was still recovering after {timeout:.0f}s; "
-                       f"{_log_tail(restored.server)}")
+            return False
+        return bool(row and row[0] is False)
+
+    if not hostctl.wait_until(promoted, timeout, 0.1):
+        raise ProcessError(f"the restored server was still recovering after {timeout:.0f}s; "
+                           f"{_log_tail(restored.server)}")
 
 
 def _log_tail(server: hostctl.Server, lines: int = 6) -> str:

@@ -10,7 +10,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import hostctl
-from tests.engine import ThrowawayStack
+from tests.engine import ThrowawayStack, stack_up
 
 pytestmark = pytest.mark.engine
 
@@ -20,13 +20,8 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    s = ThrowawayStack("e2e", {"postgres": {"port": hostctl.free_port()}, "tenants": TENANTS})
-    try:
-        s.init()
-        s.up()
+    with stack_up("e2e", {"postgres": {"port": hostctl.free_port()}, "tenants": TENANTS}) as s:
         yield s
-    finally:
-        s.remove()
 
 
 def files_holding(root: Path, needle: str) -> list[Path]:

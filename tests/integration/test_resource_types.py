@@ -17,7 +17,7 @@ import pytest
 
 from infra import hostctl
 from infra.resource_types import UNTYPED
-from tests.engine import ThrowawayStack
+from tests.engine import ThrowawayStack, stack_up
 
 pytestmark = pytest.mark.engine
 
@@ -39,13 +39,8 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    s = ThrowawayStack("types", {"postgres": {"port": hostctl.free_port()}, "replicas": 1})
-    try:
-        s.init()
-        s.up()
+    with stack_up("types", {"postgres": {"port": hostctl.free_port()}, "replicas": 1}) as s:
         yield s
-    finally:
-        s.remove()
 
 
 def urn_types(stack: ThrowawayStack) -> dict[str, str]:
