@@ -19,7 +19,7 @@ from infra import hostctl
 from infra.dsn import conninfo
 from infra.errors import ProcessError
 from infra.hostctl.pgbackrest import PgBackRest
-from infra.render import pgquote
+from infra.render.backup import restore_settings
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +89,7 @@ def restore(pgbr: PgBackRest, workdir: Path, *, target: str | None,
     port = port or hostctl.free_port(host)
     socket_dir = hostctl.make_dir(workdir / "run", 0o755)
     auto = data_dir / "postgresql.auto.conf"
-    overrides = "\n".join([
-        "# pg-platform restore: its own port and socket; no archiving into the source's repo.",
-        f"listen_addresses = {pgquote(host)}",
-        f"port = {port}",
-        f"unix_socket_directories = {pgquote(socket_dir)}",
-        "archive_mode = 'off'",
-        "primary_conninfo = ''",
-        "primary_slot_name = ''",
-        "",
-    ])
-    hostctl.write_file(auto, auto.read_text() + overrides)
+    hostctl.write_file(auto, auto.read_text() + restore_settings(host, port, str(socket_dir)))
     server = hostctl.Server(data_dir=data_dir, port=port, host=host)
     try:
         server.start(timeout=600)

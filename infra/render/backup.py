@@ -1,4 +1,4 @@
-"""pgBackRest's files: pgbackrest.conf and the cron schedule of backups."""
+"""pgBackRest's files: pgbackrest.conf, the cron schedule of backups, a restore's settings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from infra.config import PlatformConfig
 from infra.errors import RenderError
 from infra.render.postgres import HostPaths
-from infra.render.template import render
+from infra.render.template import pgquote, render
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,18 @@ def backup_schedule(cfg: PlatformConfig, config_path: str, *, user: str = "postg
                f"--stanza={cfg.backup.stanza}")
     return render("pgbackrest.cron.j2", stanza=cfg.backup.stanza, config_path=config_path,
                   user=user, passfile=passfile, jobs=jobs, command=command)
+
+
+def restore_settings(host: str, port: int, socket_dir: str) -> str:
+    """Lines appended to a restored copy's postgresql.auto.conf: its own port and socket,
+    and no archiving or streaming into the source's repository or primary."""
+    return "\n".join([
+        "# pg-platform restore: its own port and socket; no archiving into the source's repo.",
+        f"listen_addresses = {pgquote(host)}",
+        f"port = {port}",
+        f"unix_socket_directories = {pgquote(socket_dir)}",
+        "archive_mode = 'off'",
+        "primary_conninfo = ''",
+        "primary_slot_name = ''",
+        "",
+    ])

@@ -8,6 +8,7 @@ import pytest
 
 from infra import config, render
 from infra.errors import ConfigError, RenderError
+from infra.render.backup import restore_settings
 
 HOST = render.HostPaths(data_dir="/var/lib/pg/data", socket_dir="/run/pg",
                         pgbackrest_config="/etc/pgbackrest/pgbackrest.conf")
@@ -105,3 +106,11 @@ def test_bad_backup_settings_name_key_and_allowed(backup: dict[str, object],
 def test_prod_defaults_to_an_s3_repository() -> None:
     sec = config.Section({}, "backup")
     assert config.parse_backup(sec, "aws", "eu-central-1").repo == "s3"
+
+
+def test_restore_settings_give_the_copy_its_own_port_and_no_archiving() -> None:
+    text = restore_settings("127.0.0.1", 45999, "/tmp/it's here")
+    assert "port = 45999\n" in text
+    assert "unix_socket_directories = '/tmp/it''s here'\n" in text
+    assert "archive_mode = 'off'\n" in text and "primary_conninfo = ''\n" in text
+    assert text.endswith("\n")
