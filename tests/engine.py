@@ -32,7 +32,6 @@ def engine_env(base: Path, passphrase: str) -> dict[str, str]:
     return pulumi_env(ROOT, base=clean, overrides={
         "PULUMI_BACKEND_URL": f"file://{base / 'backend'}",
         "PULUMI_CONFIG_PASSPHRASE": passphrase,
-        "GRPC_ENABLE_FORK_SUPPORT": "false",
     })
 
 

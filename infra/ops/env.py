@@ -27,6 +27,8 @@ def defaults(root: Path = ROOT) -> dict[str, str]:
         "PULUMI_HOME": str(root / ".state" / "pulumi-home"),
         "PULUMI_BACKEND_URL": f"file://{root / '.state' / 'backend'}",
         "PULUMI_CONFIG_PASSPHRASE_FILE": str(root / ".state" / "passphrase"),
+        # The Python SDK's gRPC prints fork warnings when dynamic providers fork.
+        "GRPC_ENABLE_FORK_SUPPORT": "false",
     }
 
 
