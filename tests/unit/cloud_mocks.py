@@ -9,9 +9,11 @@ secrets still marked. Tests then look at the recorded graph.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 
 from infra import config
 
@@ -145,20 +147,6 @@ def run(raw: dict[str, Any], stack: str) -> Run:
 
 
 def stack_file(stack: str) -> dict[str, Any]:
-    """A stack file's pg-platform settings, decoded the way config.from_pulumi does."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
+    """A committed stack file's pg-platform settings, decoded as config.from_pulumi does."""
     path = Path(__file__).resolve().parents[2] / f"Pulumi.{stack}.yaml"
-    raw = yaml.safe_load(path.read_text())["config"]
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        project, _, name = key.partition(":")
-        if project == config.PROJECT:
-            try:
-                out[name] = json.loads(value) if isinstance(value, str) else value
-            except json.JSONDecodeError:
-                out[name] = value
-    return out
+    return config.decode(yaml.safe_load(path.read_text())["config"])
