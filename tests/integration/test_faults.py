@@ -182,6 +182,7 @@ ENGINE_BAD: list[tuple[dict[str, Any], str]] = [
 ]
 
 
+@pytest.mark.engine
 def test_r5_the_engine_refuses_bad_configs_and_creates_nothing() -> None:
     stack = ThrowawayStack("bad", {})
     try:
@@ -213,6 +214,7 @@ def stack_cfg(stack: ThrowawayStack) -> config.PlatformConfig:
     return stack.ref.config()
 
 
+@pytest.mark.engine
 def test_r6_pitr_drill_loses_nothing_before_t_and_restores_nothing_after(
         stack: ThrowawayStack, stack_cfg: config.PlatformConfig) -> None:
     lay = layout(stack_cfg)
@@ -228,6 +230,7 @@ def test_r6_pitr_drill_loses_nothing_before_t_and_restores_nothing_after(
     assert "drill PASSED" in proc.stdout
 
 
+@pytest.mark.engine
 def test_r7_a_killed_replica_restarts_and_catches_up(
         stack: ThrowawayStack, stack_cfg: config.PlatformConfig) -> None:
     out = stack.outputs()
@@ -298,6 +301,7 @@ class Writer(threading.Thread):
                 time.sleep(0.05)
 
 
+@pytest.mark.engine
 def test_r8_pgbouncer_restart_under_pgbench(stack: ThrowawayStack,
                                             stack_cfg: config.PlatformConfig,
                                             tmp_path: Path) -> None:
