@@ -88,7 +88,7 @@ def test_no_plaintext_password_in_state_or_data(stack: ThrowawayStack) -> None:
 
 def test_refresh_notices_a_stopped_server_and_up_starts_it(stack: ThrowawayStack) -> None:
     data_dir = stack.state_dir / "primary"
-    port = conninfo_to_dict(stack.outputs()["primary_dsn"])["port"]
+    port = str(conninfo_to_dict(stack.outputs()["primary_dsn"])["port"])
     server = hostctl.Server(data_dir, int(port))
     server.stop()
     stack.pulumi("refresh", "--yes")
