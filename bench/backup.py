@@ -36,7 +36,7 @@ from infra.backends.local_backup import BackupProvider
 from infra.backends.local_layout import layout
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backup import restore
-from infra.hostctl import standby as replica
+from infra.hostctl import standby
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from infra.schema import engine
 from infra.schema.tenants import TenantSpec
@@ -116,7 +116,7 @@ def fill(p: Primary, sizes: Sizes) -> float:
 def basebackup(p: Primary) -> tuple[float, str]:
     pg = p.cfg.postgres
     passfile = p.base / "secrets" / "replicator.pgpass"
-    replica.write_passfile(passfile, "*", pg.port, pg.replication_role,
+    standby.write_passfile(passfile, "*", pg.port, pg.replication_role,
                            p.passwords["replication"])
     target = p.base / "basebackup"
     argv = [str(hostctl.bin_dir() / "pg_basebackup"), "-D", str(target), "-X", "stream",

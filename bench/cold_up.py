@@ -26,7 +26,7 @@ from infra import config, hostctl, render, scram
 from infra import tls as infra_tls
 from infra.backends import local
 from infra.backends.local_layout import layout, replicas
-from infra.hostctl import standby as replica
+from infra.hostctl import standby
 from infra.schema import sqltext
 from infra.schema.files import Migration, MigrationSet
 from infra.schema.tenants import schema_for
@@ -93,10 +93,10 @@ def prepare(work: Path, port: int) -> config.PlatformConfig:
     for rep in replicas(cfg):
         files[f"{rep.name}.conf"] = local.replica_props(
             cfg, rep, pw["owner"], pw["repl"], tls)["postgresql_conf"]
-        replica.write_passfile(rep.passfile, "*", port, pg.replication_role, pw["repl"])
+        standby.write_passfile(rep.passfile, "*", port, pg.replication_role, pw["repl"])
     for name, text in files.items():
         (conf / name).write_text(text)
-    replica.write_passfile(lay.secrets / "owner.pgpass", "*", port, pg.owner_role, pw["owner"])
+    standby.write_passfile(lay.secrets / "owner.pgpass", "*", port, pg.owner_role, pw["owner"])
     backup = local.backup_props(cfg, pw["owner"])
     for d in ("log_path", "lock_path", "spool_path", "repo_path"):
         Path(backup[d]).mkdir(parents=True, exist_ok=True)

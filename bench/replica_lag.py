@@ -25,7 +25,7 @@ import psycopg
 from bench import common, pgbench
 from bench.common import Figure, Platform, Sizes
 from infra import hostctl
-from infra.hostctl import standby as replica
+from infra.hostctl import standby as standby_ctl
 from tests.support import scratch_dir
 
 CLIENTS = 8
@@ -101,7 +101,7 @@ def hand_made_pair() -> Iterator[str]:
         hostctl.write_file(conf, conf.read_text() + where + f"port = {port}\n")
         primary.start()
         passfile = base / "secrets" / "pgpass"
-        replica.write_passfile(passfile, "*", port, user, password)
+        standby_ctl.write_passfile(passfile, "*", port, user, password)
         hostctl.make_dir(standby.data_dir, 0o700)
         hostctl.run([str(hostctl.bin_dir() / "pg_basebackup"), "-D", str(standby.data_dir), "-R",
                    "-X", "stream", "-c", "fast", "-w",

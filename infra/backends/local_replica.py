@@ -26,7 +26,7 @@ from pulumi.dynamic import (
 
 from infra import hostctl
 from infra.backends.local_postgres import apply_config
-from infra.hostctl import standby as replica
+from infra.hostctl import standby
 from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _own_dsn(props: dict[str, Any]) -> str:
 
 def _start(props: dict[str, Any]) -> Callable[[hostctl.Server], None]:
     """Starts the standby with the replication password in its environment only."""
-    return lambda server: replica.start(server, props["replication_password"])
+    return lambda server: standby.start(server, props["replication_password"])
 
 
 def _forget_passfile(props: dict[str, Any]) -> None:
@@ -67,21 +67,21 @@ class ReplicaProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         server = _server(props)
         # A slot left by an interrupted run holds WAL from long ago: start afresh.
-        replica.drop_slot(_primary_dsn(props), props["slot"])
+        standby.drop_slot(_primary_dsn(props), props["slot"])
         try:
-            replica.reserve_slot(_primary_dsn(props), props["slot"])
-            replica.basebackup(server, primary_host=props["primary_host"],
+            standby.reserve_slot(_primary_dsn(props), props["slot"])
+            standby.basebackup(server, primary_host=props["primary_host"],
                                primary_port=int(props["primary_port"]),
                                user=props["replication_role"],
                                password=props["replication_password"], slot=props["slot"])
-            replica.make_standby(server, props["postgresql_conf"], props["pg_hba_conf"],
+            standby.make_standby(server, props["postgresql_conf"], props["pg_hba_conf"],
                                  Path(props["socket_dir"]))
             _start(props)(server)
             server.wait_ready()
-            replica.wait_streaming(_own_dsn(props))
+            standby.wait_streaming(_own_dsn(props))
         except Exception:
             server.remove()
-            replica.drop_slot(_primary_dsn(props), props["slot"])
+            standby.drop_slot(_primary_dsn(props), props["slot"])
             raise
         return CreateResult(id_=str(server.data_dir), outs={**props, "running": True})
 
@@ -117,7 +117,7 @@ class ReplicaProvider(ResourceProvider):
         primary = hostctl.Server(Path("/nonexistent"), int(props["primary_port"]),
                                props["primary_host"])
         if hostctl.port_open(primary.host, primary.port):
-            replica.drop_slot(_primary_dsn(props), props["slot"])
+            standby.drop_slot(_primary_dsn(props), props["slot"])
         else:
             logger.warning("primary %s:%s is down; slot %s not dropped", primary.host,
                            primary.port, props["slot"])

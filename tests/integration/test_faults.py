@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from infra import config, hostctl
 from infra.backends.local_layout import layout, replicas
 from infra.errors import ConfigError
-from infra.hostctl import standby as replica
+from infra.hostctl import standby
 from infra.hostctl.pgbouncer import PgBouncer
 from tests.engine import ThrowawayStack
 from tests.infra.inventory import StackAccess
@@ -249,7 +249,7 @@ def test_r7_a_killed_replica_restarts_and_catches_up(
     # Restarted as the platform starts standbys: the replication password in its environment.
     passwords = StackAccess(stack.name, stack.project, env=stack.env).generated_passwords()
     server = hostctl.Server(Path(rep.paths.data_dir), rep.port, rep.host)
-    replica.start(server, passwords[f"{stack_cfg.postgres.replication_role}-password"])
+    standby.start(server, passwords[f"{stack_cfg.postgres.replication_role}-password"])
     server.wait_ready()
     deadline = time.monotonic() + 60
     while True:
