@@ -104,9 +104,9 @@ def hand_made_pair() -> Iterator[str]:
         standby_ctl.write_passfile(passfile, "*", port, user, password)
         hostctl.make_dir(standby.data_dir, 0o700)
         hostctl.run([str(hostctl.bin_dir() / "pg_basebackup"), "-D", str(standby.data_dir), "-R",
-                   "-X", "stream", "-c", "fast", "-w",
-                   "-d", f"host=127.0.0.1 port={port} user={user} passfile={passfile}"],
-                  what="pg_basebackup of the hand-made pair")
+                     "-X", "stream", "-c", "fast", "-w",
+                     "-d", f"host=127.0.0.1 port={port} user={user} passfile={passfile}"],
+                    what="pg_basebackup of the hand-made pair")
         rconf = standby.data_dir / "postgresql.conf"
         hostctl.write_file(rconf, rconf.read_text() + f"port = {rport}\n")
         standby.start()

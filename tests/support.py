@@ -52,7 +52,7 @@ def start_server(workdir: Path | None = None, **postgres: object) -> Iterator[Ru
     socket_dir = hostctl.make_dir(base / "run", 0o755)
     paths = render.HostPaths(data_dir=str(server.data_dir), socket_dir=str(socket_dir))
     hostctl.write_file(server.data_dir / "postgresql.conf",
-                     render.postgresql_conf(cfg, paths, timescaledb=False))
+                       render.postgresql_conf(cfg, paths, timescaledb=False))
     hostctl.write_file(server.data_dir / "pg_hba.conf", render.pg_hba_conf(cfg))
     try:
         server.start()

@@ -39,7 +39,7 @@ _REPLACE_KEYS = ("data_dir", "superuser")
 
 def _server(props: dict[str, Any]) -> hostctl.Server:
     return hostctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
-                        host=props["host"])
+                          host=props["host"])
 
 
 def _connect(props: dict[str, Any], dbname: str = "postgres") -> psycopg.Connection[Any]:

@@ -37,12 +37,12 @@ _REPLACE_KEYS = ("data_dir", "slot", "primary_host", "primary_port", "replicatio
 
 def _server(props: dict[str, Any]) -> hostctl.Server:
     return hostctl.Server(data_dir=Path(props["data_dir"]), port=int(props["port"]),
-                        host=props["host"])
+                          host=props["host"])
 
 
 def _primary_dsn(props: dict[str, Any]) -> str:
     primary = hostctl.Server(Path("/nonexistent"), int(props["primary_port"]),
-                           props["primary_host"])
+                             props["primary_host"])
     return primary.dsn(props["superuser"], props["superuser_password"])
 
 
@@ -115,7 +115,7 @@ class ReplicaProvider(ResourceProvider):
         with contextlib.suppress(OSError):  # its own socket directory, empty once stopped
             Path(props["socket_dir"]).rmdir()
         primary = hostctl.Server(Path("/nonexistent"), int(props["primary_port"]),
-                               props["primary_host"])
+                                 props["primary_host"])
         if hostctl.port_open(primary.host, primary.port):
             standby.drop_slot(_primary_dsn(props), props["slot"])
         else:

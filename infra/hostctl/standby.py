@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 
+from infra.dsn import conninfo
 from infra.errors import ProcessError
 from infra.hostctl.files import make_dir, write_file
 from infra.hostctl.postgres import Server, bin_dir
@@ -93,11 +94,11 @@ def basebackup(replica: Server, *, primary_host: str, primary_port: int, user: s
                            "a replica is made only in a new directory")
     make_dir(replica.data_dir.parent, 0o755)
     make_dir(replica.data_dir, 0o700)
-    conninfo = f"host={primary_host} port={primary_port} user={user} application_name={slot}"
+    source = conninfo(host=primary_host, port=primary_port, user=user, application_name=slot)
     run([str(bin_dir(replica.version) / "pg_basebackup"), "-D", str(replica.data_dir),
-         "-d", conninfo, "-w", "-X", "stream", "-c", "fast", "-S", slot],
-              what=f"pg_basebackup into {replica.data_dir}", timeout=timeout,
-              env={"PGPASSWORD": password})
+         "-d", source, "-w", "-X", "stream", "-c", "fast", "-S", slot],
+        what=f"pg_basebackup into {replica.data_dir}", timeout=timeout,
+        env={"PGPASSWORD": password})
 
 
 def make_standby(replica: Server, postgresql_conf: str, pg_hba_conf: str,
