@@ -13,9 +13,11 @@ from infra.platform import Platform, export
 SHOWN_TO_USER = 32
 
 try:
-    settings = config.from_pulumi()
+    # The backend refuses what it cannot run (a postgres.version, replicas off
+    # loopback) before it registers anything, with the same kind of message.
+    platform = Platform("platform", config.from_pulumi())
 except ConfigError as exc:
     # Only the message - key, value and what is allowed - with no traceback.
     pulumi.log.error(str(exc))
     sys.exit(SHOWN_TO_USER)
-export(Platform("platform", settings))
+export(platform)

@@ -194,6 +194,7 @@ def test_r5_the_engine_refuses_bad_configs_and_creates_nothing() -> None:
                     stack.preview(check=False))
             assert proc.returncode != 0, proc.stdout[-2000:]
             assert key in proc.stdout + proc.stderr, (key, proc.stdout[-2000:])
+            assert "Traceback" not in proc.stdout + proc.stderr, (key, proc.stdout[-2000:])
         exported = stack.pulumi("stack", "export").stdout
         assert "pulumi-python:dynamic" not in exported
         assert not stack.state_dir.exists()
