@@ -21,8 +21,9 @@ class Platform(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: PlatformConfig,
                  opts: pulumi.ResourceOptions | None = None) -> None:
+        backend = registry.for_stack(cfg)  # refuses what it cannot run before anything exists
         super().__init__("pg-platform:index:Platform", name, None, opts)
-        self.endpoints = registry.for_stack(cfg).build(cfg, self)
+        self.endpoints = backend.build(cfg, self)
         # The engine always uses the direct owner DSN, never the pooler's.
         self.schema = SchemaMigrations(
             "schema", dsn=self.endpoints.primary_dsn, sql_dir=str(sql_dir()),
