@@ -1,7 +1,7 @@
 """Where the local stack keeps everything, derived from settings alone.
 
-The local backend and the `python -m infra.backup` commands both use it, so the
-commands find the stack's pgBackRest config without asking the engine.
+The local backend uses it, and through `LocalBackend.local_files` (the backend
+contract) so do the ops commands, which find the stack's pgBackRest config here.
 
 Replicas share one port, each on its own loopback address (127.0.0.2, .3, ...):
 that is how they look on real hosts, and PgBouncer 1.18 can spread a database
