@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ class StackRef:
     def environment(self) -> dict[str, str]:
         return pulumi_env(ROOT, overrides=self.env)
 
+    @cached_property
     def _stack(self) -> auto.Stack:
+        """Selected once per StackRef: each engine call costs a process."""
         env = self.environment()
         try:
             workspace = auto.LocalWorkspace(
@@ -44,7 +47,7 @@ class StackRef:
     def config(self) -> config.PlatformConfig:
         """The stack's settings, validated as the program would (secure values left out)."""
         try:
-            values = self._stack().get_all_config()
+            values = self._stack.get_all_config()
         except auto.errors.CommandError as exc:
             raise PlatformError(f"stack {self.name!r}: reading its config failed: "
                                 f"{_last_line(exc)}") from None
@@ -54,7 +57,7 @@ class StackRef:
     def outputs(self) -> dict[str, Any]:
         """Every output, secrets decrypted; empty before the first `pulumi up`."""
         try:
-            return {k: v.value for k, v in self._stack().outputs().items()}
+            return {k: v.value for k, v in self._stack.outputs().items()}
         except auto.errors.CommandError as exc:
             raise PlatformError(f"stack {self.name!r}: reading its outputs failed: "
                                 f"{_last_line(exc)}") from None
