@@ -27,5 +27,12 @@ class MigrationError(PlatformError):
     """A migration failed; nothing of it was recorded as applied."""
 
 
-class ChecksumMismatch(MigrationError):
+class MigrationRefused(MigrationError):
+    """The engine refused to run: the files or the history are not fit to apply.
+
+    Nothing ran. The CLI exits 1 for these, and 2 for errors while running.
+    """
+
+
+class ChecksumMismatch(MigrationRefused):
     """An already-applied versioned migration was edited."""

@@ -1,10 +1,18 @@
 """``python -m infra.schema {status,plan,apply,validate,repair} --dsn DSN``.
 
-The only layer that prints. Errors go to stderr as one readable line and the
-exit status follows infra/exitcodes.py: 0 done (or nothing to do), 1 refused
-(an edited migration, a plan with problems) or, with ``--detailed-exitcode``,
-something pending; 2 failed.
-The DSN may come from ``$PGPLATFORM_DSN`` so that it stays out of shell history.
+The only layer that prints. Errors go to stderr as one readable line, and
+the exit status follows infra/exitcodes.py, the same for every command
+(sql/README.md):
+
+* 0: up to date (status, plan), valid (validate), done (apply, repair);
+* 1: something is pending (status, plan), or refused: an edited applied
+  file, a missing file, an out-of-order version, a syntax error, a refused
+  statement (validate, apply, and status/plan, which show what apply would refuse);
+* 2: an error: the database could not be reached, a migration failed while
+  running, the lock did not come free, or the arguments are wrong.
+
+``validate`` without a DSN checks the files alone. The DSN may come from
+``$PGPLATFORM_DSN`` so that it stays out of shell history.
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.errors import ChecksumMismatch, PlatformError
+import psycopg
+
+from infra.errors import MigrationRefused, PlatformError
 from infra.exitcodes import ATTENTION, ERROR, OK
 from infra.schema import engine
 from infra.schema.plan import Plan
@@ -42,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lock-timeout", type=float, default=600.0,
                     help="seconds to wait for another apply")
     ap.add_argument("--detailed-exitcode", action="store_true",
-                    help="plan/status: exit 1 when something is pending")
+                    help="accepted for compatibility; plan and status always exit 1 "
+                         "when something is pending")
     ap.add_argument("-v", "--verbose", action="count", default=0)
     return ap
 
@@ -53,10 +64,12 @@ def _tenant(raw: str) -> TenantSpec:
 
 
 def _describe_plan(p: Plan) -> list[str]:
-    lines = [f"apply {m.ref}" for m in p.schema_pending]
+    lines = [f"upgrade {what}" for what in p.engine_pending]
+    lines += [f"apply {m.ref}" for m in p.schema_pending]
     lines += [f"register tenant {t.slug} ({t.plan})" for t in p.unregistered]
     for w in p.tenant_work[:20]:
-        verb = "migrate" if w.schema_exists else "create"
+        verb = "migrate" if w.schema_exists else \
+            "recreate missing" if w.stale_history else "create"
         files = ", ".join(m.script for m in w.pending) or "(schema only)"
         lines.append(f"{verb} tenant schema {w.schema}: {files}")
     if len(p.tenant_work) > 20:
@@ -69,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not args.dsn:
+    if not args.dsn and args.command != "validate":
         print("error: --dsn (or $PGPLATFORM_DSN) is required", file=sys.stderr)
         return ERROR
     try:
@@ -78,46 +91,56 @@ def main(argv: Sequence[str] | None = None) -> int:
                               app_role=args.app_role, workers=max(1, args.workers),
                               lock_timeout=args.lock_timeout)
         return _run(args, opts)
-    except ChecksumMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except MigrationRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
         return ATTENTION
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return ERROR
+    except psycopg.Error as exc:
+        # psycopg's messages name host and port at most, never the password.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: database: {first}", file=sys.stderr)
         return ERROR
 
 
 def _run(args: argparse.Namespace, opts: engine.Options) -> int:
     cmd = args.command
-    if cmd == "status":
-        p, rows = engine.status(args.dsn, opts)
-        print(table(rows))
-        for problem in p.problems():
+    if cmd in ("status", "plan"):
+        if cmd == "status":
+            p, rows = engine.status(args.dsn, opts)
+            print(table(rows))
+        else:
+            p = engine.plan(args.dsn, opts)
+            for line in _describe_plan(p) or ["nothing to do"]:
+                print(line)
+        problems = p.problems()
+        for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)
-        state = "up to date" if p.is_noop and p.history_exists else "changes pending"
-        print(f"\n{state}")
-        return ATTENTION if args.detailed_exitcode and not p.is_noop else OK
-    if cmd == "plan":
-        p = engine.plan(args.dsn, opts)
-        for line in _describe_plan(p) or ["nothing to do"]:
-            print(line)
-        for problem in p.problems():
-            print(f"problem: {problem}", file=sys.stderr)
-        if p.problems():
+        if problems:
+            print(f"\nrefused: apply would stop on {len(problems)} problem(s)")
             return ATTENTION
-        return ATTENTION if args.detailed_exitcode and not p.is_noop else OK
+        up_to_date = p.is_noop and p.history_exists
+        if cmd == "status":
+            print(f"\n{'up to date' if up_to_date else 'changes pending'}")
+        return OK if up_to_date else ATTENTION
     if cmd == "validate":
-        engine.validate(args.dsn, opts)
-        print("valid: every applied file matches its checksum")
-        return 0
+        v = engine.validate(args.dsn, opts)
+        pending = len(v.plan.pending_files()) if v.plan else 0
+        against = f"; {pending} file(s) pending" if v.plan else " (files only: no --dsn)"
+        print(f"valid: {v.files} file(s) parse and pass the checks{against}")
+        return OK
     if cmd == "repair":
         done = engine.repair(args.dsn, opts)
         for line in done or ["nothing to repair"]:
             print(line)
-        return 0
+        return OK
     result = engine.apply(args.dsn, opts, on_progress=ProgressBar())
+    for version in result.engine_versions:
+        print(f"upgraded the engine's history schema to version {version}")
     for ref in result.applied:
         print(f"applied {ref}")
     if result.tenants_created:
         print(f"created {len(result.tenants_created)} tenant schema(s)")
     print(f"{'done' if result.changed else 'nothing to do'} in {result.seconds:.2f}s")
-    return 0
+    return OK

@@ -19,8 +19,8 @@ from typing import Any
 
 import psycopg
 
-from infra.errors import ChecksumMismatch, MigrationError
-from infra.schema import history, runner, tenants
+from infra.errors import ChecksumMismatch, MigrationError, MigrationRefused
+from infra.schema import history, lint, runner, tenants
 from infra.schema.files import MigrationSet
 from infra.schema.lock import WriterLock
 from infra.schema.plan import Plan, survey
@@ -67,10 +67,12 @@ class ApplyResult:
     tenants_created: list[str] = field(default_factory=list)
     tenants_migrated: int = 0
     seconds: float = 0.0
+    engine_versions: list[int] = field(default_factory=list)  # the engine's own, applied
 
     @property
     def changed(self) -> bool:
-        return bool(self.applied or self.tenants_created or self.tenants_migrated)
+        return bool(self.applied or self.tenants_created or self.tenants_migrated
+                    or self.engine_versions)
 
 
 def load(opts: Options) -> MigrationSet:
@@ -78,28 +80,57 @@ def load(opts: Options) -> MigrationSet:
 
 
 def plan(dsn: str, opts: Options) -> Plan:
-    """What `apply` would do; reads only."""
+    """What `apply` would do, and what would stop it; reads only."""
     ms = load(opts)
     with runner.connect(dsn, "schema plan") as conn:
-        return survey(conn, ms, opts.tenants, opts.history_schema)
+        return _survey(conn, ms, opts)
 
 
-def validate(dsn: str, opts: Options) -> Plan:
-    """Refuse edited applied files, vanished files and out-of-order versions.
-
-    :raises ChecksumMismatch: when an applied versioned file was edited.
-    :raises MigrationError: for the other problems.
-    """
-    p = plan(dsn, opts)
-    _refuse_problems(p)
+def _survey(conn: psycopg.Connection[Any], ms: MigrationSet, opts: Options) -> Plan:
+    p = survey(conn, ms, opts.tenants, opts.history_schema)
+    p.refused = [str(problem) for problem in lint.run(p.pending_files())]
     return p
+
+
+@dataclass
+class Validation:
+    """What `validate` found: problems of the files, and (with a DSN) the plan."""
+
+    problems: list[str]
+    files: int
+    plan: Plan | None = None
+
+
+def validate(dsn: str | None, opts: Options,
+             checks: Sequence[lint.Check] | None = None) -> Validation:
+    """Check every file offline (syntax with PostgreSQL's grammar, refused
+    statements, the lint checks), and with a DSN the history too (edited
+    applied files, vanished files, out-of-order versions).
+
+    :param checks: the lint checks; default :data:`infra.schema.lint.CHECKS`.
+    :raises ChecksumMismatch: when an applied versioned file was edited.
+    :raises MigrationRefused: for the other problems.
+    """
+    ms = load(opts)
+    problems = [str(p) for p in lint.run(ms.all(), checks)]
+    result = Validation(problems, len(ms.all()))
+    if dsn is not None:
+        with runner.connect(dsn, "schema validate") as conn:
+            result.plan = survey(conn, ms, opts.tenants, opts.history_schema)
+        problems += [p for p in result.plan.problems() if p not in problems]
+    if problems:
+        cls = ChecksumMismatch if result.plan and result.plan.mismatches else MigrationRefused
+        hint = "; run repair to accept the edited files on purpose" \
+            if result.plan and result.plan.mismatches else ""
+        raise cls("refusing to migrate: " + "; ".join(problems) + hint)
+    return result
 
 
 def _refuse_problems(p: Plan) -> None:
     problems = p.problems()
     if not problems:
         return
-    cls = ChecksumMismatch if p.mismatches else MigrationError
+    cls = ChecksumMismatch if p.mismatches else MigrationRefused
     hint = "; run repair to accept the edited files on purpose" if p.mismatches else ""
     raise cls("refusing to migrate: " + "; ".join(problems) + hint)
 
@@ -109,21 +140,22 @@ def apply(dsn: str, opts: Options,
     """Bring the database to the files; see the module docstring for the order.
 
     :param on_progress: called as (done, total) while tenant schemas migrate.
-    :raises MigrationError: for a failed file (nothing of it recorded), a
-        refused plan, or a lock that did not come free in time.
+    :raises MigrationRefused: for a refused plan (nothing ran).
+    :raises MigrationError: for a failed file (nothing of it recorded) or a
+        lock that did not come free in time.
     """
     started = time.monotonic()
     ms = load(opts)
     result = ApplyResult()
     with runner.connect(dsn, "schema apply") as conn:
-        first = survey(conn, ms, opts.tenants, opts.history_schema)
+        first = _survey(conn, ms, opts)
         _refuse_problems(first)
         if first.is_noop and first.history_exists:
             logger.info("schema: nothing to do")
             result.seconds = time.monotonic() - started
             return result
         with WriterLock(dsn, opts.history_schema, timeout=opts.lock_timeout):
-            history.ensure(conn, opts.history_schema)
+            result.engine_versions = history.ensure(conn, opts.history_schema)
             _apply_locked(conn, dsn, ms, opts, result, on_progress)
     result.seconds = time.monotonic() - started
     logger.info("schema: applied %d file(s), created %d tenant schema(s) in %.2fs",
@@ -134,13 +166,13 @@ def apply(dsn: str, opts: Options,
 def _apply_locked(conn: psycopg.Connection[Any], dsn: str, ms: MigrationSet, opts: Options,
                   result: ApplyResult, on_progress: Callable[[int, int], None] | None) -> None:
     values = opts.placeholders()
-    p = survey(conn, ms, opts.tenants, opts.history_schema)
+    p = _survey(conn, ms, opts)
     _refuse_problems(p)
     for m in p.schema_pending:
         runner.run(conn, m, values, opts.history_schema)
         result.applied.append(m.ref)
     if ms.tenant or opts.tenants:
-        p = survey(conn, ms, opts.tenants, opts.history_schema)
+        p = _survey(conn, ms, opts)
         if p.unregistered:
             if not p.registry_exists:
                 raise MigrationError(
@@ -148,7 +180,7 @@ def _apply_locked(conn: psycopg.Connection[Any], dsn: str, ms: MigrationSet, opt
                     f"did not create the registry {tenants.REGISTRY}; add it to "
                     f"{opts.sql_dir}/schema or remove the tenants")
             tenants.register(conn, p.unregistered)
-            p = survey(conn, ms, opts.tenants, opts.history_schema)
+            p = _survey(conn, ms, opts)
         _refuse_problems(p)
         outcomes = tenants.migrate(dsn, p.tenant_work, values, opts.history_schema,
                                    opts.workers, on_progress)
@@ -172,6 +204,7 @@ def repair(dsn: str, opts: Options) -> list[str]:
         p = survey(conn, ms, opts.tenants, opts.history_schema)
         if not p.history_exists:
             return done
+        history.ensure(conn, opts.history_schema)
         by_ref = {m.ref: m for m in ms.all()}
         with conn.transaction():
             for ref in sorted({mm.ref for mm in p.mismatches}):
@@ -190,7 +223,7 @@ def status(dsn: str, opts: Options) -> tuple[Plan, list[StatusRow]]:
     """The plan and one row per file, for people; reads only."""
     ms = load(opts)
     with runner.connect(dsn, "schema status") as conn:
-        p = survey(conn, ms, opts.tenants, opts.history_schema)
+        p = _survey(conn, ms, opts)
         active = 0
         if p.registry_exists:
             row = conn.execute(f"SELECT count(*) FROM {tenants.REGISTRY} "

@@ -6,24 +6,29 @@ what makes its checksum change) are unit-testable without a database.
 A file name is either ``V<version>__<description>.sql`` (versioned, applied
 once, in version order) or ``R__<description>.sql`` (repeatable, re-applied
 whenever its checksum changes). Versions are dot- or underscore-separated
-integers, so ``V0001`` and ``V1`` are the same version and ``V1_10`` sorts
-after ``V1_9``.
+integers compared as numbers, with trailing zeros ignored, so ``V0001``,
+``V1`` and ``V1.0`` are the same version and ``V1_10`` sorts after ``V1_9``.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.errors import MigrationError
+from infra.errors import MigrationError, MigrationRefused
+from infra.schema import lexer, sqltext
 
 DIRECTIVE_PREFIX = "pg-platform:"
 NONTRANSACTIONAL = "nontransactional"
-KNOWN_DIRECTIVES = (NONTRANSACTIONAL,)
+NO_PLACEHOLDERS = "no-placeholders"
+KNOWN_DIRECTIVES = (NONTRANSACTIONAL, NO_PLACEHOLDERS)
+CHECKSUM_VERSION = 2
 
 _VERSIONED = re.compile(r"^V(?P<version>\d+(?:[._]\d+)*)__(?P<desc>[^/]+)\.sql$")
 _REPEATABLE = re.compile(r"^R__(?P<desc>[^/]+)\.sql$")
@@ -55,7 +60,12 @@ class Track(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Migration:
-    """One file of a track, read once; `text` is what gets executed."""
+    """One file of a track, read once; `text` is what gets executed.
+
+    `text` is the file without a leading BOM and with LF line endings.
+    `checksum` is :data:`CHECKSUM_VERSION` 2; `legacy_checksum` is the one the
+    engine recorded before (version 1), still accepted for rows it wrote.
+    """
 
     track: Track
     kind: Kind
@@ -66,6 +76,18 @@ class Migration:
     checksum: str
     transactional: bool
     text: str
+    legacy_checksum: str = ""
+    placeholders: bool = True
+    scan: lexer.Scan | None = field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def statements(self) -> tuple[sqltext.Statement, ...]:
+        """The file's statements, split once per load (see :mod:`infra.schema.sqltext`).
+
+        :raises MigrationRefused: for a syntax error, naming file and line.
+        """
+        return tuple(sqltext.split(self.text, self.ref, placeholders=self.placeholders,
+                                   scanned=self.scan))
 
     @property
     def key(self) -> str:
@@ -89,8 +111,16 @@ def version_key(version: str) -> tuple[int, ...]:
 
 
 def canonical_version(raw: str) -> str:
-    """Leading zeros and separators do not make a new version: V0001 is V1."""
-    return ".".join(str(n) for n in version_key(raw))
+    """Leading zeros, trailing zeros and separators do not make a new version:
+    V0001, V1 and V1.0 are all version "1" (as in Flyway)."""
+    parts = list(version_key(raw))
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return ".".join(str(n) for n in parts)
+
+
+# The same rule in SQL, for history rows written before trailing zeros were dropped.
+VERSION_SQL = r"regexp_replace(version, '(\.0+)+$', '')"
 
 
 def parse_name(name: str) -> tuple[Kind, str, str] | None:
@@ -107,7 +137,7 @@ def parse_name(name: str) -> tuple[Kind, str, str] | None:
     m = _REPEATABLE.match(name)
     if m:
         return Kind.REPEATABLE, "", _describe(m["desc"])
-    raise MigrationError(
+    raise MigrationRefused(
         f"{name}: not a migration name; use V<version>__<description>.sql "
         "(version: integers separated by '.' or '_') or R__<description>.sql")
 
@@ -116,23 +146,74 @@ def _describe(raw: str) -> str:
     return raw.replace("_", " ").strip()
 
 
-def normalise(text: str) -> str:
-    """Content as checksummed: no BOM, LF line endings, no trailing whitespace.
+def source_text(raw: str) -> str:
+    """What runs: the file without a leading BOM, with LF line endings."""
+    return raw.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def normalise(text: str, scan: lexer.Scan | None = None) -> str:
+    """Content as checksummed: no BOM, LF line endings, no trailing whitespace
+    outside literals, no trailing blank lines.
 
     Editors and git's autocrlf change these without changing meaning; a
     checksum over them only produces noise (users' most common checksum
-    complaint about Flyway).
+    complaint about Flyway). Inside a string, a dollar-quoted body or COPY
+    data, trailing whitespace is content, so there it counts.
+
+    :param scan: the scan of ``source_text(text)``, when the caller has it.
     """
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = source_text(text)
+    sc = scan if scan is not None else _lenient_scan(text)
+    starts, ends = _union(sc.protected if sc is not None else [])
+    lines: list[str] = []
+    eol = -1
+    for line in text.split("\n"):
+        eol += len(line) + 1  # the offset of this line's "\n" (or of the end)
+        k = bisect.bisect_right(starts, eol) - 1
+        inside = k >= 0 and eol < ends[k]
+        lines.append(line if inside else line.rstrip())
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _union(regions: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Nested regions (strings inside a DO body) merged: sorted starts and ends."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for a, b in sorted(regions):
+        if ends and a <= ends[-1]:
+            ends[-1] = max(ends[-1], b)
+        else:
+            starts.append(a)
+            ends.append(b)
+    return starts, ends
+
+
+def _lenient_scan(text: str) -> lexer.Scan | None:
+    try:
+        return lexer.scan(text, "<checksum>")
+    except MigrationError:
+        return None
+
+
+def legacy_normalise(text: str) -> str:
+    """Checksum version 1: every line's trailing whitespace dropped, literals too."""
+    text = source_text(text)
     lines = [line.rstrip() for line in text.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def checksum(text: str) -> str:
-    """SHA-256 hex digest of the normalised content."""
-    return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()
+def checksum(text: str, scan: lexer.Scan | None = None) -> str:
+    """SHA-256 hex digest of the normalised content (checksum version 2)."""
+    return hashlib.sha256(normalise(text, scan).encode("utf-8")).hexdigest()
+
+
+def legacy_checksum(text: str) -> str:
+    """The checksum engines before version 2 recorded (see :func:`legacy_normalise`)."""
+    return hashlib.sha256(legacy_normalise(text).encode("utf-8")).hexdigest()
 
 
 def directives(text: str, script: str) -> frozenset[str]:
@@ -144,7 +225,7 @@ def directives(text: str, script: str) -> frozenset[str]:
     :raises MigrationError: for an unknown directive (likely a typo).
     """
     found: set[str] = set()
-    for number, raw in enumerate(normalise(text).split("\n"), start=1):
+    for number, raw in enumerate(legacy_normalise(text).split("\n"), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -155,7 +236,7 @@ def directives(text: str, script: str) -> frozenset[str]:
             continue
         word = body[len(DIRECTIVE_PREFIX):].strip().lower()
         if word not in KNOWN_DIRECTIVES:
-            raise MigrationError(
+            raise MigrationRefused(
                 f"{script}:{number}: unknown directive {word!r}; allowed: "
                 + ", ".join(KNOWN_DIRECTIVES))
         found.add(word)
@@ -179,20 +260,30 @@ def load_track(directory: Path, track: Track) -> list[Migration]:
         kind, version, description = parsed
         if kind not in track.allowed_kinds:
             allowed = " or ".join(k.value for k in track.allowed_kinds)
-            raise MigrationError(
+            raise MigrationRefused(
                 f"{track.value}/{path.name}: a {kind.value} file in the {track.value} "
                 f"track; this track takes {allowed} files only")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise MigrationError(f"{path}: not UTF-8 ({exc})") from None
-        marks = directives(text, f"{track.value}/{path.name}")
-        out.append(Migration(track=track, kind=kind, version=version,
-                             description=description, script=path.name, path=path,
-                             checksum=checksum(text),
-                             transactional=NONTRANSACTIONAL not in marks, text=text))
+        out.append(read_migration(path, track, kind, version, description))
     _refuse_duplicates(out)
     return sorted(out, key=lambda m: m.sort_key)
+
+
+def read_migration(path: Path, track: Track, kind: Kind, version: str,
+                   description: str) -> Migration:
+    """Read and scan one file; its statements are parsed later, when needed."""
+    ref = f"{track.value}/{path.name}"
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MigrationRefused(f"{ref}: not UTF-8 ({exc})") from None
+    marks = directives(raw, ref)
+    text = source_text(raw)
+    placeholders = NO_PLACEHOLDERS not in marks
+    sc = lexer.scan(text, ref, placeholders=placeholders)
+    return Migration(track=track, kind=kind, version=version, description=description,
+                     script=path.name, path=path, checksum=checksum(text, sc),
+                     transactional=NONTRANSACTIONAL not in marks, text=text,
+                     legacy_checksum=legacy_checksum(raw), placeholders=placeholders, scan=sc)
 
 
 def _refuse_duplicates(migrations: Iterable[Migration]) -> None:
@@ -201,9 +292,10 @@ def _refuse_duplicates(migrations: Iterable[Migration]) -> None:
         if m.kind is not Kind.VERSIONED:
             continue
         if m.version in seen:
-            raise MigrationError(
-                f"{m.track.value}/{m.script} and {m.track.value}/{seen[m.version]} "
-                f"both have version {m.version}; each version must be unique per track")
+            raise MigrationRefused(
+                f"{m.track.value}/{seen[m.version]} and {m.track.value}/{m.script} "
+                f"both have version {m.version} (versions compare as numbers, trailing "
+                "zeros ignored); each version must be unique per track: renumber one")
         seen[m.version] = m.script
 
 

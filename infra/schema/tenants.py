@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from infra.errors import ConfigError, MigrationError
-from infra.schema import runner
+from infra.schema import history, runner
 from infra.schema.files import Migration
 
 logger = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class TenantWork:
     schema: str
     schema_exists: bool
     pending: tuple[Migration, ...]
+    stale_history: bool = False  # the schema was migrated once and has been dropped
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,13 @@ def _migrate_one(conn: psycopg.Connection[Any], item: TenantWork, values: Mappin
     prelude: sql.Composed | None = None
     if not item.schema_exists:
         prelude = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(item.schema))
+        if item.stale_history:
+            # Recreated after a manual drop: its old rows describe objects that are gone.
+            logger.warning("tenant schema %s is missing; recreating it from the tenant track",
+                           item.schema)
+            prelude = sql.SQL("{}; DELETE FROM {} WHERE track = 'tenant' AND tenant_schema = {}"
+                              ).format(prelude, history.table(history_schema),
+                                       sql.Literal(item.schema))
     for m in item.pending:
         runner.run(conn, m, tenant_values, history_schema, tenant_schema=item.schema,
                    prelude=prelude)

@@ -109,7 +109,7 @@ def test_split_respects_quotes_comments_and_dollar_bodies() -> None:
 
 
 def test_split_reports_unclosed_quotes() -> None:
-    with pytest.raises(MigrationError, match="line 2: dollar-quoted"):
+    with pytest.raises(MigrationError, match="<sql>:2: dollar-quoted"):
         sqltext.split("SELECT 1;\nDO $$ BEGIN")
-    with pytest.raises(MigrationError, match="line 1: ' quote is never closed"):
+    with pytest.raises(MigrationError, match="<sql>:1: string opened here is never closed"):
         sqltext.split("SELECT 'abc")
