@@ -106,6 +106,13 @@ def ensure(conn: psycopg.Connection[Any], schema: str) -> list[int]:
         ).format(engine_table(schema)))
         row = conn.execute(engine_version_query(schema)).fetchone()
         current = int(row[0]) if row else 0
+        if current == 0 and conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                         (regclass_name(schema),)).fetchone() == (True,):
+            # Made by an engine from before versioned metadata: that is version 1.
+            conn.execute(sql.SQL("INSERT INTO {} (version, description) VALUES (1, %s)")
+                         .format(engine_table(schema)),
+                         (ENGINE_MIGRATIONS[0][1] + " (found, made by an earlier engine)",))
+            current = 1
         if current > ENGINE_VERSION:
             raise MigrationRefused(too_new(schema, current))
         for version, description, statements in ENGINE_MIGRATIONS:
