@@ -21,12 +21,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import backup, cold_up, common, noop_up, pooler, replica_lag, tenant_scale
+from bench import backup, cold_up, common, noop_up, pooler, replica_lag, splitter, tenant_scale
 from bench.common import Figure, Sizes
 
 RESULTS = common.ROOT / "bench" / "results.md"
 GROUPS = {"platform": ("P1", "P2", "P4", "P5"), "tenants": ("P3", "P3b", "P3c"),
-          "backup": ("P6a", "P6b")}
+          "backup": ("P6a", "P6b"), "splitter": ("P7",)}
 
 
 def platform_group(sizes: Sizes, only: set[str]) -> list[Figure]:
@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         figs += guarded("P3", lambda: tenant_scale.run(sizes, big="P3b" in only))
     if only & set(GROUPS["backup"]):
         figs += guarded("P6", lambda: backup.run(sizes))
+    if only & set(GROUPS["splitter"]):
+        figs += guarded("P7", lambda: splitter.run(sizes.statements, sizes.repeats))
     seconds = time.monotonic() - started
     output = args.output or (None if args.quick else RESULTS)
     if output is not None:

@@ -27,7 +27,6 @@ from infra import tls as infra_tls
 from infra.backends import local
 from infra.backends.local_layout import layout, replicas
 from infra.hostctl import standby
-from infra.schema import sqltext
 from infra.schema.files import Migration, MigrationSet
 from infra.schema.tenants import schema_for
 from tests.support import scratch_dir
@@ -39,8 +38,8 @@ _CREATED = re.compile(r"dynamic:Resource (\S+) created \(([0-9.]+)s\)")
 def _sql_text(files: tuple[Migration, ...], values: dict[str, str]) -> str:
     out = []
     for m in files:
-        for stmt in sqltext.split(m.text):
-            out.append(sqltext.substitute(stmt, values, m.ref).as_string(None) + ";")
+        for stmt in m.statements:
+            out.append(stmt.render(values, m.ref).as_string(None) + ";")
     return "\n".join(out) + "\n"
 
 

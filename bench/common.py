@@ -43,11 +43,13 @@ class Sizes:
     backup_mb: int = 2048
     backup_tenants: int = 1000
     repeats: int = 3
+    statements: int = 200_000
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(tenants=50, tenants_big=500, pgbench_seconds=5, pgbench_scale=2,
-                   lag_seconds=8, backup_mb=100, backup_tenants=50, repeats=2)
+                   lag_seconds=8, backup_mb=100, backup_tenants=50, repeats=2,
+                   statements=20_000)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.schema import engine, sqltext  # noqa: E402
+from infra.schema import engine  # noqa: E402
 from infra.schema.files import Migration, MigrationSet  # noqa: E402
 from infra.schema.tenants import TenantSpec, schema_for  # noqa: E402
 from tests.support import RunningServer, start_server  # noqa: E402
@@ -56,7 +56,7 @@ def new_database(srv: RunningServer, name: str) -> str:
 def statements(files: Sequence[Migration], slug: str) -> list[sql.Composed]:
     values = {"app_role": "app", "history_schema": "pgplatform",
               "tenant_schema": schema_for(slug), "tenant_slug": slug}
-    return [sqltext.substitute(s, values, m.ref) for m in files for s in sqltext.split(m.text)]
+    return [s.render(values, m.ref) for m in files for s in m.statements]
 
 
 def baseline_a(dsn: str, files: Sequence[Migration], slugs: Sequence[str]) -> None:
