@@ -141,14 +141,16 @@ def record(conn: psycopg.Connection[Any], schema: str, m: Migration,
 
     :raises RecordError: naming the file and PostgreSQL's message.
     """
+    values = (m.track.value, tenant_schema, m.version, m.description, m.kind.value, m.script,
+              m.checksum, CHECKSUM_VERSION, execution_ms)
+    # One round trip: the values are quoted by psycopg.sql, never formatted in.
+    insert = sql.SQL(
+        "RESET SESSION AUTHORIZATION; RESET ROLE; "
+        "INSERT INTO {} (track, tenant_schema, version, description, kind, script, checksum, "
+        "checksum_version, execution_ms, success) VALUES ({}, true)").format(
+        table(schema), sql.SQL(", ").join(sql.Literal(v) for v in values))
     try:
-        conn.execute("RESET ROLE")
-        conn.execute(
-            sql.SQL("INSERT INTO {} (track, tenant_schema, version, description, kind, "
-                    "script, checksum, checksum_version, execution_ms, success) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, true)").format(table(schema)),
-            (m.track.value, tenant_schema, m.version, m.description, m.kind.value, m.script,
-             m.checksum, CHECKSUM_VERSION, execution_ms))
+        conn.execute(insert)
     except psycopg.Error as err:
         where = f" for tenant schema {tenant_schema}" if tenant_schema else ""
         message = (err.diag.message_primary or str(err)).strip()
