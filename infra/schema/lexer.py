@@ -204,7 +204,9 @@ class _Scanner:
                 out.protected.append((i, close))
                 i = close
             elif c == "\\":
-                i = self._meta(i, end)
+                # psql reads a backslash in code as a meta-command; inside a DO
+                # body it is plain text for the server to judge.
+                i = self._meta(i, end) if stop_at_semicolon else i + 1
             else:
                 i = self._dollar(i, end, in_do)
 

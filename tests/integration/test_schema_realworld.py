@@ -34,7 +34,8 @@ CREATE TABLE audit (n int, what text);
 CREATE FUNCTION "sch€ma".add_one(i int) RETURNS int LANGUAGE sql
     BEGIN ATOMIC SELECT i + 1; END;
 CREATE RULE notes_audit AS ON INSERT TO "sch€ma".notes
-    DO ALSO (INSERT INTO audit VALUES (NEW.id, 'insert'); INSERT INTO audit VALUES (NEW.id, 'again'));
+    DO ALSO (INSERT INTO audit VALUES (NEW.id, 'insert');
+             INSERT INTO audit VALUES (NEW.id, 'again'));
 """
 
 
@@ -43,11 +44,14 @@ def pg_dump(running: RunningServer, dbname: str, workdir: Path) -> str:
     passfile = workdir / "pgpass"
     passfile.write_text(f"*:*:*:*:{running.password}\n")
     passfile.chmod(0o600)
-    proc = subprocess.run(
-        [str(pgctl.bin_dir() / "pg_dump"), "-h", running.server.host, "-p", str(running.server.port),
-         "-U", "pgp_admin", "--no-owner", dbname],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "PGPASSFILE": str(passfile)})
+    try:
+        proc = subprocess.run(
+            [str(pgctl.bin_dir() / "pg_dump"), "-h", running.server.host,
+             "-p", str(running.server.port), "-U", "pgp_admin", "--no-owner", dbname],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PGPASSFILE": str(passfile)})
+    finally:
+        passfile.unlink()
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -57,7 +61,7 @@ def test_a_real_pg_dump_with_copy_data_applies_like_psql(pg_server: RunningServe
                                                          tmp_path: Path) -> None:
     with fresh_database(pg_server) as source:
         with psycopg.connect(source.dsn, autocommit=True) as conn:
-            conn.execute(SOURCE)  # type: ignore[arg-type]
+            conn.execute(SOURCE)
             with conn.cursor() as cur:
                 cur.executemany('INSERT INTO "sch€ma".notes VALUES (%s, %s, %s)',
                                 [(i, t, None if i % 3 else t[::-1]) for i, t in enumerate(TRICKY)])
@@ -160,7 +164,7 @@ def test_set_role_in_a_file_is_undone_before_recording(fresh_db: FreshDatabase,
             == [("pgp_admin",)]
     finally:
         with psycopg.connect(fresh_db.dsn, autocommit=True) as conn:
-            conn.execute(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")  # type: ignore[arg-type]
+            conn.execute(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
 
 
 def test_commit_in_a_transactional_file_is_refused_before_it_runs(fresh_db: FreshDatabase,
@@ -320,10 +324,11 @@ def test_files_applied_by_the_previous_engine_are_not_seen_as_edited(
     write(sql_dir, "schema/V2__data.sql", "CREATE TABLE d (v text);\n"
                                           "INSERT INTO d VALUES ('a   \nb');   \n")
     write(sql_dir, "tenant/V1__t.sql", "CREATE TABLE ${tenant_schema}.t (v text DEFAULT 'x  \n');")
+    old_root = _old_engine(tmp_path)
     old = subprocess.run([sys.executable, "-m", "infra.schema", "apply", "--dsn", fresh_db.dsn,
                           "--sql-dir", str(sql_dir), "--tenant", "a"],
-                         cwd=_old_engine(tmp_path), capture_output=True, text=True, timeout=120,
-                         check=False, env={**os.environ, "PYTHONPATH": str(tmp_path / "old-engine")})
+                         cwd=old_root, capture_output=True, text=True, timeout=120,
+                         check=False, env={**os.environ, "PYTHONPATH": str(old_root)})
     assert old.returncode == 0, old.stderr
     o = opts(sql_dir, tenant_list=[{"slug": "a"}])
     p = engine.plan(fresh_db.dsn, o)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra.errors import MigrationRefused
 from infra.schema import lint, sqltext
@@ -142,3 +144,30 @@ def test_lint_checks_are_plain_functions_that_can_be_added(tmp_path: Path) -> No
     assert found[1] == "schema/V2__b.sql:2: DROP TABLE is not allowed"
     assert found[2].startswith("schema/V3__c.sql:1: syntax error")
     assert len(found) == 3
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00\r"),
+                max_size=30)
+
+
+def _copy_field(value: str) -> str:
+    """COPY text format, as pg_dump writes it."""
+    return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(_TEXT, min_size=1, max_size=8), rows=st.lists(_TEXT, max_size=6))
+def test_any_literal_text_and_copy_data_survive_the_split(values: list[str],
+                                                          rows: list[str]) -> None:
+    """Quotes, semicolons, backslashes, dollars, placeholder look-alikes: nothing leaks."""
+    stmts = [f"SELECT '{v.replace(chr(39), chr(39) * 2)}' AS c" for v in values]
+    data = "".join(_copy_field(r) + "\n" for r in rows)
+    text = ";\n".join(stmts) + ";\nCOPY t (v) FROM stdin;\n" + data + "\\.\nSELECT 2;\n"
+    got = sqltext.split(text, "p.sql")
+    assert [s.text for s in got[:len(values)]] == stmts
+    assert all(s.edits == () for s in got)
+    assert [s.line for s in got[:len(values)]] == \
+        [1 + sum(v.count("\n") for v in values[:i]) + i for i in range(len(values))]
+    copy, last = got[len(values)], got[-1]
+    assert copy.kind is Kind.COPY and copy.data == data
+    assert last.text == "SELECT 2" and last.line == text.count("\n", 0, text.rindex("SELECT 2")) + 1
