@@ -288,6 +288,10 @@ def test_exit_codes_mean_the_same_for_every_command(fresh_db: FreshDatabase,
     assert {c: p.returncode for c, p in codes.items()} == \
         {"status": 1, "plan": 1, "validate": 1, "apply": 1}
     assert "refused" in codes["status"].stdout and "edited after" in codes["status"].stderr
+    v1.unlink()  # a vanished applied file: status must not say "up to date"
+    gone = cli("status", *args)
+    assert gone.returncode == 1 and "up to date" not in gone.stdout
+    assert "its file is missing" in gone.stderr
     unreachable = "postgresql://nobody:x@127.0.0.1:1/none"
     for c in ("status", "plan", "validate", "apply"):
         proc = cli(c, "--dsn", unreachable, "--sql-dir", str(tmp_path))
