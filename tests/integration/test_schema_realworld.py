@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra import pgctl
+from infra import hostctl
 from infra.errors import MigrationError, MigrationRefused
 from infra.health import probes
 from infra.schema import engine
@@ -46,7 +46,7 @@ def pg_dump(running: RunningServer, dbname: str, workdir: Path) -> str:
     passfile.chmod(0o600)
     try:
         proc = subprocess.run(
-            [str(pgctl.bin_dir() / "pg_dump"), "-h", running.server.host,
+            [str(hostctl.bin_dir() / "pg_dump"), "-h", running.server.host,
              "-p", str(running.server.port), "-U", "pgp_admin", "--no-owner", dbname],
             capture_output=True, text=True, timeout=60, check=False,
             env={**os.environ, "PGPASSFILE": str(passfile)})
