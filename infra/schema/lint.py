@@ -15,9 +15,25 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from infra.errors import MigrationError
-from infra.schema import sqltext
 from infra.schema.files import Migration
-from infra.schema.sqltext import Kind, SqlFile
+from infra.schema.sqltext import Kind, Statement
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    """A migration and its statements: what lint checks look at."""
+
+    migration: Migration
+    statements: tuple[Statement, ...]
+
+    @property
+    def ref(self) -> str:
+        return self.migration.ref
+
+
+def parse(m: Migration) -> SqlFile:
+    """The file's statements (split once per loaded file, then kept)."""
+    return SqlFile(m, m.statements)
 
 
 @dataclass(frozen=True)
@@ -56,7 +72,7 @@ def run(migrations: Iterable[Migration], checks: Sequence[Check] | None = None) 
     out: list[Problem] = []
     for m in migrations:
         try:
-            f = sqltext.parse(m)
+            f = parse(m)
         except MigrationError as exc:
             out.append(_parse_problem(m, exc))
             continue

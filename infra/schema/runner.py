@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from infra.errors import MigrationError
-from infra.schema import history, sqltext
+from infra.schema import history
 from infra.schema.files import Migration
 from infra.schema.sqltext import Kind, Statement
 
@@ -60,7 +60,7 @@ def run(conn: psycopg.Connection[Any], m: Migration, values: Mapping[str, str],
     :raises MigrationError: naming the file, the statement's line and
         PostgreSQL's message; nothing of the migration is recorded.
     """
-    statements = sqltext.parse(m).statements
+    statements = m.statements
     where = f" in schema {tenant_schema}" if tenant_schema else ""
     logger.info("applying %s%s", m.ref, where)
     started = time.monotonic()

@@ -20,7 +20,7 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pglast
 from pglast import enums as pg_enums
@@ -30,9 +30,6 @@ from psycopg import sql
 from infra.errors import MigrationRefused
 from infra.schema import lexer
 from infra.schema.lexer import Edit, Scan
-
-if TYPE_CHECKING:
-    from infra.schema.files import Migration
 
 GRAMMAR = "PostgreSQL {}.{} (pglast {})".format(
     *pg_parser.get_postgresql_version(), pglast.__version__.lstrip("v"))
@@ -108,23 +105,6 @@ def _value(e: Edit, values: Mapping[str, str], where: str) -> sql.Composable:
                                + ", ".join(sorted(values)))
     value = values[e.name]
     return sql.Identifier(value) if e.kind == "ident" else sql.Literal(value)
-
-
-@dataclass(frozen=True)
-class SqlFile:
-    """A migration and its statements: what lint checks look at."""
-
-    migration: Migration
-    statements: tuple[Statement, ...]
-
-    @property
-    def ref(self) -> str:
-        return self.migration.ref
-
-
-def parse(m: Migration) -> SqlFile:
-    """The file's statements (split once per loaded file, then kept)."""
-    return SqlFile(m, m.statements)
 
 
 def split(text: str, ref: str = "<sql>", *, placeholders: bool = True,

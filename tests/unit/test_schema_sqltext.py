@@ -135,7 +135,7 @@ def test_lint_checks_are_plain_functions_that_can_be_added(tmp_path: Path) -> No
     (d / "V3__c.sql").write_text("SELECT (;\n")
     ms = load_track(d, Track.SCHEMA)
 
-    def no_drop(f: sqltext.SqlFile) -> list[lint.Problem]:
+    def no_drop(f: lint.SqlFile) -> list[lint.Problem]:
         return [lint.Problem(f.ref, s.line, "DROP TABLE is not allowed")
                 for s in f.statements if type(s.node()).__name__ == "DropStmt"]
 
