@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -91,11 +90,14 @@ def test_restore_to_a_time_starts_a_new_server_on_another_port(cluster: Cluster)
     with psycopg.connect(cluster.owner_dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS public.pitr_probe (v int)")
         conn.execute("INSERT INTO public.pitr_probe VALUES (1)")
-        time.sleep(0.3)
-        row = conn.execute("SELECT now()").fetchone()
+        # The target is row 1's own commit time (track_commit_timestamp is on);
+        # row 2 commits once the clock has moved past it.
+        row = conn.execute("SELECT max(pg_xact_commit_timestamp(xmin)) FROM public.pitr_probe "
+                           "WHERE v = 1").fetchone()
         assert row is not None
         target: datetime = row[0]
-        time.sleep(0.3)
+        assert hostctl.wait_until(lambda: conn.execute(
+            "SELECT clock_timestamp() > %s", (target,)).fetchone() == (True,), timeout=10)
         conn.execute("INSERT INTO public.pitr_probe VALUES (2)")
     pgbr(cluster).check()
     workdir = restore.new_workdir(layout(cluster.cfg).restores)

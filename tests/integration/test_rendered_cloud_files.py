@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +112,20 @@ def test_postgres_accepts_every_rendered_postgresql_conf(prod: config.PlatformCo
     assert bad.returncode != 0 and "shared_bufers" in bad.stderr
 
 
-def _pgbouncer_runs(ini: str, tmp: Path) -> tuple[bool, str]:
-    """Start the real pgbouncer on the file; alive after a second means it was accepted."""
+def _pgbouncer_runs(ini: str, tmp: Path, port: int) -> tuple[bool, str]:
+    """Start the real pgbouncer on the file: it was accepted when it listens on its port.
+
+    A file PgBouncer rejects makes it exit before it opens the port.
+    """
     (tmp / "pgbouncer.ini").write_text(ini)
     os.chmod(tmp / "pgbouncer.ini", 0o644)
     proc = subprocess.Popen(hostctl.service_cmd(["pgbouncer", str(tmp / "pgbouncer.ini")]),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(1.5)
-        alive = proc.poll() is None
+        settled = hostctl.wait_until(
+            lambda: "exited" if proc.poll() is not None else
+            "listening" if not hostctl.port_free("127.0.0.1", port) else None, timeout=30)
+        alive = settled == "listening" and proc.poll() is None
     finally:
         if proc.poll() is None:
             # SIGTERM: PgBouncer's immediate shutdown; runuser passes it on.
@@ -155,9 +159,9 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
                 f"listen_port = {port}" if line.startswith("listen_port =") else
                 "unix_socket_dir = " + str(tmp) if line.startswith("unix_socket_dir =") else
                 line for line in ini.splitlines()) + "\n"
-            alive, out = _pgbouncer_runs(text, tmp)
+            alive, out = _pgbouncer_runs(text, tmp, port)
             assert alive, f"{name}: {out}"
-        alive, out = _pgbouncer_runs(text.replace("pool_mode =", "pool_mood ="), tmp)
+        alive, out = _pgbouncer_runs(text.replace("pool_mode =", "pool_mood ="), tmp, port)
         assert not alive and "pool_mood" in out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

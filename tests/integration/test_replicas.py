@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 
+from infra import hostctl
 from infra.backends import local
 from infra.backends.local_layout import replicas
 from infra.backends.local_replica import ReplicaProvider
@@ -32,30 +33,27 @@ def test_two_replicas_stream_through_their_own_active_slots(cluster: Cluster) ->
             assert row == ("streaming", f"replica_{i}")
 
 
-def test_a_row_written_on_the_primary_is_read_on_both_replicas_within_a_second(
-        cluster: Cluster) -> None:
+def test_a_row_written_on_the_primary_is_replayed_on_both_replicas(cluster: Cluster) -> None:
+    """Each replica replays past the commit's LSN and then serves the row.
+
+    How fast that happens is bench P5's figure (replay lag), not an assertion here.
+    """
     with psycopg.connect(cluster.owner_dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS public.repl_probe (v text)")
-    for i in (1, 2):  # the table itself is not what is timed
-        with psycopg.connect(cluster.replica_dsn(i), autocommit=True) as conn:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not conn.execute(
-                    "SELECT to_regclass('public.repl_probe')").fetchone()[0]:  # type: ignore[index]
-                time.sleep(0.01)
-    with psycopg.connect(cluster.owner_dsn(), autocommit=True) as conn:
         token = f"probe-{time.monotonic_ns()}"
         conn.execute("INSERT INTO public.repl_probe VALUES (%s)", (token,))
-    written = time.monotonic()
-    lag = {}
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        lsn = row[0]
     for i in (1, 2):
         with psycopg.connect(cluster.replica_dsn(i), autocommit=True) as conn:
-            while time.monotonic() - written < 1.0:
-                if conn.execute("SELECT 1 FROM public.repl_probe WHERE v = %s",
-                                (token,)).fetchone():
-                    lag[i] = time.monotonic() - written
-                    break
-                time.sleep(0.01)
-    assert set(lag) == {1, 2}, f"row not on every replica within 1s (seen: {lag})"
+            def replayed(conn: psycopg.Connection[tuple[bool]] = conn) -> bool:
+                got = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                   (lsn,)).fetchone()
+                return bool(got and got[0])
+            assert hostctl.wait_until(replayed, timeout=60), f"replica {i} never replayed {lsn}"
+            assert conn.execute("SELECT 1 FROM public.repl_probe WHERE v = %s",
+                                (token,)).fetchone() == (1,)
 
 
 def test_replicas_refuse_writes(cluster: Cluster) -> None:
