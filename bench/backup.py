@@ -40,7 +40,7 @@ from infra.hostctl import standby
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from infra.schema import engine
 from infra.schema.tenants import TenantSpec
-from tests.support import scratch_dir
+from tests.support import scratch_dir, write_tls
 
 # The defaults before bench/ tuned them (one process, no bundling), for comparison.
 BEFORE = ("--process-max=1", "--no-repo1-bundle")
@@ -85,13 +85,14 @@ def platform_primary() -> Iterator[Primary]:
     base = scratch_dir("pgp-bench-backup-")
     port = hostctl.free_port()
     cfg = config.load({"state_dir": str(base), "postgres": {"port": port}}, "bench")
-    pw = {k: secrets.token_urlsafe(18) for k in ("owner", "app", "replication")}
+    pw = {k: secrets.token_urlsafe(18) for k in ("superuser", "owner", "app", "replication")}
     server = hostctl.Server(Path(layout(cfg).primary_paths().data_dir), port)
-    backup_props = local.backup_props(cfg, pw["owner"])
+    backup_props = local.backup_props(cfg)
     try:
-        PostgresServerProvider().create(local.primary_props(cfg, pw["owner"]))
-        DatabaseProvider().create(local.database_props(cfg, pw["owner"], pw["app"],
-                                                       pw["replication"]))
+        tls = write_tls(Path(layout(cfg).tls.ca_file).parent)  # pg_hba: hostssl only
+        PostgresServerProvider().create(local.primary_props(cfg, pw["superuser"], tls))
+        DatabaseProvider().create(local.database_props(cfg, pw["superuser"], pw["app"],
+                                                       pw["replication"], owner_pw=pw["owner"]))
         BackupProvider().create(backup_props)
         pgbr = PgBackRest(config=Path(backup_props["config_path"]), stanza=cfg.backup.stanza,
                           password=pw["owner"])

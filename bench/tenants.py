@@ -19,6 +19,7 @@ is the ratio against the baselines. Usage::
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import threading
 import time
@@ -55,7 +56,7 @@ def new_database(srv: RunningServer, name: str) -> str:
 
 def statements(files: Sequence[Migration], slug: str) -> list[sql.Composed]:
     values = {"app_role": "app", "history_schema": "pgplatform",
-              "tenant_schema": schema_for(slug), "tenant_slug": slug}
+              "tenant_schema": schema_for(slug), "tenant_slug": slug, "tenant_verifier": ""}
     return [s.render(values, m.ref) for m in files for s in m.statements]
 
 
@@ -146,7 +147,9 @@ def measure(n: int, workers: int = 4, baselines: bool = True) -> TenantTimes:
         ours = new_database(srv, "bench_engine")
         base_opts = engine.Options(sql_dir=SQL_DIR, workers=workers)
         engine.apply(ours, base_opts)  # schema + policies tracks, not timed
-        opts = engine.Options(sql_dir=SQL_DIR, tenants=tenants, workers=workers)
+        # As the platform runs it: every tenant role gets its derived password (issue #12).
+        opts = engine.Options(sql_dir=SQL_DIR, tenants=tenants, workers=workers,
+                              tenant_key=secrets.token_urlsafe(32))
         t_engine = timed(lambda: engine.apply(ours, opts))
         t_noop = timed(lambda: engine.apply(ours, opts))
         t_survey = timed(lambda: engine.plan(ours, opts))

@@ -3,6 +3,7 @@
     python -m infra schema status --stack local
     python -m infra backup drill  --stack local
     python -m infra health        --stack local
+    python -m infra tenant-dsn SLUG --stack local [--direct]
 
 Every command follows one exit-code policy (infra/exitcodes.py). `--stack S`
 reads what a command needs from the stack (infra/ops); for `schema` that is the
@@ -24,6 +25,7 @@ from infra.health import cli as health_cli
 from infra.ops.env import ROOT
 from infra.ops.stack import StackRef
 from infra.schema import cli as schema_cli
+from infra.schema import credentials
 
 
 def schema(argv: Sequence[str]) -> int:
@@ -51,8 +53,31 @@ def schema(argv: Sequence[str]) -> int:
                             "--app-role", cfg.postgres.app_role, *tenants])
 
 
+def tenant_dsn(argv: Sequence[str]) -> int:
+    """One tenant role's DSN (pooler, or the primary with --direct), from the stack's
+    outputs: its password derives from the `tenant_key` output (infra/schema/credentials)."""
+    ap = argparse.ArgumentParser(prog="python -m infra tenant-dsn")
+    ap.add_argument("slug")
+    ap.add_argument("--stack", required=True)
+    ap.add_argument("--project-dir", type=Path, default=ROOT)
+    ap.add_argument("--direct", action="store_true", help="the primary, not PgBouncer")
+    args = ap.parse_args(argv)
+    try:
+        outs = StackRef(args.stack, args.project_dir).outputs()
+        base, key = outs.get("primary_dsn" if args.direct else "pooler_dsn"), outs.get("tenant_key")
+        if not isinstance(base, str) or not isinstance(key, str):
+            raise PlatformError(f"stack {args.stack!r} has no pooler_dsn/tenant_key output; "
+                                "run `make up` first")
+        print(credentials.dsn(base, key, args.slug))
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ERROR
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "schema": schema,
+    "tenant-dsn": tenant_dsn,
     "backup": lambda argv: backup_cli.main(list(argv)),
     "health": health_cli.main,
 }

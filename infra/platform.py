@@ -28,7 +28,8 @@ class Platform(pulumi.ComponentResource):
         self.schema = SchemaMigrations(
             "schema", dsn=self.endpoints.primary_dsn, sql_dir=str(sql_dir()),
             tenants=cfg.tenants, app_role=cfg.postgres.app_role,
-            target_id=self.endpoints.primary_id,
+            target_id=self.endpoints.primary_id, tenant_key=self.endpoints.tenant_key,
+            tenant_quota=cfg.tenant_quota,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.endpoints.ready))
         self.register_outputs({
             "primary_dsn": self.endpoints.primary_dsn,
@@ -41,4 +42,8 @@ def export(platform: Platform) -> None:
     """The stack outputs every backend shares (infra/backends/base.py OUTPUTS)."""
     for name, value in platform.endpoints.outputs().items():
         pulumi.export(name, value)
+    for extra in ("superuser_dsn", "monitor_dsn", "tenant_admin_dsn", "tenant_key"):
+        found = getattr(platform.endpoints, extra, None)
+        if found is not None:  # issue #12; the local backend so far
+            pulumi.export(extra, found)
     pulumi.export("applied_migrations", platform.schema.applied_migrations)

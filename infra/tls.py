@@ -75,6 +75,13 @@ def san(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         pass
+    if "," in host:
+        # PgBouncer 1.18 checks a server certificate against the literal host list of
+        # a database entry ("127.0.0.2,127.0.0.3"), so the replicas' certificate names
+        # that list too; each part must itself be an address or a name.
+        for part in host.split(","):
+            san(part)
+        return x509.DNSName(host.lower())
     label = host.rstrip(".")
     if not label or len(label) > 253 or not all(
             part and len(part) <= 63 and part.replace("-", "").isalnum() and part.isascii()

@@ -39,6 +39,27 @@ def scratch_dir(prefix: str = "pgp-test-") -> Path:
     return path
 
 
+def write_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "127.0.0.2", "127.0.0.3",
+                                                     "127.0.0.4", "localhost",
+                                                     "127.0.0.2,127.0.0.3")
+              ) -> render.TlsFiles:
+    """A CA and a server certificate for `hosts`, written as the TLS files provider does.
+
+    pg_hba.conf admits TLS logins only (hostssl), so every test server has TLS.
+    """
+    from infra import tls
+    from infra.tls import TlsFilesProvider
+
+    ca = tls.make_ca("pg-platform test CA")
+    server = tls.make_server_cert(ca, "pg-platform test server", list(hosts))
+    files = render.TlsFiles(cert_file=str(directory / "server.crt"),
+                            key_file=str(directory / "server.key"),
+                            ca_file=str(directory / "ca.crt"))
+    TlsFilesProvider._write({**vars(files), "ca_cert": ca.cert_pem,
+                             "server_cert": server.cert_pem, "server_key": server.key_pem})
+    return files
+
+
 @contextlib.contextmanager
 def start_server(workdir: Path | None = None, **postgres: object) -> Iterator[RunningServer]:
     """Start a fresh server; `postgres` overrides `pg-platform:postgres` settings."""
@@ -51,8 +72,9 @@ def start_server(workdir: Path | None = None, **postgres: object) -> Iterator[Ru
     server.initdb(SUPERUSER, password)
     socket_dir = hostctl.make_dir(base / "run", 0o755)
     paths = render.HostPaths(data_dir=str(server.data_dir), socket_dir=str(socket_dir))
+    tls_files = write_tls(base / "tls")
     hostctl.write_file(server.data_dir / "postgresql.conf",
-                       render.postgresql_conf(cfg, paths, timescaledb=False))
+                       render.postgresql_conf(cfg, paths, timescaledb=False, tls=tls_files))
     hostctl.write_file(server.data_dir / "pg_hba.conf", render.pg_hba_conf(cfg))
     try:
         server.start()

@@ -103,7 +103,8 @@ def host_files(cfg: PlatformConfig, host: Host,
         f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
             cfg, paths, timescaledb=True, listen="0.0.0.0",
             standby=standby(cfg, host) if host.replica else None),
-        f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, hba_networks(cfg)),
+        f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, hba_networks(cfg),
+            ident_map=False, tls=False),
     }
     if not host.replica:
         files[PGBACKREST_CONF] = render.pgbackrest_conf(cfg, paths, backup_paths())

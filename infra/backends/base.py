@@ -49,6 +49,13 @@ class Endpoints:
     primary_id: pulumi.Output[str]
     # Resources the SQL engine must wait for (the database and its roles).
     ready: list[pulumi.Resource] = field(default_factory=list)
+    # Security (issue #12), local backend so far: the break-glass superuser, the
+    # pg_monitor-only role, tenant_admin (through the pooler) and the key tenant
+    # passwords derive from. Exported when set (infra/platform.py SECURITY_OUTPUTS).
+    superuser_dsn: pulumi.Output[str] | None = None
+    monitor_dsn: pulumi.Output[str] | None = None
+    tenant_admin_dsn: pulumi.Output[str] | None = None
+    tenant_key: pulumi.Output[str] | None = None
 
     def outputs(self) -> dict[str, pulumi.Output[Any]]:
         return {name: getattr(self, name) for name in OUTPUTS}

@@ -92,7 +92,8 @@ def server_files(cfg: PlatformConfig, settings: DockerSettings,
     files = {
         f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
             cfg, host_paths(replica), timescaledb=True, listen="*", standby=sb),
-        f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, (settings.network_subnet,)),
+        f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, (settings.network_subnet,),
+            ident_map=False, tls=False),
         f"{CONF_DIR}/start.sh": render.render(
             "docker-start.sh.j2", role="replica" if replica else "primary", conf_dir=CONF_DIR,
             standby=sb, backup_dir="" if replica else BACKUP_DIR),

@@ -15,8 +15,8 @@ from typing import Any
 
 import pulumi
 
-from infra import dsn, hostctl, render
-from infra.backends import local_exporters
+from infra import dsn, hostctl, render, roles
+from infra.backends import local_exporters, tenant_users
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
@@ -43,40 +43,59 @@ def _dsn(host: str, port: int, user: str, password: pulumi.Input[str],
                       sslmode="verify-full", sslrootcert=ca_file)
 
 
-def primary_props(cfg: PlatformConfig, owner_pw: Any,
+def service_os_user() -> str:
+    """The OS user servers and pgBackRest run as (pg_ident.conf maps it to break-glass)."""
+
+    return hostctl.SERVICE_USER if hostctl.as_service_user() else getpass.getuser()
+
+
+def primary_props(cfg: PlatformConfig, superuser_pw: Any,
                   tls: render.TlsFiles | None = None) -> dict[str, Any]:
+    """The primary; its superuser is the break-glass one (roles.BREAK_GLASS), never the owner."""
     pg, paths = cfg.postgres, layout(cfg).primary_paths()
     return {
         "data_dir": paths.data_dir,
         "socket_dir": paths.socket_dir,
         "host": pg.listen_address,
         "port": pg.port,
-        "superuser": pg.owner_role,
-        "superuser_password": owner_pw,
+        "superuser": roles.BREAK_GLASS,
+        "superuser_password": superuser_pw,
         "postgresql_conf": render.postgresql_conf(
             cfg, paths, timescaledb=timescaledb_installed(pg.version), tls=tls),
         "pg_hba_conf": render.pg_hba_conf(cfg),
+        "pg_ident_conf": render.pg_ident_conf(
+            service_os_user(), *(["root"] if hostctl.as_service_user() else [])),
     }
 
 
-def database_props(cfg: PlatformConfig, owner_pw: Any, app_pw: Any,
-                   repl_pw: Any) -> dict[str, Any]:
+def database_props(cfg: PlatformConfig, superuser_pw: Any, app_pw: Any, repl_pw: Any, *,
+                   owner_pw: Any, monitor_pw: Any = None,
+                   tenant_admin_pw: Any = None) -> dict[str, Any]:
+    """The bootstrap step's inputs: every role with one job (infra/roles.py)."""
     pg = cfg.postgres
-    return {
+    props = {
         "host": pg.listen_address,
         "port": pg.port,
         "data_dir": layout(cfg).primary_paths().data_dir,
-        "superuser": pg.owner_role,
-        "superuser_password": owner_pw,
+        "superuser": roles.BREAK_GLASS,
+        "superuser_password": superuser_pw,
         "database": pg.database,
+        "owner_role": pg.owner_role,
+        "owner_password": owner_pw,
         "app_role": pg.app_role,
         "app_password": app_pw,
         "replication_role": pg.replication_role,
         "replication_password": repl_pw,
     }
+    if monitor_pw is not None:
+        props.update(monitor_role=roles.MONITOR, monitor_password=monitor_pw)
+    if tenant_admin_pw is not None:
+        props.update(tenant_admin_role=roles.TENANT_ADMIN, tenant_admin_password=tenant_admin_pw)
+    return props
 
 
-def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
+def backup_props(cfg: PlatformConfig, owner_pw: Any = None) -> dict[str, Any]:
+    """pgBackRest reaches the primary on its socket as break-glass (peer): no password."""
     lay = layout(cfg)
     return {
         "stanza": cfg.backup.stanza,
@@ -86,16 +105,17 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
         "schedule": render.backup_schedule(cfg, str(lay.pgbackrest_conf)),
         **vars(lay.backup_paths),
         "pg_port": cfg.postgres.port,
-        "superuser": cfg.postgres.owner_role,
-        "superuser_password": owner_pw,
+        "superuser": roles.BREAK_GLASS,
+        "superuser_password": None,
     }
 
 
-def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, owner_pw: Any,
+def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, superuser_pw: Any,
                   repl_pw: Any, tls: render.TlsFiles | None = None) -> dict[str, Any]:
     pg = cfg.postgres
     standby = render.Standby(primary_host=pg.listen_address, primary_port=pg.port,
                              user=pg.replication_role, slot=rep.slot,
+                             passfile=str(rep.passfile),
                              sslrootcert=tls.ca_file if tls else None)
     return {
         "data_dir": rep.paths.data_dir,
@@ -107,8 +127,9 @@ def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, owner_pw: Any,
         "primary_port": pg.port,
         "replication_role": pg.replication_role,
         "replication_password": repl_pw,
-        "superuser": pg.owner_role,
-        "superuser_password": owner_pw,
+        "passfile": str(rep.passfile),
+        "superuser": roles.BREAK_GLASS,
+        "superuser_password": superuser_pw,
         "postgresql_conf": render.postgresql_conf(
             cfg, rep.paths, timescaledb=timescaledb_installed(pg.version), port=rep.port,
             listen=rep.host, standby=standby, tls=tls),
@@ -143,29 +164,39 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     pg = cfg.postgres
     reps = replicas(cfg)  # validates the listen address before anything is made
     child = pulumi.ResourceOptions(parent=parent)
+    # Break-glass only: the bootstrap step and the providers; exported as superuser_dsn.
+    super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value
     owner_pw = Password(f"{pg.owner_role}-password", opts=child).value
     app_pw = Password(f"{pg.app_role}-password", opts=child).value
     repl_pw = Password(f"{pg.replication_role}-password", opts=child).value
+    monitor_pw = Password(f"{roles.MONITOR}-password", opts=child).value
+    tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", opts=child).value
     admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child).value
+    tenant_key = Password("tenant-password-key", opts=child).value
     # One CA and one server certificate naming every address clients dial (infra/tls.py).
     tls = layout(cfg).tls
-    certs = TlsCertificates("tls", [pg.listen_address, *(r.host for r in reps), "localhost"],
-                            opts=child)
+    hosts = [pg.listen_address, *(r.host for r in reps), "localhost"]
+    if len(reps) > 1:  # the read-only pool's host list, as PgBouncer 1.18 checks it
+        hosts.append(",".join(r.host for r in reps))
+    certs = TlsCertificates("tls", hosts, opts=child)
     tls_files = TlsFiles("tls-files", cert_file=tls.cert_file, key_file=tls.key_file,
                          ca_file=tls.ca_file, certs=certs, opts=child)
-    server = PostgresServer("primary", primary_props(cfg, owner_pw, tls),
+    server = PostgresServer("primary", primary_props(cfg, super_pw, tls),
                             pulumi.ResourceOptions(parent=parent, depends_on=[tls_files]))
-    database = PlatformDatabase("database", database_props(cfg, owner_pw, app_pw, repl_pw),
-                                pulumi.ResourceOptions(parent=parent, depends_on=[server]))
+    database = PlatformDatabase("database", database_props(
+        cfg, super_pw, app_pw, repl_pw, owner_pw=owner_pw, monitor_pw=monitor_pw,
+        tenant_admin_pw=tadmin_pw), pulumi.ResourceOptions(parent=parent, depends_on=[server]))
     after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
-    backup = Backup("backup", backup_props(cfg, owner_pw), after_db)
-    standbys = [Replica(rep.name, replica_props(cfg, rep, owner_pw, repl_pw, tls), after_db)
+    backup = Backup("backup", backup_props(cfg), after_db)
+    standbys = [Replica(rep.name, replica_props(cfg, rep, super_pw, repl_pw, tls), after_db)
                 for rep in reps]
-    userlist = pulumi.Output.all(app_pw, admin_pw).apply(
-        lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
+    userlist = pulumi.Output.all(app_pw, admin_pw, tenant_key, tadmin_pw).apply(
+        lambda pws: render.userlist_txt(tenant_users.pooler_users(cfg, *pws)))
     pooler = Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
     # Prometheus exporters for every node and the pooler (pg-platform:monitoring).
-    local_exporters.build(cfg, owner_password=owner_pw, admin_password=admin_pw,
+    # TODO(#12): move the exporters to roles.MONITOR (pg_monitor only) once the backup-age
+    # query no longer needs pg_read_file; until then they keep the break-glass role.
+    local_exporters.build(cfg, owner_password=super_pw, admin_password=admin_pw,
                           sql_dir=Path.cwd() / "sql", opts=pulumi.ResourceOptions(
                               parent=parent, depends_on=[database, backup, pooler, *standbys]))
     ca = tls.ca_file
@@ -182,6 +213,12 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         testinfra_hosts=pulumi.Output.from_input(testinfra_hosts(cfg, tls)),
         primary_id=server.system_identifier,
         ready=[database, backup],
+        superuser_dsn=_dsn(pg.listen_address, pg.port, roles.BREAK_GLASS, super_pw,
+                           pg.database, ca),
+        monitor_dsn=_dsn(pg.listen_address, pg.port, roles.MONITOR, monitor_pw, pg.database, ca),
+        tenant_admin_dsn=_dsn(pg.listen_address, cfg.pooler.port, roles.TENANT_ADMIN, tadmin_pw,
+                              pg.database, ca),
+        tenant_key=pulumi.Output.secret(tenant_key),
     )
 
 

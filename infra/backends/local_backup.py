@@ -25,7 +25,7 @@ PROVIDER_VERSION = "2"
 def _pgbr(props: dict[str, Any]) -> PgBackRest:
     # The password reaches pgbackrest through its environment only, never a file.
     return PgBackRest(config=Path(props["config_path"]), stanza=props["stanza"],
-                      password=props["superuser_password"])
+                      password=props.get("superuser_password") or None)
 
 
 def _paths(props: dict[str, Any]) -> render.BackupPaths:

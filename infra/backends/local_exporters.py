@@ -3,8 +3,10 @@
 The local stack runs Debian's prometheus-postgres-exporter (one per node) and
 prometheus-pgbouncer-exporter (one for the pooler) on loopback ports, with
 the commands and custom queries that infra/render/monitoring.py renders for
-every backend. Secrets (the DSN, the console password) reach the process only
-through its environment, never its argv, the state's plain fields or a log.
+every backend. Secrets (the database and console passwords) reach the process
+only through 0600 files owned by the service user (`secret_files`: the
+exporter's DATA_SOURCE_PASS_FILE, libpq's PGPASSFILE), never its environment,
+its argv, the state's plain fields or a log.
 
 Like local_postgres, this module is pickled by reference into the state: it
 must import without side effects, keep its path, and bump PROVIDER_VERSION
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pulumi
 from pulumi.dynamic import (
@@ -27,17 +30,18 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra import dsn
 from infra.backends.local_layout import layout, replicas
 from infra.config import PlatformConfig
 from infra.hostctl.exporter import pid_file, running_pid, start, stop
 from infra.render import monitoring as rm
+from infra.render.passfile import pgpass_line
 from infra.resource_types import keep_urn
+from infra.roles import BREAK_GLASS
 from infra.schema.files import MigrationSet
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_VERSION = "2"
+PROVIDER_VERSION = "3"
 
 
 class ExporterProvider(ResourceProvider):
@@ -66,36 +70,45 @@ class ExporterProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         stop(props)
-        for path in props.get("files") or {}:
+        for path in [*(props.get("files") or {}), *(props.get("secret_files") or {})]:
             Path(path).unlink(missing_ok=True)
 
 
 class Exporter(Resource, module="local", name="Exporter"):
-    """A local exporter; `secret_env` holds DSNs and passwords and stays secret."""
+    """A local exporter; `secret_files` (and any `secret_env`) stay secret."""
 
     def __init__(self, name: str, props: dict[str, Any],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(ExporterProvider(), name,
-                         {**props, "secret_env": pulumi.Output.secret(props["secret_env"]),
+                         {**props,
+                          "secret_env": pulumi.Output.secret(props.get("secret_env") or {}),
+                          "secret_files": pulumi.Output.secret(props.get("secret_files") or {}),
                           "running": None, "provider_version": PROVIDER_VERSION},
-                         keep_urn(opts, secret=["secret_env"]))
+                         keep_urn(opts, secret=["secret_env", "secret_files"]))
 
 
-def _exporter_dsn(host: str, port: int, user: str, password: Any, database: str) -> Any:
-    """A conninfo string; an Output when the password is one. lib/pq, which the Go
-    exporter uses, defaults to sslmode=require, hence sslmode=disable on loopback."""
-    params: dict[str, Any] = {"host": host, "port": port, "user": user, "dbname": database,
-                              "sslmode": "disable"}
+def _exporter_uri(host: str, port: int, database: str, ca_file: str) -> str:
+    """DATA_SOURCE_URI: no user, no password. lib/pq verifies the server's certificate and
+    name against the stack's CA (pg_hba admits hostssl only)."""
+    return (f"{host}:{port}/{quote(database, safe='')}"
+            f"?sslmode=verify-full&sslrootcert={quote(ca_file, safe='/')}")
+
+
+def _pgpass(host: str, port: int, user: str, password: Any) -> Any:
+    """A libpq passfile line; an Output when the password is one."""
     if isinstance(password, str):
-        return dsn.conninfo(**params, password=password)
-    return dsn.output(**params, password=password)
+        return pgpass_line(host, port, user, password)
+    return pulumi.Output.from_input(password).apply(
+        lambda pw: pgpass_line(host, port, user, pw))
 
 
 def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: Any,
                    sql_dir: Path) -> list[dict[str, Any]]:
     """Inputs of every exporter of the local stack; passwords may be Outputs or strings.
 
-    One postgres exporter per node and one for the pooler, at infra.render.monitoring's
+    The postgres exporters still log in as the bootstrap superuser: their backup-age
+    query reads backup.info with pg_read_file, which pg_monitor cannot (docs/security.md,
+    "Not yet"). One postgres exporter per node and one for the pooler, at infra.render.monitoring's
     ports. The queries carry the stack's sql/ files, so after a deploy the
     exporter reports what the database still lacks; they read backups from the
     posix repository's backup.info.
@@ -116,19 +129,26 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
     for node, host, port in nodes:
         listen, _, exporter_port = targets[node].address.rpartition(":")
         cmd = rm.postgres_exporter_command(listen, int(exporter_port), queries_path)
-        dsn = _exporter_dsn(host, port, pg.owner_role, owner_password, pg.database)
+        pass_file = str(run_dir / "secrets" / f"{node}.password")
         out.append({"name": f"postgres-exporter-{node}", "run_dir": str(run_dir),
                     "argv": list(cmd.argv), "listen": listen, "port": int(exporter_port),
                     "files": {queries_path: queries},
-                    "secret_env": {"DATA_SOURCE_NAME": dsn}})
+                    "env": {"DATA_SOURCE_URI": _exporter_uri(host, port, pg.database,
+                                                             lay.tls.ca_file),
+                            "DATA_SOURCE_USER": BREAK_GLASS,
+                            "DATA_SOURCE_PASS_FILE": pass_file},
+                    "secret_files": {pass_file: owner_password}})
     listen, _, exporter_port = targets["pooler"].address.rpartition(":")
     launcher = str(run_dir / "pgbouncer_exporter.py")
+    passfile = str(run_dir / "secrets" / "pgbouncer.pgpass")
     cmd = rm.pgbouncer_exporter_command(listen, int(exporter_port), pg.listen_address,
                                         cfg.pooler.port, cfg.pooler.admin_user, launcher)
     out.append({"name": "pgbouncer-exporter", "run_dir": str(run_dir), "argv": list(cmd.argv),
                 "listen": listen, "port": int(exporter_port),
                 "files": {launcher: rm.pgbouncer_exporter_launcher()},
-                "secret_env": {"PGPASSWORD": admin_password}})
+                "env": {"PGPASSFILE": passfile},
+                "secret_files": {passfile: _pgpass(pg.listen_address, cfg.pooler.port,
+                                                   cfg.pooler.admin_user, admin_password)}})
     return out
 
 

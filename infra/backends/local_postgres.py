@@ -26,13 +26,13 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra import hostctl, scram
+from infra import hostctl, roles, scram
 from infra.errors import ProcessError
 from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_VERSION = "2"
+PROVIDER_VERSION = "3"
 # Inputs whose change means a new data directory; every other change is an update.
 _REPLACE_KEYS = ("data_dir", "superuser")
 
@@ -52,6 +52,8 @@ def _write_config(props: dict[str, Any]) -> None:
     hostctl.make_dir(Path(props["socket_dir"]), 0o755)
     hostctl.write_file(server.data_dir / "postgresql.conf", props["postgresql_conf"])
     hostctl.write_file(server.data_dir / "pg_hba.conf", props["pg_hba_conf"])
+    if props.get("pg_ident_conf"):
+        hostctl.write_file(server.data_dir / "pg_ident.conf", props["pg_ident_conf"])
 
 
 def _set_superuser_verifier(props: dict[str, Any]) -> None:
@@ -166,41 +168,35 @@ class DatabaseProvider(ResourceProvider):
         with _connect(props) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(props["database"])))
-            for role in ("app_role", "replication_role"):
-                if props.get(role):
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(
-                        sql.Identifier(props[role])))
+            names = [props[k] for k in ("app_role", "replication_role", "monitor_role",
+                                        "tenant_admin_role", "owner_role")
+                     if props.get(k) and props[k] != props["superuser"]]
+            # The tenant roles and their group went with the database's objects.
+            names += [str(r[0]) for r in conn.execute(
+                "SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid "
+                "WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+                (roles.TENANT_GROUP,))]
+            names += [roles.TENANT_GROUP, roles.TENANT_ADMIN]
+            for name in dict.fromkeys(names):
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                    (name,)).fetchone():
+                    continue
+                # Grants the bootstrap step made on the other databases (CONNECT on postgres).
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE postgres, template1 FROM {}").format(
+                    sql.Identifier(name)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
     @staticmethod
     def _apply(props: dict[str, Any]) -> None:
-        """Idempotent: creates what is missing and sets what drifted."""
-        db, owner, app = (sql.Identifier(props[k]) for k in ("database", "superuser", "app_role"))
-        app_verifier = sql.Literal(scram.verifier(props["app_role"], props["app_password"]))
-        with _connect(props) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                  (props["app_role"],)).fetchone()
-            conn.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                                 "NOREPLICATION NOBYPASSRLS PASSWORD {}").format(
-                sql.SQL("ALTER" if exists else "CREATE"), app, app_verifier))
-            if props.get("replication_role"):
-                _apply_replication_role(conn, props)
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                (props["database"],)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, owner))
-            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
-            conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, app))
-        with _connect(props, props["database"]) as conn:
-            conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-
-
-def _apply_replication_role(conn: psycopg.Connection[Any], props: dict[str, Any]) -> None:
-    """The role replicas and pg_basebackup log in as: REPLICATION, nothing else."""
-    role = props["replication_role"]
-    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-    conn.execute(sql.SQL("{} ROLE {} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                         "NOBYPASSRLS PASSWORD {}").format(
-        sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(role),
-        sql.Literal(scram.verifier(role, props["replication_password"]))))
+        """Idempotent: creates what is missing and sets what drifted (infra/roles.py)."""
+        passwords = {k: props[f"{k}_password"] for k in roles.PASSWORD_KEYS
+                     if props.get(f"{k}_password")}
+        names = {k: props[f"{k}_role"] for k in roles.PASSWORD_KEYS if props.get(f"{k}_role")}
+        if "owner" not in passwords:  # provider version 2: the superuser owned the database
+            passwords["owner"], names["owner"] = props["superuser_password"], props["superuser"]
+        spec = roles.Bootstrap.of(props["database"], passwords, names)
+        roles.run(lambda db: _server(props).dsn(props["superuser"],
+                                                props["superuser_password"], db), spec)
 
 
 class PostgresServer(Resource, module="local", name="Primary"):
@@ -222,4 +218,5 @@ class PlatformDatabase(Resource, module="local", name="Database"):
         super().__init__(DatabaseProvider(), name,
                          {**props, "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["superuser_password", "app_password",
-                                                "replication_password"]))
+                                                "replication_password", "owner_password",
+                                                "monitor_password", "tenant_admin_password"]))

@@ -31,7 +31,7 @@ from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_VERSION = "2"
+PROVIDER_VERSION = "3"
 _REPLACE_KEYS = ("data_dir", "slot", "primary_host", "primary_port", "replication_role")
 
 
@@ -50,13 +50,23 @@ def _own_dsn(props: dict[str, Any]) -> str:
     return _server(props).dsn(props["superuser"], props["superuser_password"])
 
 
+def _passfile(props: dict[str, Any]) -> Path | None:
+    """Write the replication passfile (0600, the service user's); None for old inputs."""
+    if not props.get("passfile"):
+        return None
+    path = Path(props["passfile"])
+    standby.write_passfile(path, props["primary_host"], int(props["primary_port"]),
+                           props["replication_role"], props["replication_password"])
+    return path
+
+
 def _start(props: dict[str, Any]) -> Callable[[hostctl.Server], None]:
-    """Starts the standby with the replication password in its environment only."""
-    return lambda server: standby.start(server, props["replication_password"])
+    """Starts the standby; its WAL receiver reads the password from the passfile."""
+    return lambda server: standby.start(server, props["replication_password"],
+                                        passfile=_passfile(props))
 
 
 def _forget_passfile(props: dict[str, Any]) -> None:
-    """Provider version 1 kept the replication password in a passfile; no longer."""
     if props.get("passfile"):
         Path(props["passfile"]).unlink(missing_ok=True)
 
@@ -73,7 +83,8 @@ class ReplicaProvider(ResourceProvider):
             standby.basebackup(server, primary_host=props["primary_host"],
                                primary_port=int(props["primary_port"]),
                                user=props["replication_role"],
-                               password=props["replication_password"], slot=props["slot"])
+                               password=props["replication_password"], slot=props["slot"],
+                               passfile=_passfile(props))
             standby.make_standby(server, props["postgresql_conf"], props["pg_hba_conf"],
                                  Path(props["socket_dir"]))
             _start(props)(server)
@@ -99,13 +110,14 @@ class ReplicaProvider(ResourceProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         server = _server(news)
-        _forget_passfile(olds)
+        if olds.get("passfile") != news.get("passfile"):
+            _forget_passfile(olds)
         hostctl.write_file(server.data_dir / "postgresql.conf", news["postgresql_conf"])
         hostctl.write_file(server.data_dir / "pg_hba.conf", news["pg_hba_conf"])
         hostctl.make_dir(Path(news["socket_dir"]), 0o755)
         if olds.get("replication_password") != news.get("replication_password") or \
-                olds.get("passfile"):
-            server.stop()  # a new postmaster environment carries the password
+                olds.get("passfile") != news.get("passfile"):
+            server.stop()  # the WAL receiver reads the new passfile at start
         apply_config(olds, news, start=_start(news))
         return UpdateResult(outs={**news, "running": True})
 

@@ -20,6 +20,7 @@ from infra.dsn import conninfo
 from infra.errors import ProcessError
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.render.backup import restore_settings
+from infra.roles import BREAK_GLASS
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,14 @@ class Restored:
         return self.workdir / "run"
 
     def local_dsn(self, source_dsn: str) -> str:
-        """The source's credentials, through the copy's own socket directory.
+        """The bootstrap superuser, through the copy's own socket directory (peer).
 
         The copy runs with the configuration of its backup, which may predate the
         source's TLS settings; a Unix socket needs none and never leaves the host.
+        Its pg_hba.conf admits only the break-glass superuser there, by peer.
         """
         return _with(source_dsn, host=str(self.socket_dir), port=str(self.server.port),
-                     sslmode="prefer", sslrootcert=None)
+                     sslmode="prefer", sslrootcert=None, user=BREAK_GLASS, password=None)
 
     def tcp_dsn(self, source_dsn: str) -> str:
         """How people reach the copy over TCP (TLS when its configuration has it)."""

@@ -51,6 +51,8 @@ class PlatformConfig:
     pooler: PoolerSettings = field(default_factory=PoolerSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    # Most tenants the registry may hold; public.create_tenant refuses more (issue #12).
+    tenant_quota: int = 1000
 
     @property
     def max_wal_senders(self) -> int:
@@ -74,6 +76,8 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     if not isinstance(state_dir, str):
         raise ConfigError(f"{key('state_dir')}={state_dir!r}: expected a path string")
     tenants = parse_tenants(top.get("tenants", None))
+    tenant_quota = top.int("tenant_quota", max(d["tenant_quota"], len(tenants)), len(tenants),
+                           1_000_000)
     docker = parse_docker(top.section("docker"), backend)
     aws = parse_aws(top.section("aws"), backend)
     pooler = parse_pooler(top.section("pooler"), postgres)
@@ -83,7 +87,7 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                           replicas=replicas, state_dir=state_dir, tenants=tenants,
                           docker=docker, aws=aws, pooler=pooler, backup=backup,
-                          monitoring=monitoring)
+                          monitoring=monitoring, tenant_quota=tenant_quota)
 
 
 def decode(values: Mapping[str, Any]) -> dict[str, Any]:

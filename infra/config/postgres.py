@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from infra import pgparams
 from infra.config.section import Section
 from infra.errors import ConfigError
 
@@ -59,7 +60,7 @@ def _roles(sec: Section, d: PostgresSettings) -> tuple[str, str, str]:
     return owner, app, replicator
 
 
-def _parameters(sec: Section) -> tuple[tuple[str, str], ...]:
+def _parameters(sec: Section, version: int) -> tuple[tuple[str, str], ...]:
     params_raw = sec.get("parameters", {}) or {}
     if not isinstance(params_raw, Mapping):
         raise ConfigError(f"{sec.where('parameters')}={params_raw!r}: expected a mapping of "
@@ -77,6 +78,7 @@ def _parameters(sec: Section) -> tuple[tuple[str, str], ...]:
             value = "on" if value else "off"
         if not isinstance(value, (str, int, float)) or "\n" in str(value):
             raise ConfigError(f"{where}={value!r}: expected a single-line string or number")
+        pgparams.check(name, str(value), where, version)
         params.append((name, str(value)))
     return tuple(params)
 
@@ -94,7 +96,7 @@ def parse_postgres(sec: Section) -> PostgresSettings:
     if reserved >= max_conn:
         raise ConfigError(f"{sec.where('superuser_reserved_connections')}={reserved} must be "
                           f"below {sec.where('max_connections')}={max_conn}")
-    params = _parameters(sec)
+    params = _parameters(sec, version)
     settings = PostgresSettings(
         version=version, port=port, listen_address=listen, database=database,
         owner_role=owner, app_role=app, replication_role=replicator, max_connections=max_conn,
@@ -105,5 +107,7 @@ def parse_postgres(sec: Section) -> PostgresSettings:
         effective_cache_size=sec.memory("effective_cache_size", d.effective_cache_size),
         parameters=params,
     )
+    for own in ("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size"):
+        pgparams.check_own_key(own, getattr(settings, own), sec.where(own), version)
     sec.finish()
     return settings

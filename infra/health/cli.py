@@ -30,9 +30,13 @@ EXIT_UNREADABLE = ERROR
 def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
     cfg = targets.cfg
     report = Report(stack=cfg.stack)
-    report.nodes = probes.probe_nodes(targets.primary_dsn, targets.replica_dsns)
+    report.nodes = probes.probe_nodes(targets.monitor_dsn or targets.primary_dsn,
+                                      targets.replica_dsns)
     if targets.pooler_admin_dsn:
         report.pooler = probes.probe_pooler(targets.pooler_admin_dsn)
+        if targets.pooler_dsn and cfg.replicas:
+            report.pooler.read_only_error = probes.probe_read_only(targets.pooler_dsn,
+                                                                   cfg.postgres.database)
     else:
         report.pooler = Pooler(error="the stack has no pooler_dsn output or console password")
     report.backups = probes.probe_backups(targets.primary_dsn, targets.pgbackrest_config,

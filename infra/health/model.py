@@ -50,6 +50,9 @@ class Pooler:
     up: bool = False
     pools: list[Pool] = field(default_factory=list)
     error: str | None = None
+    # The read-only entry (`<database>_ro`), probed with a real login through PgBouncer:
+    # None when not probed (no replicas), "" when it answered from a replica.
+    read_only_error: str | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from infra.errors import PlatformError
 from infra.health.model import BACKUP_TYPES, Backups, Node, Pool, Pooler, Schema
@@ -128,6 +129,17 @@ def probe_pooler(admin_dsn: str) -> Pooler:
             sv_idle=int(r["sv_idle"]),
             maxwait_seconds=int(r["maxwait"]) + int(r.get("maxwait_us") or 0) / 1e6))
     return pooler
+
+
+def probe_read_only(pooler_dsn: str, database: str) -> str:
+    """Log in to `<database>_ro` through PgBouncer; "" when a replica answered."""
+    try:
+        with _connect(make_conninfo(pooler_dsn, dbname=f"{database}_ro"),
+                      prepare_threshold=None) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error as exc:
+        return _error(exc)
+    return "" if row and row[0] is True else "it answered from a server not in recovery"
 
 
 def backup_ages(info: dict[str, Any], now: float | None = None) -> tuple[dict[str, float | None],

@@ -26,6 +26,10 @@ class StackTargets:
     replica_dsns: tuple[str, ...]
     pooler_admin_dsn: str | None
     pgbackrest_config: Path | None
+    pooler_dsn: str | None = None
+    # The pg_monitor-only role (local stacks): statistics views show other sessions'
+    # fields (replication state and lag) to pg_monitor members only.
+    monitor_dsn: str | None = None
 
     def __repr__(self) -> str:  # never show DSNs, even in a traceback
         return f"StackTargets(stack={self.cfg.stack!r}, replicas={len(self.replica_dsns)})"
@@ -44,4 +48,8 @@ def load(ref: StackRef) -> StackTargets:
     return StackTargets(cfg=cfg, monitoring=cfg.monitoring, primary_dsn=primary,
                         replica_dsns=tuple(outputs.get("replica_dsns") or ()),
                         pooler_admin_dsn=pooler_admin if isinstance(pooler_admin, str) else None,
-                        pgbackrest_config=pgbr)
+                        pgbackrest_config=pgbr,
+                        pooler_dsn=pooled if isinstance(pooled := outputs.get("pooler_dsn"),
+                                                        str) else None,
+                        monitor_dsn=mon if isinstance(mon := outputs.get("monitor_dsn"),
+                                                      str) else None)

@@ -61,6 +61,9 @@ def _pooler_reasons(report: Report, mon: MonitoringSettings) -> list[Reason]:
     if not pooler.up:
         return [Reason(UNHEALTHY, "pooler", f"PgBouncer is unreachable: {pooler.error}")]
     out: list[Reason] = []
+    if pooler.read_only_error:
+        out.append(Reason(DEGRADED, "pooler", "the read-only pool refuses logins: "
+                          f"{pooler.read_only_error}"))
     for p in pooler.pools:
         where = f"pool {p.database}/{p.user}"
         if p.cl_waiting >= mon.pool_waiting_clients:

@@ -47,6 +47,10 @@ def _scrub(text: str, secrets: dict[str, str]) -> str:
     for value in secrets.values():
         if value:
             text = text.replace(value, "***")
+            for line in value.splitlines():  # a passfile line's password field
+                pw = line.rsplit(":", 1)[-1]
+                if len(pw) >= 8:
+                    text = text.replace(pw, "***")
     return text
 
 
@@ -55,7 +59,8 @@ def log_tail(props: dict[str, Any], lines: int = 8) -> str:
         tail = log_file(props).read_text(errors="replace").splitlines()[-lines:]
     except OSError:
         return "(no log)"
-    return _scrub("\n".join(tail), props.get("secret_env") or {})
+    return _scrub("\n".join(tail), {**(props.get("secret_env") or {}),
+                                    **(props.get("secret_files") or {})})
 
 
 def start(props: dict[str, Any]) -> int:
@@ -68,8 +73,13 @@ def start(props: dict[str, Any]) -> int:
     run_dir = make_dir(Path(props["run_dir"]), 0o755)
     for path, text in sorted((props.get("files") or {}).items()):
         write_file(Path(path), text, 0o600)
+    # Passwords: 0600 files the service user owns, named by `env` (never the secret itself).
+    for path, text in sorted((props.get("secret_files") or {}).items()):
+        make_dir(Path(path).parent, 0o700)
+        write_file(Path(path), text, 0o600)
     log = log_file(props)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(props.get("secret_env") or {})}
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(props.get("env") or {}),
+           **(props.get("secret_env") or {})}
     user: str | None = SERVICE_USER if as_service_user() else None
     log.touch(mode=0o600)
     if user:

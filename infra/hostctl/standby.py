@@ -24,19 +24,21 @@ logger = logging.getLogger(__name__)
 
 
 def write_passfile(path: Path, host: str, port: int, user: str, password: str) -> None:
-    """For hosts and benchmarks that use passfiles; the local stack keeps none."""
+    """The replication password for a standby and pg_basebackup: 0600, the service user's."""
     make_dir(path.parent, 0o700)
     write_file(path, pgpass_line(host, port, user, password), 0o600)
 
 
-def start(server: Server, password: str, timeout: float = 60.0) -> None:
-    """Start a standby with the replication password in its postmaster's environment.
+def _auth_env(password: str | None, passfile: Path | None) -> dict[str, str]:
+    """A passfile path where there is one, so no secret sits in /proc/<pid>/environ."""
+    return {"PGPASSFILE": str(passfile)} if passfile else {"PGPASSWORD": password or ""}
 
-    The WAL receiver's libpq reads PGPASSWORD from there, so the password never
-    rests on disk; /proc/<pid>/environ is readable by the service user and root
-    only. A standby restarted by hand lacks it until the next `pulumi up`.
-    """
-    server.start(timeout, env={"PGPASSWORD": password}, what="starting standby")
+
+def start(server: Server, password: str | None, timeout: float = 60.0,
+          passfile: Path | None = None) -> None:
+    """Start a standby; its WAL receiver's libpq reads the password from `passfile`
+    (primary_conninfo names it too), or else from PGPASSWORD in its environment."""
+    server.start(timeout, env=_auth_env(password, passfile), what="starting standby")
 
 
 def drop_slot(primary_dsn: str, slot: str, timeout: float = 15.0) -> bool:
@@ -87,7 +89,8 @@ def reserve_slot(primary_dsn: str, slot: str, attempts: int = 5) -> None:
 
 
 def basebackup(replica: Server, *, primary_host: str, primary_port: int, user: str,
-               password: str, slot: str, timeout: float = 600.0) -> None:
+               password: str | None, slot: str, timeout: float = 600.0,
+               passfile: Path | None = None) -> None:
     """Copy the primary into an empty data dir through the slot `reserve_slot` made."""
     if replica.data_dir.exists() and any(replica.data_dir.iterdir()):
         raise ProcessError(f"data_dir {replica.data_dir} already exists and is not empty; "
@@ -98,7 +101,7 @@ def basebackup(replica: Server, *, primary_host: str, primary_port: int, user: s
     run([str(bin_dir(replica.version) / "pg_basebackup"), "-D", str(replica.data_dir),
          "-d", source, "-w", "-X", "stream", "-c", "fast", "-S", slot],
         what=f"pg_basebackup into {replica.data_dir}", timeout=timeout,
-        env={"PGPASSWORD": password})
+        env=_auth_env(password, passfile))
 
 
 def make_standby(replica: Server, postgresql_conf: str, pg_hba_conf: str,

@@ -20,6 +20,7 @@ from infra.render.postgres import (
     TlsFiles,
     archive_command,
     pg_hba_conf,
+    pg_ident_conf,
     postgresql_conf,
     preload_libraries,
 )
@@ -27,7 +28,7 @@ from infra.render.template import TEMPLATES, ini, pgquote, render
 
 __all__ = [
     "TEMPLATES", "BackupPaths", "HostPaths", "PoolerPaths", "PoolerTargets", "Standby",
-    "TlsFiles", "archive_command", "backup_schedule", "ini", "pg_hba_conf", "pgbackrest_conf",
-    "pgbouncer_ini", "pgquote", "pooler_users", "postgresql_conf", "preload_libraries",
-    "render", "userlist_txt",
+    "TlsFiles", "archive_command", "backup_schedule", "ini", "pg_hba_conf", "pg_ident_conf",
+    "pgbackrest_conf", "pgbouncer_ini", "pgquote", "pooler_users", "postgresql_conf",
+    "preload_libraries", "render", "userlist_txt",
 ]

@@ -9,6 +9,7 @@ from infra.config import PlatformConfig
 from infra.errors import RenderError
 from infra.render.postgres import HostPaths
 from infra.render.template import pgquote, render
+from infra.roles import BREAK_GLASS
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,11 @@ class BackupPaths:
     spool_path: str
 
 
+def _break_glass() -> str:
+    """pgBackRest reaches the primary on its socket as the bootstrap superuser (peer)."""
+    return BREAK_GLASS
+
+
 def pgbackrest_conf(cfg: PlatformConfig, host: HostPaths, paths: BackupPaths,
                     pg_port: int | None = None) -> str:
     """pgbackrest.conf with one stanza for the primary; S3 options when the repo is s3."""
@@ -29,7 +35,7 @@ def pgbackrest_conf(cfg: PlatformConfig, host: HostPaths, paths: BackupPaths,
         raise RenderError("pgbackrest.conf: the S3 repository has no bucket; set "
                           "pg-platform:backup.s3.bucket or let the backend fill it in")
     return render("pgbackrest.conf.j2", backup=cfg.backup, host=host, paths=paths,
-                  pg_port=pg_port or cfg.postgres.port, pg_user=cfg.postgres.owner_role)
+                  pg_port=pg_port or cfg.postgres.port, pg_user=_break_glass())
 
 
 def backup_schedule(cfg: PlatformConfig, config_path: str, *, user: str = "postgres",

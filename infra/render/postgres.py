@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from infra.config import PlatformConfig
 from infra.errors import RenderError
 from infra.render.template import render
+from infra.roles import BREAK_GLASS
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,20 @@ def postgresql_conf(cfg: PlatformConfig, paths: HostPaths, *, timescaledb: bool,
                   archive_command=archive, tls=tls)
 
 
-def pg_hba_conf(cfg: PlatformConfig, networks: tuple[str, ...] = ("127.0.0.1/32",)) -> str:
-    """pg_hba.conf: scram-sha-256 for every entry, from the given networks only."""
-    return render("pg_hba.conf.j2", networks=networks,
+def pg_hba_conf(cfg: PlatformConfig, networks: tuple[str, ...] = ("127.0.0.1/32",), *,
+                ident_map: bool = True, tls: bool = True) -> str:
+    """pg_hba.conf: hostssl + scram-sha-256 from the given networks only; the local socket
+    for the bootstrap superuser by peer (through pg_ident.conf's `breakglass` map when
+    `ident_map`, else only where the OS user is named like the role).
+
+    `tls=False` (`host` lines) only for hosts without certificates yet (dev and prod,
+    issue #17): a `hostssl` line on a server without TLS admits nobody.
+    """
+    return render("pg_hba.conf.j2", networks=networks, superuser=BREAK_GLASS,
+                  ident_map=ident_map, hostssl=tls,
                   replication_role=cfg.postgres.replication_role)
+
+
+def pg_ident_conf(*os_users: str) -> str:
+    """pg_ident.conf: these OS users may be the bootstrap superuser, on the socket only."""
+    return render("pg_ident.conf.j2", os_users=sorted(set(os_users)), superuser=BREAK_GLASS)

@@ -28,19 +28,20 @@ import psycopg
 
 from infra.errors import MigrationRefused, PlatformError
 from infra.exitcodes import ATTENTION, ERROR, OK
-from infra.schema import engine
+from infra.schema import credentials, engine
 from infra.schema.plan import Plan
 from infra.schema.progress import ProgressBar
 from infra.schema.status import table
 from infra.schema.tenants import TenantSpec
 
-COMMANDS = ("status", "plan", "apply", "validate", "repair")
+COMMANDS = ("status", "plan", "apply", "validate", "repair", "tenant-dsn")
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m infra.schema",
                                  description="pg-platform's versioned SQL engine")
     ap.add_argument("command", choices=COMMANDS)
+    ap.add_argument("slug", nargs="?", help="tenant-dsn: the tenant whose DSN to print")
     ap.add_argument("--dsn", default=os.environ.get("PGPLATFORM_DSN"),
                     help="direct owner-role DSN (never the pooler); default $PGPLATFORM_DSN")
     ap.add_argument("--sql-dir", default="sql", help="folder with schema/, tenant/, policies/")
@@ -51,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
                     help="connections used to migrate tenant schemas in parallel")
     ap.add_argument("--lock-timeout", type=float, default=600.0,
                     help="seconds to wait for another apply")
+    ap.add_argument("--tenant-key-file", default=os.environ.get("PGPLATFORM_TENANT_KEY_FILE"),
+                    help="0600 file with the secret tenant passwords derive from")
+    ap.add_argument("--tenant-quota", type=int, default=None,
+                    help="most tenants create_tenant may register")
     ap.add_argument("--detailed-exitcode", action="store_true",
                     help="accepted for compatibility; plan and status always exit 1 "
                          "when something is pending")
@@ -86,10 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --dsn (or $PGPLATFORM_DSN) is required", file=sys.stderr)
         return ERROR
     try:
+        key = credentials.read_key_file(args.tenant_key_file) if args.tenant_key_file else None
+        if args.command == "tenant-dsn":
+            return _tenant_dsn(args, key)
         opts = engine.Options(sql_dir=Path(args.sql_dir),
                               tenants=tuple(_tenant(t) for t in args.tenant),
                               app_role=args.app_role, workers=max(1, args.workers),
-                              lock_timeout=args.lock_timeout)
+                              lock_timeout=args.lock_timeout, tenant_key=key,
+                              tenant_quota=args.tenant_quota)
         return _run(args, opts)
     except MigrationRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
@@ -102,6 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: database: {first}", file=sys.stderr)
         return ERROR
+
+
+def _tenant_dsn(args: argparse.Namespace, key: str | None) -> int:
+    """One tenant's DSN: the base DSN's host, port, database and TLS, the tenant's role."""
+    if not args.slug:
+        print("error: tenant-dsn needs a SLUG", file=sys.stderr)
+        return ERROR
+    if not key:
+        print("error: tenant-dsn needs --tenant-key-file (or $PGPLATFORM_TENANT_KEY_FILE)",
+              file=sys.stderr)
+        return ERROR
+    print(credentials.dsn(str(args.dsn), key, args.slug))
+    return OK
 
 
 def _run(args: argparse.Namespace, opts: engine.Options) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from infra.errors import ChecksumMismatch, MigrationError, MigrationRefused
-from infra.schema import history, lint, runner, tenants
+from infra.schema import credentials, definer_lint, history, lint, runner, tenant_limits, tenants
 from infra.schema.files import MigrationSet
 from infra.schema.lock import WriterLock
 from infra.schema.plan import Plan, survey
@@ -48,6 +48,11 @@ class Options:
     history_schema: str = "pgplatform"
     lock_timeout: float = 600.0
     extra_placeholders: Mapping[str, str] = field(default_factory=dict)
+    # The secret tenant role passwords derive from (infra/schema/credentials.py);
+    # None leaves tenant roles without a password (they cannot log in).
+    tenant_key: str | None = field(default=None, repr=False)
+    # Most tenants public.create_tenant may register (public.platform_limits).
+    tenant_quota: int | None = None
 
     @classmethod
     def build(cls, sql_dir: str | Path = "sql",
@@ -113,6 +118,8 @@ def validate(dsn: str | None, opts: Options,
     """
     ms = load(opts)
     problems = [str(p) for p in lint.run(ms.all(), checks)]
+    # Unsafe SECURITY DEFINER functions, across files (a later file may fix an applied one).
+    problems += [str(f) for f in definer_lint.lint_files(definer_lint.sql_files(opts.sql_dir))]
     result = Validation(problems, len(ms.all()))
     if dsn is not None:
         with runner.connect(dsn, "schema validate") as conn:
@@ -145,11 +152,14 @@ def apply(dsn: str, opts: Options,
         lock that did not come free in time.
     """
     started = time.monotonic()
+    definer_lint.refuse(definer_lint.sql_files(opts.sql_dir))
     ms = load(opts)
     result = ApplyResult()
     with runner.connect(dsn, "schema apply") as conn:
         first = _survey(conn, ms, opts)
         _refuse_problems(first)
+        if opts.tenant_quota is not None:
+            tenant_limits.sync(conn, opts.tenant_quota)
         if first.is_noop and first.history_exists:
             logger.info("schema: nothing to do")
             result.seconds = time.monotonic() - started
@@ -183,13 +193,24 @@ def _apply_locked(conn: psycopg.Connection[Any], dsn: str, ms: MigrationSet, opt
             p = _survey(conn, ms, opts)
         _refuse_problems(p)
         outcomes = tenants.migrate(dsn, p.tenant_work, values, opts.history_schema,
-                                   opts.workers, on_progress)
+                                   opts.workers, on_progress,
+                                   tenant_values=_tenant_values(opts.tenant_key))
         result.tenants_migrated = len(outcomes)
         result.tenants_created = sorted(o.schema for o in outcomes if o.created)
         result.applied += sorted({ref for o in outcomes for ref in o.applied})
     for m in p.policies_pending:
         runner.run(conn, m, values, opts.history_schema)
         result.applied.append(m.ref)
+    if opts.tenant_quota is not None:
+        tenant_limits.sync(conn, opts.tenant_quota)
+
+
+def _tenant_values(key: str | None) -> Callable[[str], Mapping[str, str]]:
+    """Per-tenant placeholders: the tenant role's SCRAM verifier, derived from `key`
+    ('' without a key: the role then has no password and cannot log in)."""
+    if not key:
+        return lambda _slug: {"tenant_verifier": ""}
+    return lambda slug: {"tenant_verifier": credentials.verifier(key, slug)}
 
 
 def repair(dsn: str, opts: Options) -> list[str]:

@@ -42,14 +42,19 @@ PROVIDER_VERSION = "2"
 # Inputs whose change means "apply again". The DSN is deliberately absent: a
 # rotated password is not a reason to migrate. `target_id` (e.g. the primary
 # server resource's id) is: a rebuilt server is an empty database.
-_DIFFED = ("migrations", "tenants", "app_role", "provider_version", "target_id")
+_DIFFED = ("migrations", "tenants", "app_role", "provider_version", "target_id",
+           "tenant_quota")
 
 
 def _options(props: Mapping[str, Any]) -> engine.Options:
     return engine.Options.build(str(props.get("sql_dir") or "sql"),
                                 list(props.get("tenants") or []),
                                 app_role=str(props.get("app_role") or "app"),
-                                workers=int(props.get("workers") or 4))
+                                workers=int(props.get("workers") or 4),
+                                tenant_key=props.get("tenant_key") or None,
+                                tenant_quota=(int(props["tenant_quota"])
+                                              if props.get("tenant_quota") is not None
+                                              else None))
 
 
 def _apply(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,6 +136,7 @@ class SchemaMigrations(dyn.Resource, module="sql", name="Schema"):
     def __init__(self, resource_name: str, *, dsn: pulumi.Input[str], sql_dir: str = "sql",
                  tenants: Sequence[Any] = (), app_role: pulumi.Input[str] = "app",
                  target_id: pulumi.Input[str] | None = None, workers: int = 4,
+                 tenant_key: pulumi.Input[str] | None = None, tenant_quota: int | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         ms = MigrationSet.load(Path(sql_dir))
         specs = sorted((TenantSpec.of(t) for t in tenants), key=lambda t: t.slug)
@@ -145,5 +151,10 @@ class SchemaMigrations(dyn.Resource, module="sql", name="Schema"):
             "target_id": target_id if target_id is not None else "",
             "workers": workers,
             "applied_migrations": None,
+            "tenant_quota": tenant_quota,
         }
+        if tenant_key is not None:
+            props["tenant_key"] = pulumi.Output.secret(tenant_key)
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                additional_secret_outputs=["tenant_key"]))
         super().__init__(SchemaProvider(), resource_name, props, keep_urn(opts))

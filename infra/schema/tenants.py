@@ -93,12 +93,21 @@ class TenantSpec:
 
 
 def register(conn: psycopg.Connection[Any], tenants: Sequence[TenantSpec]) -> None:
-    """Register or update config tenants through the registry's own function."""
+    """Register or update config tenants, as the owner role.
+
+    Not through ``create_tenant``: that function is tenant_admin's, for run-time
+    tenants, and never updates an existing tenant (sql/schema/V0005).
+    """
     if not tenants:
         return
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany("SELECT public.create_tenant(%s, %s, %s)",
-                        [(t.slug, t.name, t.plan) for t in tenants])
+        cur.executemany(
+            "INSERT INTO public.tenants AS t (slug, name, subscription_plan) "
+            "VALUES (%s, %s, %s) ON CONFLICT (slug) DO UPDATE "
+            "SET name = EXCLUDED.name, subscription_plan = EXCLUDED.subscription_plan "
+            "WHERE (t.name, t.subscription_plan) IS DISTINCT FROM "
+            "(EXCLUDED.name, EXCLUDED.subscription_plan)",
+            [(t.slug, t.name, t.plan) for t in tenants])
     logger.info("registered %d tenant(s): %s", len(tenants),
                 ", ".join(t.slug for t in tenants))
 
@@ -123,8 +132,13 @@ class TenantOutcome:
 
 def migrate(dsn: str, work: Sequence[TenantWork], values: Mapping[str, str],
             history_schema: str, workers: int,
-            on_progress: Callable[[int, int], None] | None = None) -> list[TenantOutcome]:
+            on_progress: Callable[[int, int], None] | None = None,
+            tenant_values: Callable[[str], Mapping[str, str]] | None = None
+            ) -> list[TenantOutcome]:
     """Bring every tenant in `work` up to date over at most `workers` connections.
+
+    :param tenant_values: more placeholder values for one tenant, by slug (the
+        engine gives ``tenant_verifier``, the tenant role's SCRAM verifier).
 
     :raises MigrationError: the first tenant failure (its message names the
         file, line and tenant schema); tenants finished before it stay migrated.
@@ -151,7 +165,7 @@ def migrate(dsn: str, work: Sequence[TenantWork], values: Mapping[str, str],
         with conn:
             while (item := next_item()) is not None:
                 try:
-                    outcome = _migrate_one(conn, item, values, history_schema)
+                    outcome = _migrate_one(conn, item, values, history_schema, tenant_values)
                 except BaseException as exc:
                     with guard:
                         failures.append(exc)
@@ -178,8 +192,11 @@ def migrate(dsn: str, work: Sequence[TenantWork], values: Mapping[str, str],
 
 
 def _migrate_one(conn: psycopg.Connection[Any], item: TenantWork, values: Mapping[str, str],
-                 history_schema: str) -> TenantOutcome:
-    tenant_values = {**values, "tenant_schema": item.schema, "tenant_slug": item.slug}
+                 history_schema: str,
+                 more_values: Callable[[str], Mapping[str, str]] | None = None
+                 ) -> TenantOutcome:
+    tenant_values = {**values, "tenant_schema": item.schema, "tenant_slug": item.slug,
+                     **(more_values(item.slug) if more_values and item.pending else {})}
     # A new schema is created inside its first migration's transaction, so a
     # failing template leaves no empty schema behind.
     prelude: sql.Composed | None = None

@@ -9,7 +9,9 @@ REVOKE ALL ON public.tenants, public.events, public.tenant_audit, public.events_
 GRANT SELECT ON public.tenants TO ${app_role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.events TO ${app_role};
 GRANT SELECT ON public.tenant_events_hourly TO ${app_role};
-GRANT EXECUTE ON FUNCTION public.create_tenant(text, text, text, text) TO ${app_role};
+-- create_tenant is tenant_admin's alone (R__tenant_roles.sql): the app role must not
+-- learn another tenant's id or metadata through it, nor provision tenants.
+REVOKE ALL ON FUNCTION public.create_tenant(text, text, text, text) FROM ${app_role};
 GRANT EXECUTE ON FUNCTION public.current_tenant_id() TO ${app_role};
 REVOKE ALL ON SCHEMA ${history_schema} FROM ${app_role};
 

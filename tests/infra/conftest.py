@@ -126,6 +126,18 @@ def as_owner(dsn: str, outputs: dict[str, Any]) -> str:
     return make_conninfo(dsn, user=str(owner["user"]), password=str(owner["password"]))
 
 
+def stats_dsn(outputs: dict[str, Any]) -> str:
+    """The primary as the pg_monitor-only role where the stack has one (local), else the
+    owner: statistics views show other sessions' fields to pg_monitor members only."""
+    return str(outputs.get("monitor_dsn") or outputs["primary_dsn"])
+
+
+def as_monitor(dsn: str, outputs: dict[str, Any]) -> str:
+    """`dsn`'s server, as stats_dsn's role."""
+    who = conninfo_to_dict(stats_dsn(outputs))
+    return make_conninfo(dsn, user=str(who["user"]), password=str(who["password"]))
+
+
 def admin_dsn(cfg: config.PlatformConfig, outputs: dict[str, Any],
               passwords: dict[str, str]) -> str:
     """PgBouncer's console, on the pooler's host and port, as the configured admin user."""

@@ -90,7 +90,7 @@ class StackAccess:
         for res in state.get("deployment", {}).get("resources", []) or []:
             name = str(res.get("urn", "")).rsplit("::", 1)[-1]
             value = _plain((res.get("outputs") or {}).get("value"))
-            if name.endswith("-password") and isinstance(value, str):
+            if name.endswith(("-password", "-key")) and isinstance(value, str):
                 found[name] = value
         return found
 
@@ -133,7 +133,13 @@ def local_inventory(cfg: config.PlatformConfig, passwords: dict[str, str]) -> li
                    f"{props['data_dir']}/pg_hba.conf": sha256(props["pg_hba_conf"])}))
     app_pw = passwords[f"{cfg.postgres.app_role}-password"]
     admin_pw = passwords[f"{cfg.pooler.admin_user}-password"]
-    userlist = render.userlist_txt(render.pooler_users(cfg, app_pw, admin_pw))
+    from infra.backends import tenant_users  # the auth file as the local backend renders it
+
+    users = (tenant_users.pooler_users(cfg, app_pw, admin_pw, passwords["tenant-password-key"],
+                                       passwords["tenant_admin-password"])
+             if "tenant-password-key" in passwords else render.pooler_users(cfg, app_pw,
+                                                                            admin_pw))
+    userlist = render.userlist_txt(users)
     pooler = local.pooler_props(cfg, userlist, tls)
     hosts.append(Host(
         name="pooler", role="pooler", spec="local://", service_user=user,

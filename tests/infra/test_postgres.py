@@ -9,7 +9,7 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import config
-from tests.infra.conftest import connect, remote
+from tests.infra.conftest import connect, remote, stats_dsn
 from tests.infra.inventory import Host
 
 # ss -ltnpH: "LISTEN 0 244 127.0.0.1:5432 0.0.0.0:* users:(("postgres",pid=10,fd=6))"
@@ -57,7 +57,8 @@ def test_postgres_listens_where_configured_and_nowhere_else(
 def test_version_and_extensions_are_as_configured(cfg: config.PlatformConfig,
                                                   outputs: dict[str, Any],
                                                   ca_file: Path) -> None:
-    with connect(outputs["primary_dsn"], ca_file) as conn:
+    # SHOW shared_preload_libraries needs pg_read_all_settings (pg_monitor has it).
+    with connect(stats_dsn(outputs), ca_file) as conn:
         version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
         available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
         created = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
@@ -77,16 +78,21 @@ def test_pg_hba_has_no_trust_and_only_scram(primary: Host, replica_hosts: list[H
         entries = [line.split() for line in text.splitlines()
                    if line.strip() and not line.lstrip().startswith("#")]
         assert entries, f"{host.name}: pg_hba.conf has no entries"
-        assert all(e[-1] == "scram-sha-256" for e in entries), (host.name, entries)
+        network = [e for e in entries if e[0] != "local"]
+        assert network and all(e[-1] == "scram-sha-256" for e in network), (host.name, entries)
+        # The socket: the bootstrap superuser by peer only (break-glass, docs/security.md).
+        assert all(e[2] == "postgres" and e[3] == "peer" for e in entries if e[0] == "local")
         assert not any("trust" in e for e in entries)
-    # What the server loaded, as the owner sees it (replicas read the same file they hold).
-    with connect(outputs["primary_dsn"], ca_file) as conn:
-        rules = conn.execute("SELECT auth_method, error FROM pg_hba_file_rules").fetchall()
-    assert rules and {r[0] for r in rules} == {"scram-sha-256"} and not any(r[1] for r in rules)
+    # What the server loaded; pg_hba_file_rules is the superuser's (break-glass) to read.
+    with connect(outputs.get("superuser_dsn") or outputs["primary_dsn"], ca_file) as conn:
+        rules = conn.execute("SELECT type, auth_method, error FROM pg_hba_file_rules").fetchall()
+    assert rules and not any(r[2] for r in rules)
+    assert {r[1] for r in rules if r[0] != "local"} == {"scram-sha-256"}
+    assert {r[1] for r in rules if r[0] == "local"} <= {"peer"}
 
 
 def test_password_encryption_is_scram(outputs: dict[str, Any], ca_file: Path) -> None:
-    with connect(outputs["primary_dsn"], ca_file) as conn:
+    with connect(outputs.get("superuser_dsn") or outputs["primary_dsn"], ca_file) as conn:
         assert conn.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
         bad = conn.execute("SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL "
                            "AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'").fetchall()

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from infra import config
-from tests.infra.conftest import as_owner, connect
+from tests.infra.conftest import as_monitor, connect, stats_dsn
 
 
 def test_every_replica_streams_through_an_active_slot(cfg: config.PlatformConfig,
                                                       outputs: dict[str, Any],
                                                       ca_file: Path) -> None:
-    with connect(outputs["primary_dsn"], ca_file) as conn:
+    with connect(stats_dsn(outputs), ca_file) as conn:
         senders = conn.execute("SELECT application_name, state, sync_state "
                                "FROM pg_stat_replication ORDER BY 1").fetchall()
         slots = conn.execute("SELECT slot_name, slot_type, active FROM pg_replication_slots "
@@ -26,7 +26,7 @@ def test_every_replica_streams_through_an_active_slot(cfg: config.PlatformConfig
     assert len(physical) == cfg.replicas and all(s[2] for s in physical), slots
     for dsn in outputs["replica_dsns"]:
         # pg_stat_wal_receiver shows its fields to privileged roles only.
-        with connect(as_owner(dsn, outputs), ca_file) as conn:
+        with connect(as_monitor(dsn, outputs), ca_file) as conn:
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
             status = conn.execute("SELECT status, slot_name FROM pg_stat_wal_receiver"
                                   ).fetchone()

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.infra.conftest import connect
+from tests.infra.conftest import connect, stats_dsn
 
 
 def all_server_dsns(outputs: dict[str, Any]) -> list[str]:
@@ -47,7 +47,7 @@ def test_a_pooler_client_without_tls_is_refused(outputs: dict[str, Any]) -> None
 
 
 def test_replication_runs_over_tls(outputs: dict[str, Any], ca_file: Path) -> None:
-    with connect(outputs["primary_dsn"], ca_file) as conn:
+    with connect(stats_dsn(outputs), ca_file) as conn:
         rows = conn.execute("SELECT r.application_name, s.ssl FROM pg_stat_replication r "
                             "JOIN pg_stat_ssl s USING (pid)").fetchall()
     assert len(rows) == len(outputs["replica_dsns"]) and all(r[1] for r in rows), rows

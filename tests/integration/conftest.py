@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from infra import config, hostctl, render
-from infra.backends import local
+from infra import config, hostctl, render, roles
+from infra.backends import local, tenant_users
 from infra.backends.local_backup import BackupProvider
 from infra.backends.local_layout import layout, replicas
 from infra.backends.local_pooler import PoolerProvider
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backends.local_replica import ReplicaProvider
-from tests.support import scratch_dir
+from tests.support import scratch_dir, write_tls
 
 MAX_CONNECTIONS = 50  # well below the 500 clients the pooler test opens
 POOL_SIZE = 10
@@ -50,6 +50,7 @@ class Cluster:
     settings: dict[str, Any]
     passwords: dict[str, str]
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tls: render.TlsFiles | None = None
 
     def dsn(self, host: str, port: int, user: str, password: str, db: str) -> str:
         return hostctl.Server(Path("/"), port, host).dsn(user, password, db)
@@ -59,11 +60,13 @@ class Cluster:
         return self.dsn(pg.listen_address, pg.port, pg.owner_role, self.passwords["owner"],
                         db or pg.database)
 
-    def replica_dsn(self, index: int, *, owner: bool = True) -> str:
+    def replica_dsn(self, index: int, *, owner: bool = True, monitor: bool = False) -> str:
         rep = replicas(self.cfg)[index - 1]
         pg = self.cfg.postgres
         user, pw = ((pg.owner_role, self.passwords["owner"]) if owner
                     else (pg.app_role, self.passwords["app"]))
+        if monitor:
+            user, pw = roles.MONITOR, self.passwords["monitor"]
         return self.dsn(rep.host, rep.port, user, pw, pg.database)
 
     def pooler_dsn(self, db: str | None = None) -> str:
@@ -78,9 +81,23 @@ class Cluster:
     def with_settings(self, **changes: Any) -> config.PlatformConfig:
         return config.load({**self.settings, **changes}, "test")
 
+    def monitor_dsn(self, db: str | None = None, host: str | None = None,
+                    port: int | None = None) -> str:
+        """The pg_monitor-only role: what exporters and health read statistics as."""
+        pg = self.cfg.postgres
+        return self.dsn(host or pg.listen_address, port or pg.port, roles.MONITOR,
+                        self.passwords["monitor"], db or pg.database)
+
+    def superuser_dsn(self, db: str | None = None) -> str:
+        """Break-glass: the bootstrap superuser (the providers' own connection)."""
+        pg = self.cfg.postgres
+        return self.dsn(pg.listen_address, pg.port, roles.BREAK_GLASS,
+                        self.passwords["superuser"], db or pg.database)
+
     def userlist(self, cfg: config.PlatformConfig | None = None) -> str:
-        return render.userlist_txt(render.pooler_users(
-            cfg or self.cfg, self.passwords["app"], self.passwords["admin"]))
+        return render.userlist_txt(tenant_users.pooler_users(
+            cfg or self.cfg, self.passwords["app"], self.passwords["admin"],
+            self.passwords["tenant_key"], self.passwords["tenant_admin"]))
 
 
 @pytest.fixture(scope="session")
@@ -95,19 +112,28 @@ def cluster() -> Iterator[Cluster]:
         "backup": {"retention_full": 2},
     }
     cfg = config.load(settings, "test")
-    pw = {k: secrets.token_urlsafe(24) for k in ("owner", "app", "replication", "admin")}
+    pw = {k: secrets.token_urlsafe(24)
+          for k in ("superuser", "owner", "app", "replication", "admin", "monitor",
+                    "tenant_admin")}
+    pw["tenant_key"] = secrets.token_urlsafe(32)
     c = Cluster(base=base, cfg=cfg, settings=settings, passwords=pw)
     made: list[tuple[Any, dict[str, Any]]] = []
+    # The stack's TLS files, as TlsFiles writes them: pg_hba admits hostssl only.
+    tls = write_tls(Path(layout(cfg).tls.ca_file).parent)
+    c.tls = tls
     try:
         for key, provider, props in [
-            ("primary", PostgresServerProvider(), local.primary_props(cfg, pw["owner"])),
+            ("primary", PostgresServerProvider(),
+             local.primary_props(cfg, pw["superuser"], tls)),
             ("database", DatabaseProvider(),
-             local.database_props(cfg, pw["owner"], pw["app"], pw["replication"])),
-            ("backup", BackupProvider(), local.backup_props(cfg, pw["owner"])),
+             local.database_props(cfg, pw["superuser"], pw["app"], pw["replication"],
+                                  owner_pw=pw["owner"], monitor_pw=pw["monitor"],
+                                  tenant_admin_pw=pw["tenant_admin"])),
+            ("backup", BackupProvider(), local.backup_props(cfg)),
             *[(rep.name, ReplicaProvider(),
-               local.replica_props(cfg, rep, pw["owner"], pw["replication"]))
+               local.replica_props(cfg, rep, pw["superuser"], pw["replication"], tls))
               for rep in replicas(cfg)],
-            ("pooler", PoolerProvider(), local.pooler_props(cfg, c.userlist())),
+            ("pooler", PoolerProvider(), local.pooler_props(cfg, c.userlist(), tls)),
         ]:
             result = provider.create(props)
             c.outs[key] = dict(result.outs or {})

@@ -28,7 +28,6 @@ from infra.errors import ConfigError
 from infra.hostctl import standby
 from infra.hostctl.pgbouncer import PgBouncer
 from tests.engine import ThrowawayStack
-from tests.infra.inventory import StackAccess
 from tests.infra.throwaway import shared_stack
 from tests.support import fresh_database, start_server
 
@@ -239,18 +238,22 @@ def test_r7_a_killed_replica_restarts_and_catches_up(
     owner = conninfo_to_dict(out["primary_dsn"])
     replica_owner = make_conninfo(out["replica_dsns"][0], user=str(owner["user"]),
                                   password=str(owner["password"]))
+    # pg_stat_wal_receiver's fields are pg_monitor's to read (the owner is no superuser).
+    watcher = conninfo_to_dict(out.get("monitor_dsn") or out["primary_dsn"])
+    replica_watcher = make_conninfo(out["replica_dsns"][0], user=str(watcher["user"]),
+                                    password=str(watcher["password"]))
     query(out["primary_dsn"], "CREATE TABLE IF NOT EXISTS public.r7_rows (n int)")
     query(out["primary_dsn"], "TRUNCATE public.r7_rows")
     kill9(Path(rep.paths.data_dir))
     # Written while the replica is down: its slot keeps the WAL for it.
     query(out["primary_dsn"], "INSERT INTO public.r7_rows SELECT generate_series(1, 5000)")
-    query(out["primary_dsn"], "SELECT pg_switch_wal()")
+    query(out.get("superuser_dsn") or out["primary_dsn"], "SELECT pg_switch_wal()")
     assert query(out["primary_dsn"], "SELECT active FROM pg_replication_slots "
                                      "WHERE slot_name = %s", (rep.slot,)) == [(False,)]
-    # Restarted as the platform starts standbys: the replication password in its environment.
-    passwords = StackAccess(stack.name, stack.project, env=stack.env).generated_passwords()
+    # Restarted as the platform starts standbys: the replication password in its 0600
+    # passfile (primary_conninfo names it), never in its environment.
     server = hostctl.Server(Path(rep.paths.data_dir), rep.port, rep.host)
-    standby.start(server, passwords[f"{stack_cfg.postgres.replication_role}-password"])
+    standby.start(server, None, passfile=Path(rep.passfile))
     server.wait_ready()
     deadline = time.monotonic() + 60
     while True:
@@ -262,7 +265,7 @@ def test_r7_a_killed_replica_restarts_and_catches_up(
             break
         assert time.monotonic() < deadline, f"replica has {seen} of 5000 rows after 60s"
         time.sleep(0.1)
-    assert query(replica_owner, "SELECT status FROM pg_stat_wal_receiver") == [("streaming",)]
+    assert query(replica_watcher, "SELECT status FROM pg_stat_wal_receiver") == [("streaming",)]
     assert query(out["primary_dsn"], "SELECT active FROM pg_replication_slots "
                                      "WHERE slot_name = %s", (rep.slot,)) == [(True,)]
 

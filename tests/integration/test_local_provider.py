@@ -13,6 +13,7 @@ import pytest
 from infra import config, hostctl, render
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.errors import ProcessError
+from tests.support import write_tls
 
 
 def server_props(base: Path, port: int, **postgres: Any) -> dict[str, Any]:
@@ -21,7 +22,8 @@ def server_props(base: Path, port: int, **postgres: Any) -> dict[str, Any]:
     return {
         "data_dir": paths.data_dir, "socket_dir": paths.socket_dir, "host": "127.0.0.1",
         "port": port, "superuser": "owner_t", "superuser_password": secrets.token_urlsafe(16),
-        "postgresql_conf": render.postgresql_conf(cfg, paths, timescaledb=False),
+        "postgresql_conf": render.postgresql_conf(cfg, paths, timescaledb=False,
+                                                  tls=write_tls(base / "tls")),
         "pg_hba_conf": render.pg_hba_conf(cfg), "provider_version": "test",
     }
 

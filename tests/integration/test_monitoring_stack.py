@@ -247,7 +247,9 @@ def test_stopping_a_replica_degrades_status_and_names_it(stack: ThrowawayStack) 
     report = json.loads(proc.stdout)
     assert proc.returncode == 1
     assert report["status"] == "degraded"
-    assert [r["component"] for r in report["reasons"]] == ["replica-1"]
+    # With its only replica down, the read-only pool refuses logins too (health probes it).
+    assert [r["component"] for r in report["reasons"]] == ["replica-1", "pooler"]
+    assert "read-only pool" in report["reasons"][1]["message"]
     assert "down" in report["reasons"][0]["message"]
     table = health(stack).stdout
     assert "status: DEGRADED" in table and "replica-1" in table.split("status:")[1]

@@ -126,7 +126,7 @@ def test_a_pooler_setting_change_reloads_without_dropping_clients(cluster: Clust
     olds = cluster.outs["pooler"]
     changed = cluster.with_settings(pooler={**cluster.settings["pooler"], "default_pool_size": 7,
                                             "query_wait_timeout": 33})
-    news = local.pooler_props(changed, cluster.userlist(changed))
+    news = local.pooler_props(changed, cluster.userlist(changed), cluster.tls)
     assert provider.diff("", olds, news).changes
     pid_before = Path(olds["pid_file"]).read_text()
     with psycopg.connect(cluster.pooler_dsn(), prepare_threshold=None,
@@ -144,5 +144,13 @@ def test_a_pooler_setting_change_reloads_without_dropping_clients(cluster: Clust
             assert Path(olds["pid_file"]).read_text() == pid_before
         finally:
             provider.update("", news, olds)
-    assert not provider.diff("", olds, local.pooler_props(cluster.cfg, cluster.userlist())
-                             ).changes
+    assert not provider.diff("", olds, local.pooler_props(cluster.cfg, cluster.userlist(),
+                                                          cluster.tls)).changes
+
+
+def test_health_probes_the_read_only_pool_through_pgbouncer(cluster: Cluster) -> None:
+    """PgBouncer 1.18 verifies the replicas' certificate against the entry's host list."""
+    from infra.health import probes
+
+    assert probes.probe_read_only(cluster.pooler_dsn(), cluster.cfg.postgres.database) == ""
+    assert "no such database: nodb_ro" in probes.probe_read_only(cluster.pooler_dsn(), "nodb")

@@ -15,19 +15,19 @@ from tests.integration.conftest import Cluster
 
 
 def slots(cluster: Cluster) -> dict[str, bool]:
-    with psycopg.connect(cluster.owner_dsn(), autocommit=True) as conn:
+    with psycopg.connect(cluster.monitor_dsn(), autocommit=True) as conn:
         return dict(conn.execute("SELECT slot_name, active FROM pg_replication_slots"
                                  ).fetchall())
 
 
 def test_two_replicas_stream_through_their_own_active_slots(cluster: Cluster) -> None:
-    with psycopg.connect(cluster.owner_dsn(), autocommit=True) as conn:
+    with psycopg.connect(cluster.monitor_dsn(), autocommit=True) as conn:
         rows = conn.execute("SELECT application_name, state FROM pg_stat_replication "
                             "ORDER BY 1").fetchall()
     assert rows == [("replica_1", "streaming"), ("replica_2", "streaming")]
     assert slots(cluster) == {"replica_1": True, "replica_2": True}
     for i in (1, 2):
-        with psycopg.connect(cluster.replica_dsn(i), autocommit=True) as conn:
+        with psycopg.connect(cluster.replica_dsn(i, monitor=True), autocommit=True) as conn:
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
             row = conn.execute("SELECT status, slot_name FROM pg_stat_wal_receiver").fetchone()
             assert row == ("streaming", f"replica_{i}")
@@ -69,8 +69,8 @@ def test_removing_a_replica_stops_it_removes_its_data_and_drops_its_slot(
         cluster: Cluster) -> None:
     cfg3 = cluster.with_settings(replicas=3)
     rep = replicas(cfg3)[2]
-    props = local.replica_props(cfg3, rep, cluster.passwords["owner"],
-                                cluster.passwords["replication"])
+    props = local.replica_props(cfg3, rep, cluster.passwords["superuser"],
+                                cluster.passwords["replication"], cluster.tls)
     provider = ReplicaProvider()
     outs = dict(provider.create(props).outs or {})
     try:

@@ -161,13 +161,16 @@ def test_s1_the_app_role_cannot_bypass_rls_and_owns_nothing(out: dict[str, Any],
 
 # --- S2: scram-sha-256 only --------------------------------------------------------------
 
-def test_s2_pg_hba_allows_scram_sha_256_only(out: dict[str, Any]) -> None:
-    owner = conninfo_to_dict(out["primary_dsn"])
+def test_s2_pg_hba_allows_hostssl_scram_and_socket_peer_for_break_glass_only(
+        out: dict[str, Any]) -> None:
+    su = conninfo_to_dict(out["superuser_dsn"])
     for dsn in [out["primary_dsn"], *out["replica_dsns"]]:
-        as_owner = make_conninfo(dsn, user=str(owner["user"]), password=str(owner["password"]))
-        rules = rows(as_owner, "SELECT type, auth_method, error FROM pg_hba_file_rules")
-        assert rules and {r[1] for r in rules} == {"scram-sha-256"}, rules
-        assert not any(r[2] for r in rules)
+        as_su = make_conninfo(dsn, user=str(su["user"]), password=str(su["password"]))
+        rules = rows(as_su, "SELECT type, user_name, auth_method, error FROM pg_hba_file_rules")
+        assert rules and not any(r[3] for r in rules), rules
+        assert {r[0] for r in rules} == {"local", "hostssl"}
+        assert {r[2] for r in rules if r[0] == "hostssl"} == {"scram-sha-256"}
+        assert [(r[1], r[2]) for r in rules if r[0] == "local"] == [(["postgres"], "peer")]
 
 
 def test_s2_an_md5_password_and_a_wrong_password_cannot_log_in(out: dict[str, Any]) -> None:
@@ -194,14 +197,27 @@ def files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
 
 
+def secret_values(stack: ThrowawayStack, cfg: PlatformConfig) -> dict[str, str]:
+    """Every generated password and key, and each config tenant's derived password."""
+    from infra.schema import credentials
+
+    access = StackAccess(stack=stack.name, project_dir=stack.project, env=stack.env)
+    found = dict(access.generated_passwords())
+    key = str(SecretDict(stack.outputs())["tenant_key"])
+    found["tenant-password-key"] = key
+    for t in cfg.tenants:
+        found[f"tenant_{t.slug} (derived)"] = credentials.password(key, t.slug)
+    return found
+
+
 def test_s3_no_generated_password_in_files_logs_or_plain_state(stack: ThrowawayStack,
                                                               cfg: PlatformConfig) -> None:
     access = StackAccess(stack=stack.name, project_dir=stack.project, env=stack.env)
-    passwords = access.generated_passwords()
+    passwords = secret_values(stack, cfg)
     plain_state = access.pulumi("stack", "export")
     preview = access.pulumi("preview", "--diff")
-    assert len(passwords) == 4 and all(len(p) >= 32 for p in passwords.values()), \
-        sorted(passwords)
+    assert len(passwords) >= 8 + len(cfg.tenants) and \
+        all(len(p) >= 32 for p in passwords.values()), sorted(passwords)
     # The stack's project, backend (state, history, backups of state) and state_dir (data,
     # rendered files, server/pooler/pgBackRest logs), and the engine's own logs.
     engine_logs = Path(stack.env["PULUMI_HOME"]) / "logs"
@@ -218,13 +234,108 @@ def test_s3_no_generated_password_in_files_logs_or_plain_state(stack: ThrowawayS
         for name, password in passwords.items():
             if password.encode() in data:
                 hits.setdefault(name, []).append(str(path))
-    assert hits == {}, hits  # names of passwords and files only
-    # Neither pgBackRest nor the replicas keep a libpq passfile: their passwords live in
-    # their processes' environment only.
-    assert [p for p in searched if p.suffix == ".pgpass"] == []
+    # The only files that may hold one: the 0600 secret files of the service user in a
+    # `secrets` folder (the replicas' passfiles, the exporters' password files).
+    secret_files = [p for p in searched if p.parent.name == "secrets"]
+    assert {p.name for p in secret_files} >= {f"replica-{i}.pgpass"
+                                             for i in range(1, cfg.replicas + 1)}
+    for p in secret_files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+        if os.geteuid() == 0:
+            import pwd
+
+            assert pwd.getpwuid(p.stat().st_uid).pw_name == hostctl.SERVICE_USER
+    allowed = {str(p) for p in secret_files}
+    outside = {name: [f for f in found if f not in allowed] for name, found in hits.items()}
+    assert {k: v for k, v in outside.items() if v} == {}, outside  # names and files only
     for password in passwords.values():
         assert password not in plain_state
         assert password not in preview
+
+
+def test_s3_no_generated_password_in_any_process_environment_or_command_line(
+        stack: ThrowawayStack, cfg: PlatformConfig) -> None:
+    passwords = secret_values(stack, cfg)
+    seen = 0
+    hits: list[tuple[str, str, str]] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        for part in ("environ", "cmdline"):
+            try:
+                data = (proc / part).read_bytes()
+            except OSError:
+                continue
+            seen += 1
+            hits += [(proc.name, part, name) for name, pw in passwords.items()
+                     if pw.encode() in data]
+    assert seen > 20
+    assert hits == []  # pid, file and the secret's name only
+
+
+# --- S5: TLS for every role on every node; no superuser in any output but break-glass ------
+
+def _nodes(out: dict[str, Any]) -> list[tuple[str, int]]:
+    found = [conninfo_to_dict(out["primary_dsn"]), *map(conninfo_to_dict, out["replica_dsns"]),
+             conninfo_to_dict(out["pooler_dsn"])]
+    return sorted({(str(d["host"]), int(str(d["port"]))) for d in found})
+
+
+def _role_dsns(out: dict[str, Any], cfg: PlatformConfig) -> dict[str, str]:
+    from infra.schema import credentials
+
+    dsns = {k: str(out[k]) for k in ("primary_dsn", "app_dsn", "superuser_dsn", "monitor_dsn",
+                                      "tenant_admin_dsn", "pooler_dsn")}
+    for t in cfg.tenants:
+        dsns[f"tenant_{t.slug}"] = credentials.dsn(str(out["pooler_dsn"]),
+                                                   str(out["tenant_key"]), t.slug)
+    return dsns
+
+
+def test_s5_sslmode_disable_is_refused_for_every_role_on_every_node(
+        out: dict[str, Any], cfg: PlatformConfig) -> None:
+    tried = 0
+    for dsn in _role_dsns(out, cfg).values():
+        for host, port in _nodes(out):
+            plain = make_conninfo(dsn, host=host, port=str(port), sslmode="disable",
+                                  sslrootcert=None, connect_timeout="10")
+            with pytest.raises(psycopg.OperationalError,
+                               match=r"no encryption|SSL required|no pg_hba\.conf entry"):
+                psycopg.connect(plain).close()
+            tried += 1
+    assert tried == len(_role_dsns(out, cfg)) * len(_nodes(out))
+
+
+def test_s5_every_network_client_of_the_stack_uses_tls(out: dict[str, Any]) -> None:
+    nodes = [out["monitor_dsn"]] + [make_conninfo(out["monitor_dsn"], host=str(
+        conninfo_to_dict(d)["host"]), port=str(conninfo_to_dict(d)["port"]))
+        for d in out["replica_dsns"]]
+    with psycopg.connect(out["pooler_dsn"], prepare_threshold=None, autocommit=True) as keep:
+        keep.execute("SELECT 1")  # at least one pooled server connection is open
+        for dsn in nodes:
+            got = rows(dsn, """
+                SELECT a.usename, a.backend_type, a.client_addr IS NOT NULL, s.ssl
+                FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
+                WHERE a.backend_type IN ('client backend', 'walsender')""")
+            assert got, dsn
+            network = [r for r in got if r[2]]
+            assert network and all(r[3] for r in network), network
+            # Socket sessions exist only for break-glass (pgBackRest, the providers).
+            assert {r[0] for r in got if not r[2]} <= {"postgres"}, got
+
+
+def test_s5_no_output_role_is_a_superuser_except_break_glass(out: dict[str, Any],
+                                                               cfg: PlatformConfig) -> None:
+    users = {str(conninfo_to_dict(d)["user"]) for k, d in _role_dsns(out, cfg).items()
+             if k != "superuser_dsn"}
+    users |= {str(conninfo_to_dict(d)["user"]) for d in out["replica_dsns"]}
+    users.add(cfg.postgres.replication_role)  # what the replicas' primary_conninfo uses
+    flags = dict(rows(out["monitor_dsn"], "SELECT rolname, rolsuper FROM pg_roles "
+                                          "WHERE rolname = ANY(%s)", (sorted(users),)))
+    assert set(flags) == users - {cfg.pooler.admin_user}
+    assert [u for u, sup in flags.items() if sup] == []
+    assert rows(out["superuser_dsn"], "SELECT rolsuper FROM pg_roles WHERE rolname = "
+                                      "current_user") == [(True,)]
 
 
 # --- S4: TLS with the project's own CA -----------------------------------------------------

@@ -147,7 +147,7 @@ def test_user_data_files_equal_the_shared_renderings(prod: cm.Run,
     assert files["/etc/pg-platform/postgresql.conf"] == render.postgresql_conf(
         cfg, paths, timescaledb=True, listen="0.0.0.0")
     assert files["/etc/pg-platform/pg_hba.conf"] == render.pg_hba_conf(
-        cfg, ("10.0.0.0/16", "10.20.0.0/16"))
+        cfg, ("10.0.0.0/16", "10.20.0.0/16"), ident_map=False, tls=False)  # no TLS yet (#17)
     assert files["/etc/pg-platform/pgbackrest.conf"] == render.pgbackrest_conf(
         cfg, paths, ud.backup_paths())
     assert "repo1-s3-key-type=auto" in files["/etc/pg-platform/pgbackrest.conf"]

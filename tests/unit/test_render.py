@@ -66,16 +66,26 @@ def test_rendering_is_stable_and_owned() -> None:
                                               "templates/pg_hba.conf.j2.")
 
 
-def test_pg_hba_is_scram_only_and_from_the_given_networks() -> None:
+def test_pg_hba_is_hostssl_scram_only_and_peer_for_break_glass_on_the_socket() -> None:
     cfg = config.load({"postgres": {"replication_role": "streamer"}}, "local")
     hba = render.pg_hba_conf(cfg, networks=("127.0.0.1/32", "10.0.0.0/16"))
     rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
     assert rules, "no rules rendered"
-    assert all(rule[-1] == "scram-sha-256" for rule in rules)
-    assert not re.search(r"\b(trust|md5|password|ident|peer)\b", hba.split("METHOD", 1)[1])
-    addresses = {rule[3] for rule in rules if rule[0] == "host"}
+    local_rules = [r for r in rules if r[0] == "local"]
+    assert local_rules == [["local", "all", "postgres", "peer", "map=breakglass"]]
+    network = [r for r in rules if r[0] != "local"]
+    assert {r[0] for r in network} == {"hostssl"}  # no `host`: sslmode=disable is refused
+    assert all(rule[-1] == "scram-sha-256" for rule in network)
+    assert not re.search(r"\b(trust|md5|password|ident)\b", hba.split("METHOD", 1)[1])
+    addresses = {rule[3] for rule in network}
     assert addresses == {"127.0.0.1/32", "10.0.0.0/16"}
-    assert ["host", "replication", "streamer", "10.0.0.0/16", "scram-sha-256"] in rules
+    assert ["hostssl", "replication", "streamer", "10.0.0.0/16", "scram-sha-256"] in rules
+
+
+def test_pg_ident_maps_only_the_given_os_users_to_break_glass() -> None:
+    ident = render.pg_ident_conf("postgres", "root")
+    rules = [line.split() for line in ident.splitlines() if line and not line.startswith("#")]
+    assert rules == [["breakglass", "postgres", "postgres"], ["breakglass", "root", "postgres"]]
 
 
 def test_pgquote_refuses_multiline_values() -> None:

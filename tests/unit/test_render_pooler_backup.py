@@ -32,7 +32,7 @@ def test_posix_repo_with_retention_and_one_stanza() -> None:
     assert ini.sections() == ["global", "pg1"]
     assert ini["pg1"]["pg1-path"] == "/var/lib/pg/data"
     assert ini["pg1"]["pg1-port"] == "5432"
-    assert ini["pg1"]["pg1-user"] == "platform_owner"
+    assert ini["pg1"]["pg1-user"] == "postgres"  # break-glass, on the socket by peer
 
 
 def test_s3_repo_for_prod_uses_the_instance_role() -> None:

@@ -1,0 +1,27 @@
+"""Exporters get their passwords from 0600 files, never from their environment or argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from infra import config
+from infra.backends.local_exporters import exporter_props
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_password_in_exporter_environment_or_argv() -> None:
+    cfg = config.load({"replicas": 1, "state_dir": "/tmp/pgp-unit-exporters"}, "local")
+    pw, admin = "db-password-" + "x" * 30, "admin-password-" + "y" * 30
+    props = exporter_props(cfg, owner_password=pw, admin_password=admin, sql_dir=ROOT / "sql")
+    assert len(props) == 3  # primary, replica-1, pooler
+    for p in props:
+        plain = repr({k: v for k, v in p.items() if k != "secret_files"})
+        assert pw not in plain and admin not in plain
+        assert not p.get("secret_env")
+        assert any(pw in text or admin in text for text in p["secret_files"].values())
+    pg = [p for p in props if p["name"].startswith("postgres-exporter")]
+    assert all("sslmode=verify-full" in p["env"]["DATA_SOURCE_URI"] for p in pg)
+    assert all(p["env"]["DATA_SOURCE_PASS_FILE"] in p["secret_files"] for p in pg)
+    bouncer = next(p for p in props if p["name"] == "pgbouncer-exporter")
+    assert bouncer["env"]["PGPASSFILE"] in bouncer["secret_files"]
