@@ -15,6 +15,7 @@ when behaviour changes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,9 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
     targets = {t.labels["node"]: t for t in rm.local_targets(cfg)}
     nodes = [("primary", pg.listen_address, pg.port)]
     nodes += [(r.name, r.host, r.port) for r in replicas(cfg)]
+    # The query file is shared: the primary's exporter writes it, and the others
+    # carry only its digest (they restart when it changes), so a preview shows it once.
+    shared = {queries_path: hashlib.sha256(queries.encode()).hexdigest()}
     out: list[dict[str, Any]] = []
     for node, host, port in nodes:
         listen, _, exporter_port = targets[node].address.rpartition(":")
@@ -132,7 +136,8 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
         pass_file = str(run_dir / "secrets" / f"{node}.password")
         out.append({"name": f"postgres-exporter-{node}", "run_dir": str(run_dir),
                     "argv": list(cmd.argv), "listen": listen, "port": int(exporter_port),
-                    "files": {queries_path: queries},
+                    **({"files": {queries_path: queries}} if node == "primary"
+                       else {"files": {}, "shared_files": shared}),
                     "env": {"DATA_SOURCE_URI": _exporter_uri(host, port, pg.database,
                                                              lay.tls.ca_file),
                             "DATA_SOURCE_USER": BREAK_GLASS,
@@ -156,7 +161,12 @@ def build(cfg: PlatformConfig, *, owner_password: pulumi.Input[str],
           admin_password: pulumi.Input[str], sql_dir: Path,
           opts: pulumi.ResourceOptions) -> list[Exporter]:
     """The local stack's exporters as resources (see exporter_props)."""
-    return [Exporter(props["name"], props, opts)
-            for props in exporter_props(cfg, owner_password=owner_password,
-                                        admin_password=admin_password, sql_dir=sql_dir)]
+    made: list[Exporter] = []
+    for props in exporter_props(cfg, owner_password=owner_password,
+                                admin_password=admin_password, sql_dir=sql_dir):
+        # Exporters that read a shared file start after the one that writes it.
+        after = ([made[0]] if props.get("shared_files") and made else [])
+        made.append(Exporter(props["name"], props, pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(depends_on=after))))
+    return made
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from infra import config
@@ -25,3 +26,15 @@ def test_no_password_in_exporter_environment_or_argv() -> None:
     assert all(p["env"]["DATA_SOURCE_PASS_FILE"] in p["secret_files"] for p in pg)
     bouncer = next(p for p in props if p["name"] == "pgbouncer-exporter")
     assert bouncer["env"]["PGPASSFILE"] in bouncer["secret_files"]
+
+
+def test_the_shared_query_file_is_an_input_of_one_exporter_only() -> None:
+    """A preview shows the large query file once; the others carry its digest."""
+    cfg = config.load({"replicas": 2, "state_dir": "/tmp/pgp-unit-exporters"}, "local")
+    props = exporter_props(cfg, owner_password="pw", admin_password="pw", sql_dir=ROOT / "sql")
+    pg = [p for p in props if p["name"].startswith("postgres-exporter")]
+    holders = [p["name"] for p in pg if any(path.endswith("queries.yaml") for path in p["files"])]
+    assert holders == ["postgres-exporter-primary"]
+    (path, text), = ((k, v) for k, v in pg[0]["files"].items() if k.endswith("queries.yaml"))
+    for p in pg[1:]:
+        assert p["shared_files"][path] == hashlib.sha256(text.encode()).hexdigest()
