@@ -54,6 +54,7 @@ def primary_props(cfg: PlatformConfig, superuser_pw: Any,
     """The primary; its superuser is the break-glass one (roles.BREAK_GLASS), never the owner."""
     pg, paths = cfg.postgres, layout(cfg).primary_paths()
     return {
+        "allow_data_loss": cfg.allow_data_loss,
         "data_dir": paths.data_dir,
         "socket_dir": paths.socket_dir,
         "host": pg.listen_address,
@@ -76,6 +77,7 @@ def database_props(cfg: PlatformConfig, superuser_pw: Any, app_pw: Any, repl_pw:
     props = {
         "host": pg.listen_address,
         "port": pg.port,
+        "allow_data_loss": cfg.allow_data_loss,
         "data_dir": layout(cfg).primary_paths().data_dir,
         "superuser": roles.BREAK_GLASS,
         "superuser_password": superuser_pw,

@@ -27,7 +27,7 @@ from pulumi.dynamic import (
 )
 
 from infra import hostctl, roles, scram
-from infra.errors import ProcessError
+from infra.errors import ConfigError, ProcessError
 from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,22 @@ logger = logging.getLogger(__name__)
 PROVIDER_VERSION = "3"
 # Inputs whose change means a new data directory; every other change is an update.
 _REPLACE_KEYS = ("data_dir", "superuser")
+
+
+def refuse_data_loss(replaces: list[str], olds: dict[str, Any], news: dict[str, Any], *,
+                     what: str, keys: dict[str, str]) -> None:
+    """Stop a preview whose replace would delete data, unless the stack allows it.
+
+    The error names the setting, the old and new value and the safe ways; it is
+    raised in diff, so nothing has changed when the user reads it.
+    """
+    if not replaces or news.get("allow_data_loss"):
+        return
+    key = replaces[0]
+    raise ConfigError(
+        f"{keys[key]}: changing {olds.get(key)!r} to {news.get(key)!r} would "
+        f"delete {what}. Keep the old value, or move the data yourself (`make destroy` "
+        "after a backup), or set pg-platform:allow_data_loss: true to accept the loss")
 
 
 def _server(props: dict[str, Any]) -> hostctl.Server:
@@ -125,7 +141,12 @@ class PostgresServerProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
-        changed = [k for k in news if k not in ("running", "system_identifier")
+        refuse_data_loss(replaces, olds, news, what=f"the cluster in {olds.get('data_dir')}",
+                         keys={"data_dir": "pg-platform:state_dir (the data directory)",
+                               "superuser": "the primary's bootstrap superuser, which this "
+                                            "pg-platform version changed"})
+        changed = [k for k in news if k not in ("running", "system_identifier",
+                                                 "allow_data_loss")
                    and olds.get(k) != news.get(k)]
         stopped = olds.get("running") is False
         return DiffResult(changes=bool(changed) or stopped, replaces=replaces,
@@ -154,7 +175,11 @@ class DatabaseProvider(ResourceProvider):
         # A key missing from olds was added by a newer version: an update, not a new database.
         replaces: list[str] = [k for k in ("database", "app_role", "replication_role")
                     if k in olds and olds.get(k) != news.get(k)]
-        changed = [k for k in news if olds.get(k) != news.get(k)]
+        refuse_data_loss(replaces, olds, news,
+                         what=f"database {olds.get('database')!r} and every tenant in it",
+                         keys={k: f"pg-platform:postgres.{k}"
+                               for k in ("database", "app_role", "replication_role")})
+        changed = [k for k in news if k != "allow_data_loss" and olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=replaces,
                           delete_before_replace=True)
 

@@ -53,6 +53,9 @@ class PlatformConfig:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     # Most tenants the registry may hold; public.create_tenant refuses more (issue #12).
     tenant_quota: int = 1000
+    # A change that would delete data (a new primary cluster, a dropped
+    # database) is refused in preview unless this is true.
+    allow_data_loss: bool = False
 
     @property
     def max_wal_senders(self) -> int:
@@ -78,6 +81,7 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     tenants = parse_tenants(top.get("tenants", None))
     tenant_quota = top.int("tenant_quota", max(d["tenant_quota"], len(tenants)), len(tenants),
                            1_000_000)
+    allow_data_loss = top.flag("allow_data_loss", d["allow_data_loss"])
     docker = parse_docker(top.section("docker"), backend)
     aws = parse_aws(top.section("aws"), backend)
     pooler = parse_pooler(top.section("pooler"), postgres)
@@ -87,7 +91,8 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                           replicas=replicas, state_dir=state_dir, tenants=tenants,
                           docker=docker, aws=aws, pooler=pooler, backup=backup,
-                          monitoring=monitoring, tenant_quota=tenant_quota)
+                          monitoring=monitoring, tenant_quota=tenant_quota,
+                          allow_data_loss=allow_data_loss)
 
 
 def decode(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""A change that would replace the primary or its database is refused in preview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
+from infra.errors import ConfigError
+
+PRIMARY = {"data_dir": "/srv/pgp/primary", "superuser": "postgres", "port": 5432,
+           "allow_data_loss": False}
+DATABASE = {"database": "platform", "app_role": "app", "replication_role": "replicator",
+            "allow_data_loss": False}
+
+
+@pytest.mark.parametrize(("provider", "olds", "key", "value", "named"), [
+    (PostgresServerProvider(), PRIMARY, "superuser", "platform_owner", "bootstrap superuser"),
+    (PostgresServerProvider(), PRIMARY, "data_dir", "/srv/other", "pg-platform:state_dir"),
+    (DatabaseProvider(), DATABASE, "database", "renamed", "pg-platform:postgres.database"),
+    (DatabaseProvider(), DATABASE, "app_role", "app2", "pg-platform:postgres.app_role"),
+])
+def test_a_replacing_change_is_refused_naming_the_key(provider: Any, olds: dict[str, Any],
+                                                      key: str, value: str, named: str) -> None:
+    news = {**olds, key: value}
+    with pytest.raises(ConfigError) as err:
+        provider.diff("id", olds, news)
+    message = str(err.value)
+    assert named in message and repr(value) in message and "allow_data_loss" in message
+
+
+def test_allow_data_loss_lets_the_replace_through() -> None:
+    news = {**DATABASE, "database": "renamed", "allow_data_loss": True}
+    result = DatabaseProvider().diff("id", DATABASE, news)
+    assert result.replaces == ["database"]
+
+
+def test_allow_data_loss_alone_changes_nothing() -> None:
+    result = PostgresServerProvider().diff("id", {**PRIMARY, "running": True},
+                                           {**PRIMARY, "allow_data_loss": True})
+    assert not result.changes and not result.replaces
