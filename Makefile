@@ -19,6 +19,9 @@ export PULUMI_CONFIG_PASSPHRASE_FILE := $(ROOT)/.state/passphrase
 export GRPC_ENABLE_FORK_SUPPORT := false
 
 PY := $(ROOT)/.venv/bin/python
+# Where scripts/bootstrap builds TimescaleDB from when no apt repository has it.
+PGP_TIMESCALEDB_SOURCE ?= $(wildcard $(ROOT)/../shared/vendor/timescaledb-2.28.3.tar.gz)
+export PGP_TIMESCALEDB_SOURCE
 
 .PHONY: bootstrap stack up preview preview-clean refresh destroy test test-unit test-fast lint bench drill status
 

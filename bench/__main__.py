@@ -6,7 +6,8 @@
 
 Groups run one after another, each on its own servers: the platform (P1, P2,
 P4, P5 share one throw-away stack, made by P1's cold `up`), the tenants (P3,
-P3c, P3b) and the backups (P6a, P6b). A group that fails becomes a row that
+P3c, P3b), the backups (P6a, P6b) and TimescaleDB (P8a, P8b; `.venv/bin/python -m
+bench.timescaledb` alone). A group that fails becomes a row that
 says so, and the others still run.
 """
 
@@ -22,11 +23,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import backup, cold_up, common, noop_up, pooler, replica_lag, splitter, tenant_scale
+from bench import timescaledb as timescale_bench
 from bench.common import Figure, Sizes
 
 RESULTS = common.ROOT / "bench" / "results.md"
 GROUPS = {"platform": ("P1", "P2", "P4", "P5"), "tenants": ("P3", "P3b", "P3c"),
-          "backup": ("P6a", "P6b"), "splitter": ("P7",)}
+          "backup": ("P6a", "P6b"), "splitter": ("P7",),
+          "timescaledb": ("P8a", "P8b")}
 
 
 def platform_group(sizes: Sizes, only: set[str]) -> list[Figure]:
@@ -128,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         figs += guarded("P6", lambda: backup.run(sizes))
     if only & set(GROUPS["splitter"]):
         figs += guarded("P7", lambda: splitter.run(sizes.statements, sizes.repeats))
+    if only & set(GROUPS["timescaledb"]):
+        figs += guarded("P8", lambda: timescale_bench.run(every=60 if args.quick else 10))
     seconds = time.monotonic() - started
     output = args.output or (None if args.quick else RESULTS)
     if output is not None:

@@ -9,6 +9,7 @@ import pulumi
 from infra.backends import registry
 from infra.config import PlatformConfig
 from infra.schema.resource import SchemaMigrations
+from infra.timescaledb.resource import TimescalePolicies
 
 
 def sql_dir() -> Path:
@@ -31,6 +32,11 @@ class Platform(pulumi.ComponentResource):
             target_id=self.endpoints.primary_id, tenant_key=self.endpoints.tenant_key,
             tenant_quota=cfg.tenant_quota,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.endpoints.ready))
+        # The TimescaleDB policies from pg-platform:timescaledb, after the SQL defines them.
+        TimescalePolicies("timescaledb-policies", dsn=self.endpoints.primary_dsn,
+                          settings=cfg.timescaledb.policy_inputs(),
+                          target_id=self.endpoints.primary_id,
+                          opts=pulumi.ResourceOptions(parent=self, depends_on=[self.schema]))
         self.register_outputs({
             "primary_dsn": self.endpoints.primary_dsn,
             "app_dsn": self.endpoints.app_dsn,

@@ -15,6 +15,7 @@ from tests.support import (
     scratch_dir,
     start_server,
 )
+from tests.timescale import PATHS, ensure_installed
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,26 @@ def pg_server() -> Iterator[RunningServer]:
 @pytest.fixture
 def fresh_db(pg_server: RunningServer) -> Iterator[FreshDatabase]:
     with fresh_database(pg_server) as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def ts_server() -> Iterator[RunningServer]:
+    """A real PostgreSQL with TimescaleDB preloaded (installed first when missing)."""
+    ensure_installed()
+    with start_server(timescaledb=True) as running:
+        yield running
+
+
+@pytest.fixture(params=PATHS)
+def platform_db(request: pytest.FixtureRequest) -> Iterator[FreshDatabase]:
+    """A fresh database on each TimescaleDB path: `timescaledb` (installed and
+    preloaded) and `fallback` (installed, not preloaded: pg_server's own state
+    once ts_server has made sure it is installed)."""
+    ensure_installed()
+    server = request.getfixturevalue("ts_server" if request.param == "timescaledb"
+                                     else "pg_server")
+    with fresh_database(server) as db:
         yield db
 
 

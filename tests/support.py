@@ -61,8 +61,14 @@ def write_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "127.0.0.2
 
 
 @contextlib.contextmanager
-def start_server(workdir: Path | None = None, **postgres: object) -> Iterator[RunningServer]:
-    """Start a fresh server; `postgres` overrides `pg-platform:postgres` settings."""
+def start_server(workdir: Path | None = None, *, timescaledb: bool = False,
+                 **postgres: object) -> Iterator[RunningServer]:
+    """Start a fresh server; `postgres` overrides `pg-platform:postgres` settings.
+
+    `timescaledb` preloads TimescaleDB (it must be installed: see
+    tests.timescale.ensure_installed); without it an installed TimescaleDB is
+    not preloaded, which is the SQL's fallback path.
+    """
     own_dir = workdir is None
     base = workdir or scratch_dir()
     port = hostctl.free_port()
@@ -74,7 +80,8 @@ def start_server(workdir: Path | None = None, **postgres: object) -> Iterator[Ru
     paths = render.HostPaths(data_dir=str(server.data_dir), socket_dir=str(socket_dir))
     tls_files = write_tls(base / "tls")
     hostctl.write_file(server.data_dir / "postgresql.conf",
-                       render.postgresql_conf(cfg, paths, timescaledb=False, tls=tls_files))
+                       render.postgresql_conf(cfg, paths, timescaledb=timescaledb,
+                                              tls=tls_files))
     hostctl.write_file(server.data_dir / "pg_hba.conf", render.pg_hba_conf(cfg))
     try:
         server.start()

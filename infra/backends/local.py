@@ -20,20 +20,22 @@ from infra.backends import local_exporters, tenant_users
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
+from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase, PostgresServer
 from infra.backends.local_replica import Replica
 from infra.config import PlatformConfig
 from infra.passwords import Password
+from infra.timescaledb.presence import installed as timescaledb_files_installed
 from infra.tls import TlsCertificates, TlsFiles
 
 __all__ = ["BACKEND", "ROOT", "build", "state_dir", "timescaledb_installed"]
 
 
 def timescaledb_installed(version: int) -> bool:
-    """Debian has no TimescaleDB package; a hand-installed one is used when present."""
-    return Path(f"/usr/lib/postgresql/{version}/lib/timescaledb.so").exists()
+    """Debian has no TimescaleDB package; scripts/bootstrap installs or builds it."""
+    return timescaledb_files_installed(version)
 
 
 def _dsn(host: str, port: int, user: str, password: pulumi.Input[str],
@@ -49,10 +51,15 @@ def service_os_user() -> str:
     return hostctl.SERVICE_USER if hostctl.as_service_user() else getpass.getuser()
 
 
-def primary_props(cfg: PlatformConfig, superuser_pw: Any,
-                  tls: render.TlsFiles | None = None) -> dict[str, Any]:
-    """The primary; its superuser is the break-glass one (roles.BREAK_GLASS), never the owner."""
+def primary_props(cfg: PlatformConfig, superuser_pw: Any, tls: render.TlsFiles | None = None,
+                  timescaledb: bool | None = None) -> dict[str, Any]:
+    """The primary; its superuser is the break-glass one (roles.BREAK_GLASS), never the owner.
+
+    `timescaledb` None preloads TimescaleDB where it is installed (tests choose).
+    """
     pg, paths = cfg.postgres, layout(cfg).primary_paths()
+    if timescaledb is None:
+        timescaledb = timescaledb_installed(pg.version)
     return {
         "allow_data_loss": cfg.allow_data_loss,
         "data_dir": paths.data_dir,
@@ -62,7 +69,7 @@ def primary_props(cfg: PlatformConfig, superuser_pw: Any,
         "superuser": roles.BREAK_GLASS,
         "superuser_password": superuser_pw,
         "postgresql_conf": render.postgresql_conf(
-            cfg, paths, timescaledb=timescaledb_installed(pg.version), tls=tls),
+            cfg, paths, timescaledb=timescaledb, tls=tls),
         "pg_hba_conf": render.pg_hba_conf(cfg),
         "pg_ident_conf": render.pg_ident_conf(
             service_os_user(), *(["root"] if hostctl.as_service_user() else [])),
@@ -113,8 +120,11 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any = None) -> dict[str, Any]:
 
 
 def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, superuser_pw: Any,
-                  repl_pw: Any, tls: render.TlsFiles | None = None) -> dict[str, Any]:
+                  repl_pw: Any, tls: render.TlsFiles | None = None,
+                  timescaledb: bool | None = None) -> dict[str, Any]:
     pg = cfg.postgres
+    if timescaledb is None:
+        timescaledb = timescaledb_installed(pg.version)
     standby = render.Standby(primary_host=pg.listen_address, primary_port=pg.port,
                              user=pg.replication_role, slot=rep.slot,
                              passfile=str(rep.passfile),
@@ -133,7 +143,7 @@ def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, superuser_pw: Any,
         "superuser": roles.BREAK_GLASS,
         "superuser_password": superuser_pw,
         "postgresql_conf": render.postgresql_conf(
-            cfg, rep.paths, timescaledb=timescaledb_installed(pg.version), port=rep.port,
+            cfg, rep.paths, timescaledb=timescaledb, port=rep.port,
             listen=rep.host, standby=standby, tls=tls),
         "pg_hba_conf": render.pg_hba_conf(cfg),
     }
@@ -202,8 +212,14 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                           sql_dir=Path.cwd() / "sql", opts=pulumi.ResourceOptions(
                               parent=parent, depends_on=[database, backup, pooler, *standbys]))
     ca = tls.ca_file
+    owner_dsn = _dsn(pg.listen_address, pg.port, pg.owner_role, owner_pw, pg.database, ca)
+    if timescaledb_installed(pg.version) and cfg.timescaledb.job_runner != "scheduler":
+        # pg-platform's TimescaleDB job runner (infra/timescaledb/jobs.py).
+        JobRunner("timescaledb-job-runner", dsn=owner_dsn,
+                  run_dir=str(layout(cfg).base / "jobrunner"),
+                  mode=cfg.timescaledb.job_runner, opts=after_db)
     return Endpoints(
-        primary_dsn=_dsn(pg.listen_address, pg.port, pg.owner_role, owner_pw, pg.database, ca),
+        primary_dsn=owner_dsn,
         app_dsn=_dsn(pg.listen_address, pg.port, pg.app_role, app_pw, pg.database, ca),
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(
             *[_dsn(r.host, r.port, pg.app_role, app_pw, pg.database, ca) for r in reps])),

@@ -27,13 +27,15 @@ from infra.config.pooler import DIRECT_CONNECTION_HEADROOM, PoolerSettings, pars
 from infra.config.postgres import MAX_REPLICAS, VERSIONS, PostgresSettings, parse_postgres
 from infra.config.section import PROJECT, Section, memory_bytes
 from infra.config.tenants import Tenant, parse_tenants
+from infra.config.timescaledb import TimescaleSettings, parse_timescaledb
 
 __all__ = [
     "BACKENDS", "DEFAULT_IMAGE", "DIRECT_CONNECTION_HEADROOM", "HOST_PORTS", "LOCAL_OFFSETS",
     "MAX_REPLICAS", "PROJECT", "VERSIONS", "AwsSettings", "BackupSchedule", "BackupSettings",
     "DockerSettings", "MonitoringSettings", "PlatformConfig", "PoolerSettings",
-    "PostgresSettings", "S3Repo", "Section", "Tenant", "decode", "exporter_ports",
+    "PostgresSettings", "S3Repo", "Section", "Tenant", "TimescaleSettings", "decode",
+    "exporter_ports",
     "from_pulumi", "full_backup_max_age_seconds", "load", "memory_bytes", "parse_aws",
     "parse_backup", "parse_docker", "parse_monitoring", "parse_pooler", "parse_postgres",
-    "parse_tenants", "schedule_period_hours",
+    "parse_tenants", "parse_timescaledb", "schedule_period_hours",
 ]

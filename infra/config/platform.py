@@ -25,6 +25,7 @@ from infra.config.pooler import PoolerSettings, parse_pooler
 from infra.config.postgres import MAX_REPLICAS, PostgresSettings, parse_postgres
 from infra.config.section import PROJECT, Section, key
 from infra.config.tenants import Tenant, parse_tenants
+from infra.config.timescaledb import TimescaleSettings, parse_timescaledb
 from infra.errors import ConfigError
 
 BACKENDS = ("local", "docker", "aws")
@@ -56,6 +57,7 @@ class PlatformConfig:
     # A change that would delete data (a new primary cluster, a dropped
     # database) is refused in preview unless this is true.
     allow_data_loss: bool = False
+    timescaledb: TimescaleSettings = field(default_factory=TimescaleSettings)
 
     @property
     def max_wal_senders(self) -> int:
@@ -87,12 +89,13 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     pooler = parse_pooler(top.section("pooler"), postgres)
     backup = parse_backup(top.section("backup"), backend, aws.region if aws else None)
     monitoring = parse_monitoring(top.section("monitoring"))
+    timescaledb = parse_timescaledb(top.section("timescaledb"))
     top.finish()
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                           replicas=replicas, state_dir=state_dir, tenants=tenants,
                           docker=docker, aws=aws, pooler=pooler, backup=backup,
                           monitoring=monitoring, tenant_quota=tenant_quota,
-                          allow_data_loss=allow_data_loss)
+                          allow_data_loss=allow_data_loss, timescaledb=timescaledb)
 
 
 def decode(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from infra.health.verdict import evaluate
 from infra.ops.env import ROOT
 from infra.ops.stack import StackRef
 from infra.render import monitoring as rm
+from infra.timescaledb import health as timescaledb_health
 
 EXIT_UNREADABLE = ERROR
 
@@ -43,6 +44,7 @@ def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
                                           cfg.backup.stanza)
     report.schema = probes.probe_schema(targets.primary_dsn, sql_dir, cfg.tenants,
                                         cfg.postgres.app_role)
+    report.timescaledb = timescaledb_health.probe(targets.primary_dsn)
     full_max = full_backup_max_age_seconds(targets.monitoring, cfg.backup.schedule.full)
     return evaluate(report, targets.monitoring, full_max)
 
@@ -110,6 +112,7 @@ def table(report: Report) -> str:
         out += [f"    {p}" for p in s.pending]
     else:
         out.append(f"  unknown: {s.error}")
+    out += timescaledb_health.table_lines(report.timescaledb)
     out += ["", f"status: {report.status.upper()}"]
     out += [f"  - {r}" for r in report.reasons]
     return "\n".join(out)
@@ -169,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNREADABLE
     report = gather(targets, Path(args.sql_dir))
     if args.json:
-        print(json.dumps({**report.to_dict(), "exit_code": report.exit_code}, indent=2))
+        print(json.dumps({**report.to_dict(), "exit_code": report.exit_code}, indent=2,
+                         default=str))
     else:
         print(table(report))
     return report.exit_code

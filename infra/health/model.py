@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from infra.exitcodes import ATTENTION, ERROR, OK
+from infra.timescaledb.jobs import TimescaleJobs
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 EXIT_CODES = {HEALTHY: OK, DEGRADED: ATTENTION, UNHEALTHY: ERROR}  # infra/exitcodes.py
@@ -97,6 +98,7 @@ class Report:
     pooler: Pooler | None = None
     backups: Backups = field(default_factory=Backups)
     schema: Schema = field(default_factory=Schema)
+    timescaledb: TimescaleJobs | None = None
 
     @property
     def exit_code(self) -> int:

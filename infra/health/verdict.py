@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from infra.config import MonitoringSettings
 from infra.health.model import DEGRADED, HEALTHY, UNHEALTHY, Node, Reason, Report
+from infra.timescaledb.health import reasons as timescaledb_reasons
 
 
 def _mib(n: int) -> str:
@@ -112,6 +113,8 @@ def evaluate(report: Report, mon: MonitoringSettings, full_max_age: int) -> Repo
     reasons += _pooler_reasons(report, mon)
     reasons += _backup_reasons(report, full_max_age)
     reasons += _schema_reasons(report)
+    reasons += [Reason(level, "timescaledb", msg)
+                for level, msg in timescaledb_reasons(report.timescaledb)]
     report.reasons = reasons
     levels = {r.level for r in reasons}
     report.status = (UNHEALTHY if UNHEALTHY in levels

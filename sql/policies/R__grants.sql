@@ -7,7 +7,9 @@ GRANT USAGE ON SCHEMA public TO ${app_role};
 REVOKE ALL ON public.tenants, public.events, public.tenant_audit, public.events_hourly
     FROM ${app_role};
 GRANT SELECT ON public.tenants TO ${app_role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.events TO ${app_role};
+-- events and events_hourly are granted to nobody: tenants and the app reach
+-- them through public.tenant_events and public.tenant_events_hourly
+-- (schema/V0010__events_tenant_views.sql).
 GRANT SELECT ON public.tenant_events_hourly TO ${app_role};
 -- create_tenant is tenant_admin's alone (R__tenant_roles.sql): the app role must not
 -- learn another tenant's id or metadata through it, nor provision tenants.

@@ -9,6 +9,11 @@
 -- and every tenant's events. Superusers and BYPASSRLS roles skip RLS
 -- entirely, which is why R__grants.sql refuses an app role that has either.
 -- Re-run whenever this file changes: every policy is dropped and recreated.
+--
+-- public.events has no RLS on purpose: TimescaleDB refuses columnstore and
+-- continuous aggregates on a table with row security. It is granted to nobody
+-- and reached only through the security-barrier views of
+-- schema/V0010__events_tenant_views.sql (see sql/README.md).
 
 ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.tenants FORCE ROW LEVEL SECURITY;
@@ -17,15 +22,6 @@ CREATE POLICY platform_owner ON public.tenants TO CURRENT_USER USING (true) WITH
 DROP POLICY IF EXISTS tenant_self ON public.tenants;
 CREATE POLICY tenant_self ON public.tenants FOR SELECT TO ${app_role}
     USING (id = public.current_tenant_id());
-
-ALTER TABLE public.events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE public.events FORCE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS platform_owner ON public.events;
-CREATE POLICY platform_owner ON public.events TO CURRENT_USER USING (true) WITH CHECK (true);
-DROP POLICY IF EXISTS tenant_isolation ON public.events;
-CREATE POLICY tenant_isolation ON public.events TO ${app_role}
-    USING (tenant_id = public.current_tenant_id())
-    WITH CHECK (tenant_id = public.current_tenant_id());
 
 ALTER TABLE public.tenant_audit ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.tenant_audit FORCE ROW LEVEL SECURITY;

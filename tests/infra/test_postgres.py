@@ -97,3 +97,27 @@ def test_password_encryption_is_scram(outputs: dict[str, Any], ca_file: Path) ->
         bad = conn.execute("SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL "
                            "AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'").fetchall()
     assert bad == []
+
+
+def test_timescaledb_events_policies_and_telemetry_where_present(outputs: dict[str, Any],
+                                                                 ca_file: Path) -> None:
+    """With TimescaleDB: events is a hypertable with its three policy jobs, none failing,
+    and no telemetry; without it, the same tables and views (the fallback)."""
+    with connect(outputs["primary_dsn"], ca_file) as conn:
+        present = conn.execute("SELECT count(*) FROM pg_extension "
+                               "WHERE extname = 'timescaledb'").fetchone()[0]  # type: ignore[index]
+        views = {r[0] for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+            "AND relname IN ('events', 'events_hourly', 'tenant_events', 'tenant_events_hourly')")}
+        assert views == {"events", "events_hourly", "tenant_events", "tenant_events_hourly"}
+        if not present:
+            return
+        procs = {r[0] for r in conn.execute(
+            "SELECT proc_name FROM timescaledb_information.jobs j "
+            "WHERE hypertable_name IN ('events', 'events_hourly')")}
+        failed = conn.execute("SELECT count(*) FROM timescaledb_information.job_stats "
+                              "WHERE last_run_status = 'Failed'").fetchone()[0]  # type: ignore[index]
+        telemetry = conn.execute("SHOW timescaledb.telemetry_level").fetchone()[0]  # type: ignore[index]
+    assert procs == {"policy_compression", "policy_retention",
+                     "policy_refresh_continuous_aggregate"}
+    assert failed == 0 and telemetry == "off"

@@ -4,7 +4,9 @@ Built by calling the local backend's dynamic providers directly, with the very
 inputs `pulumi up` gives them (infra.backends.local.*_props), on free loopback
 ports in a scratch directory: a primary with WAL archiving, the platform
 database and roles, a pgBackRest stanza with a full backup, two streaming
-replicas and PgBouncer. Real processes throughout; one cluster per session.
+replicas and PgBouncer. Real processes throughout; one cluster per session
+and TimescaleDB path: `timescaledb` (installed and preloaded on every node)
+and `fallback` (installed, not preloaded), so every cluster test runs on both.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from infra.backends.local_pooler import PoolerProvider
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backends.local_replica import ReplicaProvider
 from tests.support import scratch_dir, write_tls
+from tests.timescale import PATHS, ensure_installed
 
 MAX_CONNECTIONS = 50  # well below the 500 clients the pooler test opens
 POOL_SIZE = 10
@@ -51,6 +54,7 @@ class Cluster:
     passwords: dict[str, str]
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     tls: render.TlsFiles | None = None
+    timescaledb: bool = False  # TimescaleDB preloaded on every node
 
     def dsn(self, host: str, port: int, user: str, password: str, db: str) -> str:
         return hostctl.Server(Path("/"), port, host).dsn(user, password, db)
@@ -100,8 +104,10 @@ class Cluster:
             self.passwords["tenant_key"], self.passwords["tenant_admin"]))
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+@pytest.fixture(scope="session", params=PATHS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    ensure_installed()
+    ts = request.param == "timescaledb"
     base = scratch_dir("pgp-cluster-")
     port, pooler_port = cluster_ports()
     settings: dict[str, Any] = {
@@ -116,7 +122,7 @@ def cluster() -> Iterator[Cluster]:
           for k in ("superuser", "owner", "app", "replication", "admin", "monitor",
                     "tenant_admin")}
     pw["tenant_key"] = secrets.token_urlsafe(32)
-    c = Cluster(base=base, cfg=cfg, settings=settings, passwords=pw)
+    c = Cluster(base=base, cfg=cfg, settings=settings, passwords=pw, timescaledb=ts)
     made: list[tuple[Any, dict[str, Any]]] = []
     # The stack's TLS files, as TlsFiles writes them: pg_hba admits hostssl only.
     tls = write_tls(Path(layout(cfg).tls.ca_file).parent)
@@ -124,14 +130,15 @@ def cluster() -> Iterator[Cluster]:
     try:
         for key, provider, props in [
             ("primary", PostgresServerProvider(),
-             local.primary_props(cfg, pw["superuser"], tls)),
+             local.primary_props(cfg, pw["superuser"], tls, timescaledb=ts)),
             ("database", DatabaseProvider(),
              local.database_props(cfg, pw["superuser"], pw["app"], pw["replication"],
                                   owner_pw=pw["owner"], monitor_pw=pw["monitor"],
                                   tenant_admin_pw=pw["tenant_admin"])),
             ("backup", BackupProvider(), local.backup_props(cfg)),
             *[(rep.name, ReplicaProvider(),
-               local.replica_props(cfg, rep, pw["superuser"], pw["replication"], tls))
+               local.replica_props(cfg, rep, pw["superuser"], pw["replication"], tls,
+                                   timescaledb=ts))
               for rep in replicas(cfg)],
             ("pooler", PoolerProvider(), local.pooler_props(cfg, c.userlist(), tls)),
         ]:

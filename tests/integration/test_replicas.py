@@ -70,7 +70,8 @@ def test_removing_a_replica_stops_it_removes_its_data_and_drops_its_slot(
     cfg3 = cluster.with_settings(replicas=3)
     rep = replicas(cfg3)[2]
     props = local.replica_props(cfg3, rep, cluster.passwords["superuser"],
-                                cluster.passwords["replication"], cluster.tls)
+                                cluster.passwords["replication"], cluster.tls,
+                                timescaledb=cluster.timescaledb)
     provider = ReplicaProvider()
     outs = dict(provider.create(props).outs or {})
     try:

@@ -68,10 +68,21 @@ def tenant_tables(owner_dsn: str) -> list[tuple[str, bool, bool]]:
         ORDER BY 1""")]
 
 
-def test_s1_every_shared_tenant_table_has_rls_enabled_and_forced(out: dict[str, Any]) -> None:
+# Tables that hold several tenants' rows without RLS, because TimescaleDB refuses
+# columnstore and continuous aggregates with it: granted to nobody, reached only
+# through security-barrier views (sql/README.md).
+VIEW_ISOLATED = {"public.events"}
+
+
+def test_s1_every_shared_tenant_table_has_rls_enabled_and_forced(out: dict[str, Any],
+                                                                 cfg: PlatformConfig) -> None:
     tables = tenant_tables(out["primary_dsn"])
     assert {"public.tenants", "public.events", "public.tenant_audit"} <= {t[0] for t in tables}
-    assert all(t[1] and t[2] for t in tables), tables
+    assert all(t[1] and t[2] for t in tables if t[0] not in VIEW_ISOLATED), tables
+    for table in VIEW_ISOLATED:
+        assert rows(out["primary_dsn"], "SELECT grantee FROM information_schema.role_table_grants "
+                                        "WHERE table_schema || '.' || table_name = %s "
+                                        "AND grantee <> current_user", (table,)) == []
 
 
 EVENT = st.tuples(st.sampled_from(["acme", "globex", "initech"]),
@@ -100,7 +111,7 @@ def test_s1_each_tenant_sees_exactly_its_rows_through_the_pooler(
                 with app.transaction():
                     app.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant_id,))
                     seen = app.execute(
-                        "SELECT tenant_id::text, kind FROM public.events "
+                        "SELECT tenant_id::text, kind FROM public.tenant_events "
                         "WHERE attributes->>'run' = %s", (run,)).fetchall()
                     registry = app.execute("SELECT slug FROM public.tenants").fetchall()
                 want = sorted(k for s, k, _ in events if s == slug)
@@ -109,7 +120,8 @@ def test_s1_each_tenant_sees_exactly_its_rows_through_the_pooler(
                 assert registry == [(slug,)]
             # No tenant set (the next pooled transaction): nothing at all.
             with app.transaction():
-                assert app.execute("SELECT count(*) FROM public.events").fetchone() == (0,)
+                assert app.execute("SELECT count(*) FROM public.tenant_events"
+                                   ).fetchone() == (0,)
     finally:
         rows(owner, "DELETE FROM public.events WHERE attributes->>'run' = %s", (run,))
 
@@ -120,10 +132,9 @@ def test_s1_a_tenant_cannot_write_into_another(out: dict[str, Any], target: str,
                                                kind: str) -> None:
     ids = dict(rows(out["primary_dsn"], "SELECT slug, id::text FROM public.tenants"))
     with psycopg.connect(out["pooler_dsn"], prepare_threshold=None) as app, \
-            pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"), \
-            app.transaction():
+            pytest.raises(psycopg.errors.WithCheckOptionViolation), app.transaction():
             app.execute("SELECT set_config('app.tenant_id', %s, true)", (ids["acme"],))
-            app.execute("INSERT INTO public.events (tenant_id, kind) VALUES (%s, %s)",
+            app.execute("INSERT INTO public.tenant_events (tenant_id, kind) VALUES (%s, %s)",
                         (ids[target], kind.replace("\x00", "")))
 
 
@@ -131,11 +142,11 @@ def test_s1_the_app_role_cannot_bypass_rls_and_owns_nothing(out: dict[str, Any],
                                                             cfg: PlatformConfig) -> None:
     with psycopg.connect(out["app_dsn"], autocommit=True) as app:
         app.execute("SET row_security = off")
-        for table in ("public.events", "public.tenants"):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege,
-                               match="would be affected by row-level security"):
-                app.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.SQL(table)))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match="would be affected by row-level security"):
+            app.execute("SELECT count(*) FROM public.tenants")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            app.execute("SELECT count(*) FROM public.events")  # granted to nobody
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             app.execute("ALTER TABLE public.events DISABLE ROW LEVEL SECURITY")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
