@@ -77,7 +77,9 @@ class Bootstrap:
             return RoleSpec(names[key], passwords[key], attributes, member_of)
 
         # CREATEDB: the backup drill restores into a scratch database it creates.
-        owner = spec("owner", "CREATEDB CREATEROLE NOREPLICATION")
+        # pg_read_all_settings: V0001 reads shared_preload_libraries to tell a
+        # preloaded TimescaleDB from one that is only installed.
+        owner = spec("owner", "CREATEDB CREATEROLE NOREPLICATION", ("pg_read_all_settings",))
         app = spec("app", "NOCREATEDB NOCREATEROLE NOREPLICATION")
         assert owner is not None and app is not None, "owner and app passwords are required"
         return cls(database=database, owner=owner, app=app,
