@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,8 @@ from infra.hostctl.proc import (
     SERVICE_USER,
     as_service_user,
     pid_from_file,
-    reap,
-    send,
     spawn,
+    terminate,
     wait_until,
 )
 
@@ -107,14 +105,7 @@ def stop(props: dict[str, Any], timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if it lingers; a missing process is already stopped."""
     pid = running_pid(props)
     if pid is not None:
-        send(pid, signal.SIGTERM)
-
-        def gone() -> bool:
-            reap(pid)
-            return running_pid(props) != pid
-
-        if not wait_until(gone, timeout):
-            send(pid, signal.SIGKILL)
+        terminate(pid, lambda: running_pid(props), timeout)
         # An exiting process drops its memory (and so its cmdline) before its sockets:
         # wait for the port too, so a restart on the same port does not find it taken.
         wait_until(lambda: not port_open(props["listen"], props["port"]), timeout)

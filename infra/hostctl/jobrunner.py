@@ -16,7 +16,7 @@ from typing import Any
 
 from infra.errors import ProcessError
 from infra.hostctl.files import make_dir, write_file
-from infra.hostctl.proc import pid_from_file, reap, send, wait_until
+from infra.hostctl.proc import pid_from_file, terminate, wait_until
 
 START_TIMEOUT = 15.0
 STARTED = "TimescaleDB job runner started"
@@ -86,12 +86,5 @@ def stop(props: dict[str, Any], timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if it lingers; a missing process is already stopped."""
     pid = running_pid(props)
     if pid is not None:
-        send(pid, signal.SIGTERM)
-
-        def gone() -> bool:
-            reap(pid)
-            return running_pid(props) != pid
-
-        if not wait_until(gone, timeout):
-            send(pid, signal.SIGKILL)
+        terminate(pid, lambda: running_pid(props), timeout)
     pid_file(props).unlink(missing_ok=True)

@@ -116,3 +116,15 @@ def reap(pid: int) -> None:
     """Collect a child that exited, so it does not linger as a zombie with its pid."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def terminate(pid: int, running_pid: Callable[[], int | None], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it lingers; `running_pid` says who runs now (pid file)."""
+    send(pid, signal.SIGTERM)
+
+    def gone() -> bool:
+        reap(pid)
+        return running_pid() != pid
+
+    if not wait_until(gone, timeout):
+        send(pid, signal.SIGKILL)

@@ -20,6 +20,7 @@ as a whole and such files should be idempotent (``IF NOT EXISTS``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -64,21 +65,14 @@ def run(conn: psycopg.Connection[Any], m: Migration, values: Mapping[str, str],
     where = f" in schema {tenant_schema}" if tenant_schema else ""
     logger.info("applying %s%s", m.ref, where)
     started = time.monotonic()
-    if m.transactional:
-        with conn.transaction():
-            if prelude is not None:
-                conn.execute(prelude)
-            _clean_session(conn, tenant_schema)
-            _execute_all(conn, m, statements, values, tenant_schema)
-            ms = _elapsed_ms(started)
-            history.record(conn, history_schema, m, tenant_schema, ms)
-        return ms
-    if prelude is not None:
-        conn.execute(prelude)
-    _clean_session(conn, tenant_schema)
-    _execute_all(conn, m, statements, values, tenant_schema)
-    ms = _elapsed_ms(started)
-    history.record(conn, history_schema, m, tenant_schema, ms)
+    # A non-transactional file runs statement by statement (autocommit).
+    with conn.transaction() if m.transactional else contextlib.nullcontext():
+        if prelude is not None:
+            conn.execute(prelude)
+        _clean_session(conn, tenant_schema)
+        _execute_all(conn, m, statements, values, tenant_schema)
+        ms = _elapsed_ms(started)
+        history.record(conn, history_schema, m, tenant_schema, ms)
     return ms
 
 
