@@ -9,6 +9,7 @@ Error texts come from libpq or PgBouncer and never contain the DSN's password.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from infra.schema.tenants import REGISTRY
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3
+READ_ONLY_TIMEOUT = 8.0
 _NODE_SQL = """
 SELECT CASE WHEN pg_is_in_recovery() THEN 'replica' ELSE 'primary' END,
        current_setting('server_version'),
@@ -132,7 +134,23 @@ def probe_pooler(admin_dsn: str) -> Pooler:
 
 
 def probe_read_only(pooler_dsn: str, database: str) -> str:
-    """Log in to `<database>_ro` through PgBouncer; "" when a replica answered."""
+    """Log in to `<database>_ro` through PgBouncer; "" when a replica answered.
+
+    PgBouncer may accept the login and then queue the query until a server
+    connection exists (query_wait_timeout, 120 s by default), and it ignores a
+    cancel for a client that has no server yet. So the probe runs in a daemon
+    thread and is given up after READ_ONLY_TIMEOUT: with every replica down,
+    health answers in seconds.
+    """
+    result: list[str] = []
+    worker = threading.Thread(target=lambda: result.append(_read_only(pooler_dsn, database)),
+                              name="read-only pool probe", daemon=True)
+    worker.start()
+    worker.join(READ_ONLY_TIMEOUT)
+    return result[0] if result else f"no replica answered within {READ_ONLY_TIMEOUT:.0f}s"
+
+
+def _read_only(pooler_dsn: str, database: str) -> str:
     try:
         with _connect(make_conninfo(pooler_dsn, dbname=f"{database}_ro"),
                       prepare_threshold=None) as conn:

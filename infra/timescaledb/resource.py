@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
+from infra.resource_types import keep_urn
 from infra.timescaledb import policies
 
 PROVIDER_VERSION = "1"
@@ -64,4 +65,4 @@ class TimescalePolicies(dyn.Resource, module="sql", name="TimescalePolicies"):
             "mode": None,
             "jobs": None,
         }
-        super().__init__(PoliciesProvider(), name, props, opts)
+        super().__init__(PoliciesProvider(), name, props, keep_urn(opts, secret=["dsn"]))

@@ -12,7 +12,7 @@ import pytest
 
 from infra import config, hostctl, render
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
-from infra.errors import ProcessError
+from infra.errors import ConfigError, ProcessError
 from tests.support import write_tls
 
 
@@ -66,7 +66,10 @@ def test_diff_is_empty_for_the_same_inputs_and_names_a_config_change(created: An
     diff = provider.diff("id", outs, changed)
     assert diff.changes is True and not diff.replaces
     moved = {**same, "data_dir": same["data_dir"] + "2"}
-    assert provider.diff("id", outs, moved).replaces == ["data_dir"]
+    with pytest.raises(ConfigError, match="allow_data_loss"):
+        provider.diff("id", outs, moved)  # it would delete the cluster: refused
+    allowed = {**moved, "allow_data_loss": True}
+    assert provider.diff("id", outs, allowed).replaces == ["data_dir"]
 
 
 def test_update_reloads_and_restarts_when_a_setting_needs_it(created: Any) -> None:

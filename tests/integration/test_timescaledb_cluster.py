@@ -206,6 +206,7 @@ def test_replicas_serve_the_same_per_tenant_results(loaded: Loaded) -> None:
 
 def targets(c: Cluster) -> StackTargets:
     return StackTargets(cfg=c.cfg, monitoring=c.cfg.monitoring, primary_dsn=c.owner_dsn(),
+                        monitor_dsn=c.monitor_dsn(),
                         replica_dsns=tuple(c.replica_dsn(i, owner=False)
                                            for i in range(1, len(replicas(c.cfg)) + 1)),
                         pooler_admin_dsn=c.admin_dsn(),
@@ -299,7 +300,7 @@ def test_the_real_exporter_reports_the_jobs_chunks_and_ratio(loaded: Loaded,
             "127.0.0.1", port, str(queries)).argv),
         "files": {str(queries): render_monitoring.postgres_exporter_queries(
             c.cfg, MigrationSet.load(SQL_DIR), None)},
-        "secret_env": {"DATA_SOURCE_NAME": conninfo(c.owner_dsn(), sslmode="disable")}}
+        "secret_env": {"DATA_SOURCE_NAME": c.superuser_dsn()}}
 
     def scrape() -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as resp:
