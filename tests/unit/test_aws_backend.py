@@ -138,8 +138,10 @@ def test_instance_role_is_limited_to_the_repo_path_and_host_secrets(prod: cm.Run
 def test_user_data_files_equal_the_shared_renderings(prod: cm.Run,
                                                      cfg: config.PlatformConfig) -> None:
     primary = prod.mocks.one(INSTANCE, "primary")
-    ips = [r.outputs["privateIp"] for r in
-           prod.mocks.of_type("aws:ec2/networkInterface:NetworkInterface")]
+    # Registration order is not fixed (resources register concurrently): order by host.
+    enis = {r.name: r.outputs["privateIp"] for r in
+            prod.mocks.of_type("aws:ec2/networkInterface:NetworkInterface")}
+    ips = [enis[n] for n in sorted(enis, key=lambda n: (n != "primary-eni", n))]
     files = written(primary)
     paths = render.HostPaths(data_dir="/var/lib/postgresql/15/main",
                              socket_dir="/var/run/postgresql",
