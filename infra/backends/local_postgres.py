@@ -193,6 +193,14 @@ class DatabaseProvider(ResourceProvider):
         with _connect(props) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(props["database"])))
+            # Scratch databases the owner made (the restore drill's pgp_drill) would keep
+            # it from being dropped; the cluster itself goes right after this.
+            for (scratch,) in conn.execute(
+                    "SELECT datname FROM pg_database WHERE datdba = "
+                    "(SELECT oid FROM pg_roles WHERE rolname = %s)",
+                    (props.get("owner_role") or "",)).fetchall():
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(scratch)))
             names = [props[k] for k in ("app_role", "replication_role", "monitor_role",
                                         "tenant_admin_role", "owner_role")
                      if props.get(k) and props[k] != props["superuser"]]
