@@ -37,7 +37,7 @@ stack: bootstrap
 	    Pulumi.$(STACK).yaml 2>/dev/null; pulumi stack init $(STACK); }
 
 up: stack
-	pulumi up --stack $(STACK) --yes
+	pulumi up --stack $(STACK) --yes --suppress-outputs
 
 preview: stack
 	pulumi preview --stack $(STACK) --diff
