@@ -30,6 +30,9 @@ BREAK_GLASS = "postgres"
 MONITOR = "platform_monitor"
 TENANT_ADMIN = "tenant_admin"
 TENANT_GROUP = "platform_tenant"
+# PgBouncer's auth_user: it may only call the tenant verifier lookup
+# (sql/schema/V0012__pooler_auth.sql), so run-time tenants log in through the pooler.
+POOLER_AUTH = "pgbouncer_auth"
 
 # Extensions CREATE EXTENSION refuses to a non-superuser; pgcrypto is trusted,
 # so the owner's own migration (sql/schema/V0001) creates it.
@@ -41,7 +44,7 @@ _LO_FUNCTIONS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, byte
 
 _COMMON = "NOSUPERUSER NOBYPASSRLS"
 # Keys of the passwords the database resource carries, as `<key>_password`/`<key>_role`.
-PASSWORD_KEYS = ("owner", "app", "replication", "monitor", "tenant_admin")
+PASSWORD_KEYS = ("owner", "app", "replication", "monitor", "tenant_admin", "pooler_auth")
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,14 @@ class Bootstrap:
     replication: RoleSpec | None = None
     monitor: RoleSpec | None = None
     tenant_admin: RoleSpec | None = None
+    pooler_auth: RoleSpec | None = None
     extensions: tuple[str, ...] = SUPERUSER_EXTENSIONS
     extra_connect: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def of(cls, database: str, passwords: Mapping[str, str], names: Mapping[str, str],
            extensions: tuple[str, ...] = SUPERUSER_EXTENSIONS) -> Bootstrap:
-        """`names` and `passwords` keyed owner, app, replication, monitor, tenant_admin."""
+        """`names` and `passwords` keyed as PASSWORD_KEYS."""
         def spec(key: str, attributes: str, member_of: tuple[str, ...] = ()) -> RoleSpec | None:
             if key not in passwords:
                 return None
@@ -87,11 +91,12 @@ class Bootstrap:
                    monitor=spec("monitor", "NOCREATEDB NOCREATEROLE NOREPLICATION",
                                 ("pg_monitor",)),
                    tenant_admin=spec("tenant_admin", "NOCREATEDB NOCREATEROLE NOREPLICATION"),
+                   pooler_auth=spec("pooler_auth", "NOCREATEDB NOCREATEROLE NOREPLICATION"),
                    extensions=extensions)
 
     def roles(self) -> list[RoleSpec]:
         return [r for r in (self.owner, self.app, self.replication, self.monitor,
-                            self.tenant_admin) if r is not None]
+                            self.tenant_admin, self.pooler_auth) if r is not None]
 
 
 def _ensure_role(conn: psycopg.Connection[Any], role: RoleSpec) -> None:
@@ -131,12 +136,14 @@ def cluster_step(conn: psycopg.Connection[Any], spec: Bootstrap) -> None:
     conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
     # CONNECT only: TEMPORARY stays the owner's (see sql/schema/V0005).
     connect = [spec.app.name, TENANT_GROUP, TENANT_ADMIN,
-               *(r.name for r in (spec.monitor,) if r is not None), *spec.extra_connect]
+               *(r.name for r in (spec.monitor, spec.pooler_auth) if r is not None),
+               *spec.extra_connect]
     conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
         db, sql.SQL(", ").join(sql.Identifier(r) for r in connect)))
     conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM {}").format(
-        db, sql.SQL(", ").join(sql.Identifier(r) for r in (spec.app.name, TENANT_GROUP,
-                                                            TENANT_ADMIN))))
+        db, sql.SQL(", ").join(sql.Identifier(r) for r in (
+            spec.app.name, TENANT_GROUP, TENANT_ADMIN,
+            *(r.name for r in (spec.monitor, spec.pooler_auth) if r is not None)))))
     # `\c postgres` and template1 are no way out of the platform database.
     for other in ("postgres", "template1"):
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(

@@ -78,7 +78,7 @@ def primary_props(cfg: PlatformConfig, superuser_pw: Any, tls: render.TlsFiles |
 
 def database_props(cfg: PlatformConfig, superuser_pw: Any, app_pw: Any, repl_pw: Any, *,
                    owner_pw: Any, monitor_pw: Any = None,
-                   tenant_admin_pw: Any = None) -> dict[str, Any]:
+                   tenant_admin_pw: Any = None, pooler_auth_pw: Any = None) -> dict[str, Any]:
     """The bootstrap step's inputs: every role with one job (infra/roles.py)."""
     pg = cfg.postgres
     props = {
@@ -100,6 +100,8 @@ def database_props(cfg: PlatformConfig, superuser_pw: Any, app_pw: Any, repl_pw:
         props.update(monitor_role=roles.MONITOR, monitor_password=monitor_pw)
     if tenant_admin_pw is not None:
         props.update(tenant_admin_role=roles.TENANT_ADMIN, tenant_admin_password=tenant_admin_pw)
+    if pooler_auth_pw is not None:
+        props.update(pooler_auth_role=roles.POOLER_AUTH, pooler_auth_password=pooler_auth_pw)
     return props
 
 
@@ -151,7 +153,8 @@ def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, superuser_pw: Any,
 
 def pooler_props(cfg: PlatformConfig, userlist: Any,
                  tls: render.TlsFiles | None = None) -> dict[str, Any]:
-    """`userlist` is the rendered auth file (render.userlist_txt), verifiers only."""
+    """`userlist` is the rendered auth file (tenant_users.auth_file): verifiers, and the
+    password of PgBouncer's auth_user, through which every tenant role is looked up."""
     pg, lay, reps = cfg.postgres, layout(cfg), replicas(cfg)
     paths = lay.pooler_paths
     targets = render.PoolerTargets(
@@ -160,7 +163,8 @@ def pooler_props(cfg: PlatformConfig, userlist: Any,
         replica_port=reps[0].port if reps else pg.port + 1)
     return {
         "ini_path": str(lay.pooler_dir / "pgbouncer.ini"),
-        "pgbouncer_ini": render.pgbouncer_ini(cfg, paths, targets, tls),
+        "pgbouncer_ini": render.pgbouncer_ini(cfg, paths, targets, tls,
+                                              auth_user=roles.POOLER_AUTH),
         "auth_file": paths.auth_file,
         "userlist": userlist,
         "pid_file": paths.pid_file,
@@ -183,6 +187,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     repl_pw = Password(f"{pg.replication_role}-password", opts=child).value
     monitor_pw = Password(f"{roles.MONITOR}-password", opts=child).value
     tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", opts=child).value
+    pooler_auth_pw = Password(f"{roles.POOLER_AUTH}-password", opts=child).value
     admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child).value
     tenant_key = Password("tenant-password-key", opts=child).value
     # One CA and one server certificate naming every address clients dial (infra/tls.py).
@@ -197,13 +202,14 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                             pulumi.ResourceOptions(parent=parent, depends_on=[tls_files]))
     database = PlatformDatabase("database", database_props(
         cfg, super_pw, app_pw, repl_pw, owner_pw=owner_pw, monitor_pw=monitor_pw,
-        tenant_admin_pw=tadmin_pw), pulumi.ResourceOptions(parent=parent, depends_on=[server]))
+        tenant_admin_pw=tadmin_pw, pooler_auth_pw=pooler_auth_pw),
+        pulumi.ResourceOptions(parent=parent, depends_on=[server]))
     after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
     backup = Backup("backup", backup_props(cfg), after_db)
     standbys = [Replica(rep.name, replica_props(cfg, rep, super_pw, repl_pw, tls), after_db)
                 for rep in reps]
-    userlist = pulumi.Output.all(app_pw, admin_pw, tenant_key, tadmin_pw).apply(
-        lambda pws: render.userlist_txt(tenant_users.pooler_users(cfg, *pws)))
+    userlist = pulumi.Output.all(app_pw, admin_pw, tadmin_pw, pooler_auth_pw).apply(
+        lambda pws: tenant_users.auth_file(cfg, *pws))
     pooler = Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
     # Prometheus exporters for every node and the pooler (pg-platform:monitoring).
     # TODO(#12): move the exporters to roles.MONITOR (pg_monitor only) once the backup-age

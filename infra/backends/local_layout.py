@@ -89,7 +89,8 @@ class Layout:
     @property
     def pooler_paths(self) -> render.PoolerPaths:
         d = self.pooler_dir
-        return render.PoolerPaths(auth_file=str(d / "userlist.txt"),
+        # The auth file holds the auth_user's password: a secret file (tenant_users.py).
+        return render.PoolerPaths(auth_file=str(self.secrets / "pgbouncer-userlist.txt"),
                                   socket_dir=str(self.base / "run"),
                                   pid_file=str(d / "pgbouncer.pid"),
                                   log_file=str(d / "pgbouncer.log"))

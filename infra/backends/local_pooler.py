@@ -25,7 +25,7 @@ from infra import hostctl
 from infra.hostctl.pgbouncer import PgBouncer
 from infra.resource_types import keep_urn
 
-PROVIDER_VERSION = "1"
+PROVIDER_VERSION = "2"
 
 
 def _bouncer(props: dict[str, Any]) -> PgBouncer:
@@ -38,6 +38,7 @@ def _write(props: dict[str, Any]) -> None:
     ini = Path(props["ini_path"])
     hostctl.make_dir(ini.parent, 0o700)
     hostctl.make_dir(Path(props["socket_dir"]), 0o755)
+    hostctl.make_dir(Path(props["auth_file"]).parent, 0o700)
     hostctl.write_file(Path(props["auth_file"]), props["userlist"])
     hostctl.write_file(ini, props["pgbouncer_ini"])
 
@@ -60,6 +61,8 @@ class PoolerProvider(ResourceProvider):
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         old, new = _bouncer(olds), _bouncer(news)
         _write(news)
+        if olds.get("auth_file") and olds["auth_file"] != news["auth_file"]:
+            Path(olds["auth_file"]).unlink(missing_ok=True)  # it moved to the secrets folder
         if (olds.get("host"), olds.get("port"), olds.get("socket_dir")) != (
                 news.get("host"), news.get("port"), news.get("socket_dir")):
             old.stop()

@@ -202,7 +202,7 @@ class DatabaseProvider(ResourceProvider):
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(scratch)))
             names = [props[k] for k in ("app_role", "replication_role", "monitor_role",
-                                        "tenant_admin_role", "owner_role")
+                                        "tenant_admin_role", "pooler_auth_role", "owner_role")
                      if props.get(k) and props[k] != props["superuser"]]
             # The tenant roles and their group went with the database's objects.
             names += [str(r[0]) for r in conn.execute(
@@ -252,4 +252,5 @@ class PlatformDatabase(Resource, module="local", name="Database"):
                          {**props, "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["superuser_password", "app_password",
                                                 "replication_password", "owner_password",
-                                                "monitor_password", "tenant_admin_password"]))
+                                                "monitor_password", "tenant_admin_password",
+                                                "pooler_auth_password"]))

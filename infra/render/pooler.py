@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from infra import scram
 from infra.config import PlatformConfig
 from infra.errors import RenderError
+from infra.render.pooler_auth import AUTH_QUERY
 from infra.render.postgres import TlsFiles
 from infra.render.template import render
 
@@ -38,12 +39,15 @@ class PoolerTargets:
 
 
 def pgbouncer_ini(cfg: PlatformConfig, paths: PoolerPaths, targets: PoolerTargets,
-                  tls: TlsFiles | None = None) -> str:
+                  tls: TlsFiles | None = None, auth_user: str | None = None) -> str:
     """pgbouncer.ini: a read-write entry for the primary and a read-only one over replicas.
 
     With `tls`, clients must use TLS and PgBouncer verifies the servers' certificates.
+    With `auth_user`, users missing from the auth file are looked up through
+    infra.render.pooler_auth.AUTH_QUERY (tenant roles only).
     """
     return render("pgbouncer.ini.j2", pooler=cfg.pooler, paths=paths, tls=tls,
+                  auth_user=auth_user, auth_query=AUTH_QUERY,
                   database=cfg.postgres.database, listen_address=targets.listen_address,
                   primary_host=targets.primary_host, primary_port=targets.primary_port,
                   replica_hosts=targets.replica_hosts, replica_port=targets.replica_port)

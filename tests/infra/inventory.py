@@ -135,11 +135,10 @@ def local_inventory(cfg: config.PlatformConfig, passwords: dict[str, str]) -> li
     admin_pw = passwords[f"{cfg.pooler.admin_user}-password"]
     from infra.backends import tenant_users  # the auth file as the local backend renders it
 
-    users = (tenant_users.pooler_users(cfg, app_pw, admin_pw, passwords["tenant-password-key"],
-                                       passwords["tenant_admin-password"])
-             if "tenant-password-key" in passwords else render.pooler_users(cfg, app_pw,
-                                                                            admin_pw))
-    userlist = render.userlist_txt(users)
+    userlist = (tenant_users.auth_file(cfg, app_pw, admin_pw, passwords["tenant_admin-password"],
+                                       passwords["pgbouncer_auth-password"])
+                if "pgbouncer_auth-password" in passwords
+                else render.userlist_txt(render.pooler_users(cfg, app_pw, admin_pw)))
     pooler = local.pooler_props(cfg, userlist, tls)
     hosts.append(Host(
         name="pooler", role="pooler", spec="local://", service_user=user,

@@ -99,9 +99,10 @@ class Cluster:
                         self.passwords["superuser"], db or pg.database)
 
     def userlist(self, cfg: config.PlatformConfig | None = None) -> str:
-        return render.userlist_txt(tenant_users.pooler_users(
+        """The auth file as the local backend renders it (tenants come by auth_query)."""
+        return tenant_users.auth_file(
             cfg or self.cfg, self.passwords["app"], self.passwords["admin"],
-            self.passwords["tenant_key"], self.passwords["tenant_admin"]))
+            self.passwords["tenant_admin"], self.passwords["pooler_auth"])
 
 
 @pytest.fixture(scope="session", params=PATHS)
@@ -120,7 +121,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     cfg = config.load(settings, "test")
     pw = {k: secrets.token_urlsafe(24)
           for k in ("superuser", "owner", "app", "replication", "admin", "monitor",
-                    "tenant_admin")}
+                    "tenant_admin", "pooler_auth")}
     pw["tenant_key"] = secrets.token_urlsafe(32)
     c = Cluster(base=base, cfg=cfg, settings=settings, passwords=pw, timescaledb=ts)
     made: list[tuple[Any, dict[str, Any]]] = []
@@ -134,7 +135,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             ("database", DatabaseProvider(),
              local.database_props(cfg, pw["superuser"], pw["app"], pw["replication"],
                                   owner_pw=pw["owner"], monitor_pw=pw["monitor"],
-                                  tenant_admin_pw=pw["tenant_admin"])),
+                                  tenant_admin_pw=pw["tenant_admin"],
+                                  pooler_auth_pw=pw["pooler_auth"])),
             ("backup", BackupProvider(), local.backup_props(cfg)),
             *[(rep.name, ReplicaProvider(),
                local.replica_props(cfg, rep, pw["superuser"], pw["replication"], tls,
