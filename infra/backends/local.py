@@ -211,10 +211,9 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     userlist = pulumi.Output.all(app_pw, admin_pw, tadmin_pw, pooler_auth_pw).apply(
         lambda pws: tenant_users.auth_file(cfg, *pws))
     pooler = Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
-    # Prometheus exporters for every node and the pooler (pg-platform:monitoring).
-    # TODO(#12): move the exporters to roles.MONITOR (pg_monitor only) once the backup-age
-    # query no longer needs pg_read_file; until then they keep the break-glass role.
-    local_exporters.build(cfg, owner_password=super_pw, admin_password=admin_pw,
+    # Prometheus exporters for every node, the pooler and the backups (pg-platform:monitoring),
+    # as roles.MONITOR (pg_monitor only).
+    local_exporters.build(cfg, monitor_password=monitor_pw, admin_password=admin_pw,
                           sql_dir=Path.cwd() / "sql", opts=pulumi.ResourceOptions(
                               parent=parent, depends_on=[database, backup, pooler, *standbys]))
     ca = tls.ca_file

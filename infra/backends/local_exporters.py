@@ -3,8 +3,9 @@
 The local stack runs Debian's prometheus-postgres-exporter (one per node) and
 prometheus-pgbouncer-exporter (one for the pooler) on loopback ports, with
 the commands and custom queries that infra/render/monitoring.py renders for
-every backend. Secrets (the database and console passwords) reach the process
-only through 0600 files owned by the service user (`secret_files`: the
+every backend, logging in as platform_monitor (pg_monitor only), and a backup
+collector (monitoring/pgbackrest_exporter.py). Secrets (the database and console
+passwords) reach the process only through 0600 files owned by the service user (`secret_files`: the
 exporter's DATA_SOURCE_PASS_FILE, libpq's PGPASSFILE), never its environment,
 its argv, the state's plain fields or a log.
 
@@ -37,12 +38,12 @@ from infra.hostctl.exporter import pid_file, running_pid, start, stop
 from infra.render import monitoring as rm
 from infra.render.passfile import pgpass_line
 from infra.resource_types import keep_urn
-from infra.roles import BREAK_GLASS
+from infra.roles import MONITOR
 from infra.schema.files import MigrationSet
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_VERSION = "3"
+PROVIDER_VERSION = "4"
 
 
 class ExporterProvider(ResourceProvider):
@@ -103,27 +104,25 @@ def _pgpass(host: str, port: int, user: str, password: Any) -> Any:
         lambda pw: pgpass_line(host, port, user, pw))
 
 
-def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: Any,
+def exporter_props(cfg: PlatformConfig, *, monitor_password: Any, admin_password: Any,
                    sql_dir: Path) -> list[dict[str, Any]]:
     """Inputs of every exporter of the local stack; passwords may be Outputs or strings.
 
-    The postgres exporters still log in as the bootstrap superuser: their backup-age
-    query reads backup.info with pg_read_file, which pg_monitor cannot (docs/security.md,
-    "Not yet"). One postgres exporter per node and one for the pooler, at infra.render.monitoring's
-    ports. The queries carry the stack's sql/ files, so after a deploy the
-    exporter reports what the database still lacks; they read backups from the
-    posix repository's backup.info.
+    One postgres exporter per node, logging in as platform_monitor (roles.MONITOR:
+    pg_monitor and read grants only, never a superuser) over verify-full TLS, its
+    password in a 0600 file; one for the pooler's console; and the backup collector,
+    which runs `pgbackrest info` as the service user (no login, no secret). Ports are
+    infra.render.monitoring's. The queries carry the stack's sql/ files, so after a
+    deploy the exporter reports what the database still lacks.
     """
     mon = cfg.monitoring
     if not mon.exporters:
         return []
     pg, lay = cfg.postgres, layout(cfg)
     run_dir = lay.base / "exporters"
-    backup_info = (rm.backup_info_path(lay.backup_paths.repo_path, cfg.backup.stanza)
-                   if cfg.backup.repo == "posix" else None)
     queries_path = str(run_dir / "queries.yaml")
-    queries = rm.postgres_exporter_queries(cfg, MigrationSet.load(sql_dir), backup_info)
-    targets = {t.labels["node"]: t for t in rm.local_targets(cfg)}
+    queries = rm.postgres_exporter_queries(cfg, MigrationSet.load(sql_dir))
+    targets = {(t.job, t.labels["node"]): t for t in rm.local_targets(cfg)}
     nodes = [("primary", pg.listen_address, pg.port)]
     nodes += [(r.name, r.host, r.port) for r in replicas(cfg)]
     # The query file is shared: the primary's exporter writes it, and the others
@@ -131,7 +130,7 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
     shared = {queries_path: hashlib.sha256(queries.encode()).hexdigest()}
     out: list[dict[str, Any]] = []
     for node, host, port in nodes:
-        listen, _, exporter_port = targets[node].address.rpartition(":")
+        listen, _, exporter_port = targets[("postgres", node)].address.rpartition(":")
         cmd = rm.postgres_exporter_command(listen, int(exporter_port), queries_path)
         pass_file = str(run_dir / "secrets" / f"{node}.password")
         out.append({"name": f"postgres-exporter-{node}", "run_dir": str(run_dir),
@@ -140,10 +139,10 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
                        else {"files": {}, "shared_files": shared}),
                     "env": {"DATA_SOURCE_URI": _exporter_uri(host, port, pg.database,
                                                              lay.tls.ca_file),
-                            "DATA_SOURCE_USER": BREAK_GLASS,
+                            "DATA_SOURCE_USER": MONITOR,
                             "DATA_SOURCE_PASS_FILE": pass_file},
-                    "secret_files": {pass_file: owner_password}})
-    listen, _, exporter_port = targets["pooler"].address.rpartition(":")
+                    "secret_files": {pass_file: monitor_password}})
+    listen, _, exporter_port = targets[("pgbouncer", "pooler")].address.rpartition(":")
     launcher = str(run_dir / "pgbouncer_exporter.py")
     passfile = str(run_dir / "secrets" / "pgbouncer.pgpass")
     cmd = rm.pgbouncer_exporter_command(listen, int(exporter_port), pg.listen_address,
@@ -154,15 +153,22 @@ def exporter_props(cfg: PlatformConfig, *, owner_password: Any, admin_password: 
                 "env": {"PGPASSFILE": passfile},
                 "secret_files": {passfile: _pgpass(pg.listen_address, cfg.pooler.port,
                                                    cfg.pooler.admin_user, admin_password)}})
+    listen, _, exporter_port = targets[("pgbackrest", "primary")].address.rpartition(":")
+    collector = str(run_dir / "pgbackrest_exporter.py")
+    cmd = rm.pgbackrest_exporter_command(listen, int(exporter_port), str(lay.pgbackrest_conf),
+                                         cfg.backup.stanza, collector)
+    out.append({"name": "pgbackrest-exporter", "run_dir": str(run_dir), "argv": list(cmd.argv),
+                "listen": listen, "port": int(exporter_port),
+                "files": {collector: rm.pgbackrest_exporter_launcher()}, "env": {}})
     return out
 
 
-def build(cfg: PlatformConfig, *, owner_password: pulumi.Input[str],
+def build(cfg: PlatformConfig, *, monitor_password: pulumi.Input[str],
           admin_password: pulumi.Input[str], sql_dir: Path,
           opts: pulumi.ResourceOptions) -> list[Exporter]:
     """The local stack's exporters as resources (see exporter_props)."""
     made: list[Exporter] = []
-    for props in exporter_props(cfg, owner_password=owner_password,
+    for props in exporter_props(cfg, monitor_password=monitor_password,
                                 admin_password=admin_password, sql_dir=sql_dir):
         # Exporters that read a shared file start after the one that writes it.
         after = ([made[0]] if props.get("shared_files") and made else [])

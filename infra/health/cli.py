@@ -31,8 +31,9 @@ EXIT_UNREADABLE = ERROR
 def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
     cfg = targets.cfg
     report = Report(stack=cfg.stack)
-    report.nodes = probes.probe_nodes(targets.monitor_dsn or targets.primary_dsn,
-                                      targets.replica_dsns)
+    # platform_monitor (pg_monitor and read grants only) where the stack has it.
+    reader = targets.reader_dsn
+    report.nodes = probes.probe_nodes(reader, targets.replica_reader_dsns)
     if targets.pooler_admin_dsn:
         report.pooler = probes.probe_pooler(targets.pooler_admin_dsn)
         if targets.pooler_dsn and cfg.replicas:
@@ -40,11 +41,10 @@ def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
                                                                    cfg.postgres.database)
     else:
         report.pooler = Pooler(error="the stack has no pooler_dsn output or console password")
-    report.backups = probes.probe_backups(targets.primary_dsn, targets.pgbackrest_config,
+    report.backups = probes.probe_backups(reader, targets.pgbackrest_config,
                                           cfg.backup.stanza)
-    report.schema = probes.probe_schema(targets.primary_dsn, sql_dir, cfg.tenants,
-                                        cfg.postgres.app_role)
-    report.timescaledb = timescaledb_health.probe(targets.primary_dsn)
+    report.schema = probes.probe_schema(reader, sql_dir, cfg.tenants, cfg.postgres.app_role)
+    report.timescaledb = timescaledb_health.probe(reader)
     full_max = full_backup_max_age_seconds(targets.monitoring, cfg.backup.schedule.full)
     return evaluate(report, targets.monitoring, full_max)
 

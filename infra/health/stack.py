@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from infra import config
 from infra.backends import registry
 from infra.errors import PlatformError
@@ -30,6 +32,20 @@ class StackTargets:
     # The pg_monitor-only role (local stacks): statistics views show other sessions'
     # fields (replication state and lag) to pg_monitor members only.
     monitor_dsn: str | None = None
+
+    @property
+    def reader_dsn(self) -> str:
+        """What every probe reads as: the monitoring role where there is one, else the owner."""
+        return self.monitor_dsn or self.primary_dsn
+
+    @property
+    def replica_reader_dsns(self) -> tuple[str, ...]:
+        """The replicas (the outputs name the app role) as the monitoring role."""
+        if not self.monitor_dsn:
+            return self.replica_dsns
+        who = conninfo_to_dict(self.monitor_dsn)
+        return tuple(make_conninfo(d, user=str(who["user"]), password=str(who["password"]))
+                     for d in self.replica_dsns)
 
     def __repr__(self) -> str:  # never show DSNs, even in a traceback
         return f"StackTargets(stack={self.cfg.stack!r}, replicas={len(self.replica_dsns)})"

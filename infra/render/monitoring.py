@@ -21,6 +21,7 @@ from infra.config import (
     exporter_ports,
     full_backup_max_age_seconds,
 )
+from infra.errors import ConfigError
 from infra.render.template import render
 from infra.schema.files import MigrationSet, Track
 
@@ -29,14 +30,11 @@ MONITORING = ROOT / "monitoring"
 # Debian's prometheus-pgbouncer-exporter (1.7) reads SHOW STATS columns that
 # PgBouncer dropped in 1.8; this launcher maps them before starting it.
 PGBOUNCER_EXPORTER_LAUNCHER = MONITORING / "pgbouncer_exporter.py"
+# Backup ages from `pgbackrest info`, as the repository's owner: no database login.
+PGBACKREST_EXPORTER = MONITORING / "pgbackrest_exporter.py"
 POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
 SYSTEM_PYTHON = "/usr/bin/python3"
 HISTORY_SCHEMA = "pgplatform"
-
-
-def backup_info_path(repo_path: str, stanza: str) -> str:
-    """Where a posix pgBackRest repository keeps the list of backups of a stanza."""
-    return f"{repo_path.rstrip('/')}/backup/{stanza}/backup.info"
 
 
 def _file_rows(ms: MigrationSet, tracks: Sequence[Track]) -> list[dict[str, str]]:
@@ -46,21 +44,19 @@ def _file_rows(ms: MigrationSet, tracks: Sequence[Track]) -> list[dict[str, str]
 
 
 def postgres_exporter_queries(cfg: PlatformConfig, migrations: MigrationSet,
-                              backup_info: str | None,
                               history_schema: str = HISTORY_SCHEMA) -> str:
-    """queries.yaml for prometheus-postgres-exporter.
+    """queries.yaml for prometheus-postgres-exporter, run as platform_monitor.
+
+    Every query needs pg_monitor and the read grants of sql/policies/R__monitor.sql
+    only; backups come from :func:`pgbackrest_exporter_command` instead.
 
     :param migrations: the sql/ files this stack deploys; the pending-migration
         metric counts those the database has not applied, so a failed or skipped
         apply after a deploy shows up in Prometheus.
-    :param backup_info: a pgBackRest ``backup.info`` readable by the server on
-        the primary's host (see :func:`backup_info_path`), or None where no such
-        file exists; then backups report as missing.
     """
     regclass = f"{sql.Identifier(history_schema).as_string()}.schema_history"
     return render("monitoring/queries.yaml.j2",
                   expected_replicas=cfg.replicas,
-                  backup_info_path=backup_info,
                   files=_file_rows(migrations, (Track.SCHEMA, Track.POLICIES)),
                   tenant_files=_file_rows(migrations, (Track.TENANT,)),
                   history_regclass=regclass)
@@ -75,11 +71,35 @@ class ExporterCommand:
 
 
 def postgres_exporter_command(listen: str, port: int, queries_path: str) -> ExporterCommand:
-    """One exporter per PostgreSQL node; the DSN comes in DATA_SOURCE_NAME."""
+    """One exporter per PostgreSQL node. Where it logs in comes in DATA_SOURCE_URI and
+    DATA_SOURCE_USER, the password in a file named by DATA_SOURCE_PASS_FILE: no secret
+    in its environment (tests give DATA_SOURCE_NAME)."""
     return ExporterCommand(
         argv=(POSTGRES_EXPORTER, f"--web.listen-address={listen}:{port}",
               f"--extend.query-path={queries_path}", "--log.level=warn"),
         secret_env=("DATA_SOURCE_NAME",))
+
+
+def pgbackrest_exporter_command(listen: str, port: int, pgbackrest_config: str, stanza: str,
+                                launcher: str = str(PGBACKREST_EXPORTER)) -> ExporterCommand:
+    """The backup collector: runs `pgbackrest info` as the repository's owner, no secret."""
+    return ExporterCommand(
+        argv=(SYSTEM_PYTHON, launcher, "--listen", listen, "--port", str(port),
+              "--config", pgbackrest_config, "--stanza", stanza),
+        secret_env=())
+
+
+def pgbackrest_exporter_launcher() -> str:
+    return PGBACKREST_EXPORTER.read_text(encoding="utf-8")
+
+
+def backup_exporter_port(cfg: PlatformConfig) -> int:
+    """The local backup collector's port: the pgbouncer exporter's + 1."""
+    port = exporter_ports(cfg)[1] + 1
+    if port > 65535:
+        raise ConfigError(f"pg-platform:monitoring.pgbouncer_exporter_port={port - 1}: the "
+                          "backup collector listens on it + 1, which must be at most 65535")
+    return port
 
 
 def pgbouncer_exporter_command(listen: str, port: int, pgbouncer_host: str,
@@ -120,6 +140,8 @@ def local_targets(cfg: PlatformConfig) -> list[ScrapeTarget]:
                                 {"node": f"replica-{i}", "stack": cfg.stack}))
     out.append(ScrapeTarget("pgbouncer", f"{host}:{bouncer_port}",
                             {"node": "pooler", "stack": cfg.stack}))
+    out.append(ScrapeTarget("pgbackrest", f"{host}:{backup_exporter_port(cfg)}",
+                            {"node": "primary", "stack": cfg.stack}))
     return out
 
 

@@ -32,7 +32,7 @@ def props_for(server: RunningServer, run_dir: Path) -> dict[str, Any]:
         "name": "postgres-exporter-primary", "run_dir": str(run_dir), "argv": list(cmd.argv),
         "listen": "127.0.0.1", "port": port,
         "files": {str(queries): render_monitoring.postgres_exporter_queries(
-            cfg, MigrationSet.load(ROOT / "sql"), None)},
+            cfg, MigrationSet.load(ROOT / "sql"))},
         # pg_hba admits TLS only; lib/pq verifies nothing with `require`, the stack verify-full.
         "secret_env": {"DATA_SOURCE_NAME": conninfo(server.superuser_dsn(), sslmode="require")},
     }

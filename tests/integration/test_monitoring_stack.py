@@ -196,8 +196,9 @@ def test_prometheus_scrapes_the_custom_metrics_with_the_stacks_values(
             (sample,) = prom.wait_for(promql)
             return float(sample["value"][1])
 
-        # Every target (two postgres exporters, one pgbouncer exporter) is up.
-        ups = prom.wait_for('count(up{stack="mon"} == 1) == 3')
+        # Every target (two postgres exporters, the pgbouncer exporter, the backup
+        # collector) is up.
+        ups = prom.wait_for('count(up{stack="mon"} == 1) == 4')
         assert ups
         facts = truth(stack)
         assert value('pgplatform_schema_tenants{stack="mon"}') == facts["tenants"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,17 @@ def test_pgbouncer_runs_with_every_rendered_setting(cluster: Cluster) -> None:
 
 
 def test_plaintext_passwords_are_refused_and_verifiers_pass_through(cluster: Cluster) -> None:
+    """Verifiers only, but for PgBouncer's auth_user, whose password PgBouncer needs to log
+    in as it (infra/render/pooler_auth.py): so the file is a 0600 secret file."""
     text = cluster.outs["pooler"]["userlist"]
-    for secret in cluster.passwords.values():
-        assert secret not in text
+    for name, secret in cluster.passwords.items():
+        if name != "pooler_auth":
+            assert secret not in text, name
+    plain = [line for line in text.splitlines() if cluster.passwords["pooler_auth"] in line]
+    assert plain == [f'"pgbouncer_auth" "{cluster.passwords["pooler_auth"]}"']
+    path = Path(cluster.outs["pooler"]["auth_file"])
+    assert path.parent.name == "secrets" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(cluster.pooler_dsn().replace(cluster.passwords["app"], "wrong"),
                         connect_timeout=5)

@@ -89,8 +89,9 @@ def lookup(cluster: Cluster, user: str) -> list[tuple[Any, ...]]:
 
 def stored(cluster: Cluster, user: str) -> str | None:
     """The server's own verifier of `user` (pg_authid is break-glass's to read)."""
-    return one(cluster.superuser_dsn(), "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
-               (user,))
+    found = one(cluster.superuser_dsn(), "SELECT rolpassword FROM pg_authid WHERE rolname = %s",
+                (user,))
+    return str(found) if found is not None else None
 
 
 def is_mock(cluster: Cluster, user: str) -> bool:
@@ -248,8 +249,9 @@ def test_the_read_only_pool_looks_tenants_up_on_the_replicas(cluster: Cluster,
     with session(cluster.owner_dsn()) as conn:
         lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
     for i in (1, 2):  # the apply that made the role has been replayed on both replicas
-        assert wait_until(lambda i=i: one(cluster.replica_dsn(i), "SELECT "
-                                          "pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)), 30)
+        replica = cluster.replica_dsn(i)
+        assert wait_until(lambda r=replica: bool(one(  # type: ignore[misc]
+            r, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))), 30)
     with session(dsn) as conn:
         assert conn.execute("SELECT pg_is_in_recovery(), current_user").fetchone() == (
             True, role)

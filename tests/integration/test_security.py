@@ -317,7 +317,16 @@ def test_s5_sslmode_disable_is_refused_for_every_role_on_every_node(
     assert tried == len(_role_dsns(out, cfg)) * len(_nodes(out))
 
 
-def test_s5_every_network_client_of_the_stack_uses_tls(out: dict[str, Any]) -> None:
+def test_s5_every_network_client_of_the_stack_uses_tls_and_no_service_is_a_superuser(
+        out: dict[str, Any], cfg: PlatformConfig) -> None:
+    """Every session on every node, the services' own included (exporters, replication,
+    PgBouncer's server connections, the job runner): over TLS, as a role that is not a
+    superuser. Only break-glass sessions on the local socket (pgBackRest, the providers)
+    may be the superuser."""
+    from infra.render import monitoring as rm
+
+    for target in rm.local_targets(cfg):  # each exporter logs in when it is scraped
+        assert "pg_up 1" in _scrape(target.address) or target.job != "postgres", target
     nodes = [out["monitor_dsn"]] + [make_conninfo(out["monitor_dsn"], host=str(
         conninfo_to_dict(d)["host"]), port=str(conninfo_to_dict(d)["port"]))
         for d in out["replica_dsns"]]
@@ -325,14 +334,26 @@ def test_s5_every_network_client_of_the_stack_uses_tls(out: dict[str, Any]) -> N
         keep.execute("SELECT 1")  # at least one pooled server connection is open
         for dsn in nodes:
             got = rows(dsn, """
-                SELECT a.usename, a.backend_type, a.client_addr IS NOT NULL, s.ssl
+                SELECT a.usename, a.backend_type, a.client_addr IS NOT NULL, s.ssl,
+                       r.rolsuper, a.pid = pg_backend_pid()
                 FROM pg_stat_activity a JOIN pg_stat_ssl s ON s.pid = a.pid
+                LEFT JOIN pg_roles r ON r.oid = a.usesysid
                 WHERE a.backend_type IN ('client backend', 'walsender')""")
             assert got, dsn
             network = [r for r in got if r[2]]
             assert network and all(r[3] for r in network), network
+            assert [r for r in network if r[4] is not False] == [], network
+            # The exporter of this node is connected, as platform_monitor.
+            assert any(r[0] == "platform_monitor" and not r[5] for r in network), network
             # Socket sessions exist only for break-glass (pgBackRest, the providers).
             assert {r[0] for r in got if not r[2]} <= {"postgres"}, got
+
+
+def _scrape(address: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=20) as resp:
+        return str(resp.read().decode())
 
 
 def test_s5_no_output_role_is_a_superuser_except_break_glass(out: dict[str, Any],

@@ -2,15 +2,19 @@
 
 Real processes: the session's cluster (PostgreSQL with max_connections 50,
 PgBouncer in transaction mode, TLS). 1,000 tenants are made by the engine with
-their roles and derived passwords; the pooler's userlist gets their SCRAM
-verifiers; then 1,000 clients, one per tenant, connect at once through
-PgBouncer and each asks which tenant it is. PgBouncer keeps the server side
-within max_db_connections by closing idle connections of other pools.
+their roles and derived passwords; PgBouncer looks each up through its
+auth_user (the auth file lists none of them); then 1,000 clients, one per
+tenant, connect at once through PgBouncer and each asks which tenant it is.
+PgBouncer keeps the server side within max_db_connections by closing idle
+connections of other pools. Each client is a file descriptor: PgBouncer runs
+with its soft open-files limit lifted to the hard one (infra/hostctl/pgbouncer.py),
+which must leave room for max_client_conn plus the server connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,5 +91,12 @@ def test_1000_tenant_clients_log_in_through_pgbouncer(cluster: Cluster,
     failures = [r for r in results if isinstance(r, BaseException)]
     assert not failures, f"{len(failures)} of {TENANTS} logins failed, first: {failures[0]!r}"
     assert results == [many[s] for s in SLUGS]  # each client is its own tenant
+    # No tenant in the auth file: all 1,000 came through auth_query.
+    listed = Path(cluster.outs["pooler"]["auth_file"]).read_text().splitlines()
+    assert not [u for u in listed if u.startswith('"tenant_pl')]
+    pid = int(Path(cluster.outs["pooler"]["pid_file"]).read_text().split()[0])
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    soft = int(re.search(r"^Max open files\s+(\d+)", limits, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert soft >= TENANTS + 100 + 30 + 10, limits  # max_client_conn + max_db_connections
     print(f"{TENANTS} tenant clients (one role and pool each) through PgBouncer: "
           f"{elapsed:.1f}s")

@@ -299,8 +299,9 @@ def test_the_real_exporter_reports_the_jobs_chunks_and_ratio(loaded: Loaded,
         "port": port, "argv": list(render_monitoring.postgres_exporter_command(
             "127.0.0.1", port, str(queries)).argv),
         "files": {str(queries): render_monitoring.postgres_exporter_queries(
-            c.cfg, MigrationSet.load(SQL_DIR), None)},
-        "secret_env": {"DATA_SOURCE_NAME": c.superuser_dsn()}}
+            c.cfg, MigrationSet.load(SQL_DIR))},
+        # As the stack runs it: platform_monitor (pg_monitor and read grants only).
+        "secret_env": {"DATA_SOURCE_NAME": c.monitor_dsn()}}
 
     def scrape() -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as resp:

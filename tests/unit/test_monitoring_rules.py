@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from infra import config
@@ -148,21 +147,37 @@ def dashboard_metric_names() -> set[str]:
 
 def test_queries_render_and_name_every_custom_metric_the_dashboard_uses() -> None:
     cfg = config.load({"replicas": 2}, STACK)
-    text = postgres_exporter_queries(cfg, MigrationSet.load(ROOT / "sql"), "/r/backup.info")
-    names = query_metric_names(text)
+    text = postgres_exporter_queries(cfg, MigrationSet.load(ROOT / "sql"))
+    names = query_metric_names(text) | BACKUP_COLLECTOR_METRICS
     assert "pgplatform_replicas_expected" in names
     assert "SELECT 2 AS expected" in text
-    assert "'/r/backup.info'" in text
     used = {n for n in dashboard_metric_names() if n.startswith("pgplatform_")}
     assert used and used <= names, used - names
 
 
-@pytest.mark.parametrize("path", [None, "/x/it's/backup.info"])
-def test_backup_path_is_quoted_or_absent(path: str | None) -> None:
-    cfg = config.load({}, STACK)
-    text = postgres_exporter_queries(cfg, MigrationSet.load(ROOT / "sql"), path)
+# Served by monitoring/pgbackrest_exporter.py, not by a query.
+BACKUP_COLLECTOR_METRICS = {"pgplatform_backup_count", "pgplatform_backup_age_seconds",
+                            "pgplatform_backup_last_completion_timestamp_seconds",
+                            "pgplatform_backup_info_up"}
+
+
+def test_no_query_reads_files_on_the_server() -> None:
+    """The exporters log in as platform_monitor: no pg_read_file, no superuser-only call."""
+    text = postgres_exporter_queries(config.load({}, STACK), MigrationSet.load(ROOT / "sql"))
     yaml.safe_load(text)
-    if path:
-        assert "'/x/it''s/backup.info'" in text
-    else:
-        assert "pg_read_file" not in text
+    assert not re.search(r"pg_read_(binary_)?file|pg_ls_dir|lo_import|COPY", text)
+    assert "pgplatform_backup" not in yaml.safe_load(text)
+
+
+def test_backup_collector_serves_ages_by_type() -> None:
+    from monitoring.pgbackrest_exporter import backup_metrics
+
+    info = [{"name": "main", "backup": [
+        {"type": "full", "timestamp": {"start": 90, "stop": 100}},
+        {"type": "full", "timestamp": {"start": 190, "stop": 200}},
+        {"type": "incr", "timestamp": {"start": 290, "stop": 300}}]},
+        {"name": "other", "backup": [{"type": "diff", "timestamp": {"stop": 999}}]}]
+    got = backup_metrics(info, "main", now=1000.0)
+    assert got["count"] == {"full": 2, "diff": 0, "incr": 1}
+    assert got["last_completion_timestamp_seconds"] == {"full": 200, "diff": 0, "incr": 300}
+    assert got["age_seconds"] == {"full": 800, "diff": 1000, "incr": 700}

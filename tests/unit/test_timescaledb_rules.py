@@ -44,7 +44,7 @@ def test_timescaledb_alert_fires_on_a_failing_job_and_stays_quiet_otherwise(
 
 def test_the_exporter_reports_jobs_chunks_and_the_compression_ratio() -> None:
     doc = yaml.safe_load(postgres_exporter_queries(config.load({}, STACK),
-                                                   MigrationSet.load(ROOT / "sql"), None))
+                                                   MigrationSet.load(ROOT / "sql")))
     metrics = [next(iter(m)) for m in doc["pgplatform_timescaledb"]["metrics"]]
     assert metrics == ["installed", "jobs", "jobs_failed", "chunks", "chunks_compressed",
                        "compression_ratio"]
