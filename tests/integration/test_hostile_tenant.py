@@ -228,6 +228,12 @@ def test_attack_temp_domain_hijack_of_create_tenant_fails_even_with_temporary(
             conn.execute("CREATE TEMP TABLE tenants (slug text)")
             conn.execute("CREATE FUNCTION pg_temp.count(anyelement) RETURNS bigint "
                          "LANGUAGE sql AS 'SELECT 0::bigint'")
+            # A temp operator for the quota check (bigint >= integer) that would raise.
+            conn.execute("CREATE FUNCTION pg_temp.ge(bigint, integer) RETURNS boolean "
+                         "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hijacked as %', "
+                         "current_user; END $$")
+            conn.execute("CREATE OPERATOR pg_temp.>= (LEFTARG = bigint, RIGHTARG = integer, "
+                         "FUNCTION = pg_temp.ge)")
             slug = f"hj{uuid.uuid4().hex[:8]}"
             row = conn.execute("SELECT public.create_tenant(%s, 'Hijack')", (slug,)).fetchone()
             assert row and uuid.UUID(str(row[0]))

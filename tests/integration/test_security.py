@@ -304,17 +304,30 @@ def _role_dsns(out: dict[str, Any], cfg: PlatformConfig) -> dict[str, str]:
 
 
 def test_s5_sslmode_disable_is_refused_for_every_role_on_every_node(
-        out: dict[str, Any], cfg: PlatformConfig) -> None:
+        stack: ThrowawayStack, out: dict[str, Any], cfg: PlatformConfig) -> None:
+    """Every role of the stack, with its right password, on the primary, every replica and
+    PgBouncer, as a normal and as a replication connection: refused without TLS."""
+    from infra import roles
+
+    passwords = StackAccess(stack=stack.name, project_dir=stack.project,
+                            env=stack.env).generated_passwords()
+    dsns = _role_dsns(out, cfg)
+    for role in (cfg.postgres.replication_role, roles.POOLER_AUTH, cfg.pooler.admin_user):
+        dsns[role] = make_conninfo(out["primary_dsn"], user=role,
+                                   password=passwords[f"{role}-password"])
     tried = 0
-    for dsn in _role_dsns(out, cfg).values():
+    for dsn in dsns.values():
         for host, port in _nodes(out):
-            plain = make_conninfo(dsn, host=host, port=str(port), sslmode="disable",
-                                  sslrootcert=None, connect_timeout="10")
-            with pytest.raises(psycopg.OperationalError,
-                               match=r"no encryption|SSL required|no pg_hba\.conf entry"):
-                psycopg.connect(plain).close()
-            tried += 1
-    assert tried == len(_role_dsns(out, cfg)) * len(_nodes(out))
+            for replication in (None, "true"):
+                plain = make_conninfo(dsn, host=host, port=str(port), sslmode="disable",
+                                      sslrootcert=None, connect_timeout="10",
+                                      replication=replication)
+                with pytest.raises(psycopg.OperationalError,
+                                   match=r"no encryption|SSL required|no pg_hba\.conf entry"):
+                    psycopg.connect(plain).close()
+                tried += 1
+    assert len(dsns) == 9 + len(cfg.tenants)
+    assert tried == len(dsns) * len(_nodes(out)) * 2
 
 
 def test_s5_every_network_client_of_the_stack_uses_tls_and_no_service_is_a_superuser(
