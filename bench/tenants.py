@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -136,20 +138,48 @@ class TenantTimes:
                 f"--workers {self.workers}")
 
 
-def measure(n: int, workers: int = 4, baselines: bool = True) -> TenantTimes:
-    """Time the engine (and, with `baselines`, (a) and (b)) on a fresh server."""
+# The tenant-track files that give each tenant its login role (issue #12); P3b's
+# in-run baseline is the same engine run without them and without a tenant key.
+TENANT_ROLE_FILES = ("V0002__tenant_role.sql", "V0003__tenant_pooler_login.sql")
+
+
+def sql_without_tenant_roles(into: Path) -> Path:
+    """A copy of sql/ whose tenant track makes schemas but no tenant roles."""
+    shutil.copytree(SQL_DIR, into)
+    for name in TENANT_ROLE_FILES:
+        (into / "tenant" / name).unlink()
+    return into
+
+
+def measure(n: int, workers: int = 4, baselines: bool = True,
+            tenant_roles: bool = True) -> TenantTimes:
+    """Time the engine (and, with `baselines`, (a) and (b)) on a fresh server.
+
+    `tenant_roles` False runs the engine on sql/ without TENANT_ROLE_FILES and with no
+    tenant key: what provisioning cost before each tenant got its own role.
+    """
     slugs = [f"t{i:05d}" for i in range(n)]
     tenants = tuple(TenantSpec(s, f"Tenant {s}", "standard") for s in slugs)
-    files = MigrationSet.load(SQL_DIR).tenant
+    scratch = Path(tempfile.mkdtemp(prefix="pgp-bench-sql-"))
+    sql_dir = SQL_DIR if tenant_roles else sql_without_tenant_roles(scratch / "sql")
+    try:
+        return _measure(n, workers, baselines, tenants, slugs, sql_dir, tenant_roles)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _measure(n: int, workers: int, baselines: bool, tenants: tuple[TenantSpec, ...],
+             slugs: list[str], sql_dir: Path, tenant_roles: bool) -> TenantTimes:
+    files = MigrationSet.load(sql_dir).tenant
     t_a = t_a_noop = t_b = 0.0
 
     with start_server() as srv:
         ours = new_database(srv, "bench_engine")
-        base_opts = engine.Options(sql_dir=SQL_DIR, workers=workers)
+        base_opts = engine.Options(sql_dir=sql_dir, workers=workers)
         engine.apply(ours, base_opts)  # schema + policies tracks, not timed
         # As the platform runs it: every tenant role gets its derived password (issue #12).
-        opts = engine.Options(sql_dir=SQL_DIR, tenants=tenants, workers=workers,
-                              tenant_key=secrets.token_urlsafe(32))
+        opts = engine.Options(sql_dir=sql_dir, tenants=tenants, workers=workers,
+                              tenant_key=secrets.token_urlsafe(32) if tenant_roles else None)
         t_engine = timed(lambda: engine.apply(ours, opts))
         t_noop = timed(lambda: engine.apply(ours, opts))
         t_survey = timed(lambda: engine.plan(ours, opts))

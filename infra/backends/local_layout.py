@@ -35,8 +35,8 @@ class ReplicaLayout:
     host: str
     port: int
     paths: render.HostPaths
-    # Not written by the local stack (the password lives in the postmaster's environment);
-    # kept for tools that run a replica outside Pulumi with a libpq passfile.
+    # The replication password (0600, the service user's): primary_conninfo names it, so
+    # no password sits in the standby's environment.
     passfile: Path
 
 

@@ -108,3 +108,31 @@ def test_bad_pooler_settings_name_key_and_allowed(pooler: dict[str, object],
                                                   message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         config.load({"pooler": pooler}, "local")
+
+
+def test_auth_user_and_auth_query_only_where_asked() -> None:
+    """The local stack looks tenant roles up through pgbouncer_auth; dev/prod do not yet."""
+    from infra.render.pooler_auth import AUTH_QUERY
+
+    cfg = config.load({}, "local")
+    targets = render.PoolerTargets(listen_address="127.0.0.1", primary_host="10.0.0.5",
+                                   primary_port=5432)
+    plain = parse(render.pgbouncer_ini(cfg, PATHS, targets))["pgbouncer"]
+    assert "auth_user" not in plain and "auth_query" not in plain
+    pgb = parse(render.pgbouncer_ini(cfg, PATHS, targets, auth_user="pgbouncer_auth"))["pgbouncer"]
+    assert (pgb["auth_user"], pgb["auth_query"]) == ("pgbouncer_auth", AUTH_QUERY)
+    assert pgb["auth_type"] == "scram-sha-256"
+
+
+def test_the_auth_file_lists_no_tenant_and_one_password() -> None:
+    from infra.backends import tenant_users
+
+    cfg = config.load({"tenants": [{"slug": "acme", "name": "Acme"}]}, "local")
+    text = tenant_users.auth_file(cfg, "app-pw", "admin-pw", "tadmin-pw", "auth-pw")
+    entries = dict(re.findall(r'^"([^"]+)" "([^"]+)"$', text, re.MULTILINE))
+    assert set(entries) == {"app", cfg.pooler.admin_user, "tenant_admin", "pgbouncer_auth"}
+    assert entries["pgbouncer_auth"] == "auth-pw"
+    assert all(v.startswith("SCRAM-SHA-256$") for k, v in entries.items()
+               if k != "pgbouncer_auth")
+    with pytest.raises(RenderError, match="pgbouncer_auth"):
+        tenant_users.auth_file(cfg, "a", "b", "c", 'bad" pw')
