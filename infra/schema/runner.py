@@ -51,13 +51,18 @@ def connect(dsn: str, purpose: str) -> psycopg.Connection[Any]:
 
 def run(conn: psycopg.Connection[Any], m: Migration, values: Mapping[str, str],
         history_schema: str, tenant_schema: str | None = None,
-        prelude: sql.Composed | None = None) -> int:
+        prelude: sql.Composed | None = None, durable: bool = True) -> int:
     """Apply `m` and record it; return its execution time in milliseconds.
 
     :param values: placeholder values; for a tenant migration they include
         ``tenant_schema``, which also leads the search_path while it runs.
     :param prelude: statements run first, inside the same transaction when
         there is one (creating a new tenant's schema), so a failure undoes them.
+    :param durable: False commits without waiting for the WAL flush
+        (``synchronous_commit = off`` for this transaction only). The caller must
+        follow it with a durable commit on the same server before it reports
+        success: that flush covers every earlier commit. A crash in between loses a
+        suffix of such commits, each with its history row, so they are pending again.
     :raises MigrationError: naming the file, the statement's line and
         PostgreSQL's message; nothing of the migration is recorded.
     """
@@ -70,6 +75,8 @@ def run(conn: psycopg.Connection[Any], m: Migration, values: Mapping[str, str],
         if prelude is not None:
             conn.execute(prelude)
         _clean_session(conn, tenant_schema)
+        if not durable and m.transactional:
+            conn.execute("SET LOCAL synchronous_commit = off")
         _execute_all(conn, m, statements, values, tenant_schema)
         ms = _elapsed_ms(started)
         history.record(conn, history_schema, m, tenant_schema, ms)

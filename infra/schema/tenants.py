@@ -209,9 +209,11 @@ def _migrate_one(conn: psycopg.Connection[Any], item: TenantWork, values: Mappin
             prelude = sql.SQL("{}; DELETE FROM {} WHERE track = 'tenant' AND tenant_schema = {}"
                               ).format(prelude, history.table(history_schema),
                                        sql.Literal(item.schema))
-    for m in item.pending:
+    # One WAL flush per tenant, as when it had one file: its files but the last commit
+    # without waiting for it, and the last one's flush makes them all durable.
+    for i, m in enumerate(item.pending):
         runner.run(conn, m, tenant_values, history_schema, tenant_schema=item.schema,
-                   prelude=prelude)
+                   prelude=prelude, durable=i == len(item.pending) - 1)
         prelude = None
     return TenantOutcome(item.schema, tuple(m.ref for m in item.pending),
                          not item.schema_exists)
