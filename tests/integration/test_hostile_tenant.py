@@ -117,6 +117,7 @@ def expect(exc: type[Exception], dsn: str, query: str | sql.Composed,
     """Run `query` on a fresh session and return the message of the expected error."""
     with session(dsn) as conn, pytest.raises(exc) as err:
         conn.execute(query, params)
+    assert type(err.value) is exc, f"{type(err.value).__name__}: {err.value}"  # not a subclass
     return str(err.value)
 
 
@@ -125,7 +126,8 @@ def expect(exc: type[Exception], dsn: str, query: str | sql.Composed,
 def test_no_role_of_the_platform_is_a_superuser_except_break_glass(hostile: Hostile) -> None:
     pg = hostile.cluster.cfg.postgres
     names = [pg.owner_role, pg.app_role, pg.replication_role, roles.MONITOR, roles.TENANT_ADMIN,
-             roles.TENANT_GROUP, credentials.role_for(A), credentials.role_for(B)]
+             roles.TENANT_GROUP, roles.POOLER_AUTH, credentials.role_for(A),
+             credentials.role_for(B)]
     with session(hostile.superuser()) as conn:
         got = {r[0]: r[1:] for r in conn.execute(
             "SELECT rolname, rolsuper, rolbypassrls, rolreplication FROM pg_roles "
@@ -133,7 +135,8 @@ def test_no_role_of_the_platform_is_a_superuser_except_break_glass(hostile: Host
         # The platform's own SECURITY DEFINER functions (not an extension's members).
         owners = {(r[0], r[1]) for r in conn.execute(
             "SELECT pg_get_userbyid(p.proowner), p.oid::regprocedure::text FROM pg_proc p "
-            "WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace "
+            "WHERE p.prosecdef AND p.pronamespace IN ('public'::regnamespace, "
+            "'pgplatform_auth'::regnamespace) "
             "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass "
             "AND d.objid = p.oid AND d.deptype = 'e')")}
     assert set(got) == set(names)
@@ -142,7 +145,8 @@ def test_no_role_of_the_platform_is_a_superuser_except_break_glass(hostile: Host
     assert {n for n, (_, _, rep) in got.items() if rep} == {pg.replication_role}
     assert owners == {(pg.owner_role, "audit_tenant_change()"),
                       (pg.owner_role, "create_tenant(text,text,text,text)"),
-                      (pg.owner_role, "current_tenant_id()")}
+                      (pg.owner_role, "current_tenant_id()"),
+                      (pg.owner_role, "pgplatform_auth.tenant_login(text)")}
 
 
 def test_each_tenant_role_logs_in_and_sees_its_own_id(hostile: Hostile) -> None:
@@ -447,7 +451,9 @@ def test_attack_sslmode_disable_is_refused(hostile: Hostile, who: str) -> None:
     dsn = {"tenant": hostile.tenant(A), "app": hostile.app(), "owner": hostile.owner(),
            "superuser": hostile.superuser(), "tenant_admin": hostile.tenant_admin()}[who]
     plain = conninfo(dsn, sslmode="disable", sslrootcert=None)
-    with pytest.raises(psycopg.OperationalError):
+    # The server has no non-TLS pg_hba line; PgBouncer (tenant_admin's DSN) requires TLS.
+    with pytest.raises(psycopg.OperationalError,
+                       match=r"no pg_hba\.conf entry.*no encryption|SSL required"):
         psycopg.connect(plain, connect_timeout=10).close()
 
 
