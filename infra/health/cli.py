@@ -44,7 +44,9 @@ def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
     report.backups = probes.probe_backups(reader, targets.pgbackrest_config,
                                           cfg.backup.stanza)
     report.schema = probes.probe_schema(reader, sql_dir, cfg.tenants, cfg.postgres.app_role)
-    report.timescaledb = timescaledb_health.probe(reader)
+    # The owner (not a superuser): TimescaleDB shows a job's error text (job_errors)
+    # only to members of the job's owner or of the database owner.
+    report.timescaledb = timescaledb_health.probe(targets.primary_dsn)
     full_max = full_backup_max_age_seconds(targets.monitoring, cfg.backup.schedule.full)
     return evaluate(report, targets.monitoring, full_max)
 
