@@ -76,8 +76,9 @@ def test_preview_refuses_the_value_naming_key_and_value(stack: ThrowawayStack,
 def test_preview_refuses_a_port_another_stack_file_uses(stack: ThrowawayStack) -> None:
     port = hostctl.free_port()
     other = stack.project / "Pulumi.neighbour.yaml"
-    other.write_text(yaml.safe_dump({"config": {"pg-platform:postgres": {"port": port},
-                                                "pg-platform:state_dir": str(stack.base / "other")}}))
+    other.write_text(yaml.safe_dump({"config": {
+        "pg-platform:postgres": {"port": port},
+        "pg-platform:state_dir": str(stack.base / "other")}}))
     try:
         stack.set_config({"postgres": {"port": port}})
         _refused(stack, f"pg-platform:postgres.port={port}: stack 'neighbour'")
