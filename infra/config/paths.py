@@ -10,7 +10,9 @@ other stack files.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 from pathlib import Path, PurePosixPath
 
 from infra.config.section import key
@@ -19,6 +21,8 @@ from infra.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The engine's own entries under .state/ (Makefile, scripts/bootstrap).
 ENGINE_ENTRIES = ("backend", "pulumi-home", "passphrase")
+# Servers run as this OS user when pg-platform runs as root (infra/hostctl/proc.py).
+SERVICE_USER = "postgres"
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
                 "/proc", "/run", "/sbin", "/sys", "/usr", "/var/lib", "/var/log", "/var/run",
                 "/var/spool", "/var/cache", "/var/mail", "/var/backups")
@@ -40,12 +44,21 @@ def _inside(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
+def _owners() -> set[int]:
+    """This user; as root also the service user, who owns the folders servers write."""
+    uids = {os.geteuid()}
+    if os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            uids.add(pwd.getpwnam(SERVICE_USER).pw_uid)
+    return uids
+
+
 def _owner_ok(path: Path) -> bool:
     """The folder, or the nearest one that exists above it, belongs to this user."""
     probe = path
     while not probe.exists():
         probe = probe.parent
-    return probe.stat().st_uid == os.geteuid()
+    return probe.stat().st_uid in _owners()
 
 
 def check_state_dir(value: object, stack: str, root: Path = REPO_ROOT) -> str:

@@ -153,7 +153,7 @@ def test_each_bad_value_is_refused_naming_key_and_value(settings: dict[str, Any]
 def test_a_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     theirs = tmp_path / "theirs"
     theirs.mkdir()
-    os.chown(theirs, os.geteuid() + 1, -1)
+    os.chown(theirs, 54321, -1)  # neither us nor the service user
     with pytest.raises(ConfigError, match=r"state_dir=.*is not owned by the user"):
         config.load({"state_dir": str(theirs / "pgp")}, "battery")
     mine = tmp_path / "mine"

@@ -18,7 +18,8 @@ DATABASE = {"database": "platform", "app_role": "app", "replication_role": "repl
 @pytest.mark.parametrize(("provider", "olds", "key", "value", "named"), [
     (PostgresServerProvider(), PRIMARY, "superuser", "platform_owner", "bootstrap superuser"),
     (PostgresServerProvider(), PRIMARY, "data_dir", "/srv/other", "pg-platform:state_dir"),
-    (DatabaseProvider(), DATABASE, "database", "renamed", "pg-platform:postgres.database"),
+    (DatabaseProvider(), DATABASE, "replication_role", "repl2",
+     "pg-platform:postgres.replication_role"),
     (DatabaseProvider(), DATABASE, "app_role", "app2", "pg-platform:postgres.app_role"),
 ])
 def test_a_replacing_change_is_refused_naming_the_key(provider: Any, olds: dict[str, Any],
@@ -31,9 +32,16 @@ def test_a_replacing_change_is_refused_naming_the_key(provider: Any, olds: dict[
 
 
 def test_allow_data_loss_lets_the_replace_through() -> None:
-    news = {**DATABASE, "database": "renamed", "allow_data_loss": True}
+    news = {**DATABASE, "app_role": "app2", "allow_data_loss": True}
     result = DatabaseProvider().diff("id", DATABASE, news)
-    assert result.replaces == ["database"]
+    assert result.replaces == ["app_role"]
+
+
+@pytest.mark.parametrize(("key", "value"), [("database", "renamed"), ("owner_role", "owner2")])
+def test_the_database_and_its_owner_are_renamed_in_place(key: str, value: str) -> None:
+    olds = {**DATABASE, "owner_role": "platform_owner"}
+    result = DatabaseProvider().diff("id", olds, {**olds, key: value})
+    assert result.changes and not result.replaces
 
 
 def test_allow_data_loss_alone_changes_nothing() -> None:
