@@ -36,8 +36,10 @@ stack: bootstrap
 	  sed -i -e '/^encryptionsalt:/d' -e '/^secretsprovider:/d' -e '/^encryptedkey:/d' \
 	    Pulumi.$(STACK).yaml 2>/dev/null; pulumi stack init $(STACK); }
 
+# --refresh: each provider's read() first finds a stopped process and drift (hand-edited
+# files, ALTER SYSTEM, a missing slot), so this one command also brings those back.
 up: stack
-	pulumi up --stack $(STACK) --yes --suppress-outputs
+	pulumi up --refresh --stack $(STACK) --yes --suppress-outputs
 
 preview: stack
 	pulumi preview --stack $(STACK) --diff

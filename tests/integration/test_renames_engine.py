@@ -1,9 +1,11 @@
-"""Renaming the database and its owner through `pulumi up`: done in place, every row kept.
+"""Renaming the database and its owner, and moving state_dir, through `pulumi up`.
 
-One throw-away local stack; each test counts rows before and after. The
-database rename keeps the tenants, their rows and the schema engine's history
-(nothing is re-applied) and the DSN outputs follow; the owner rename keeps
-what the owner owns, and the new name logs in with a SCRAM verifier.
+Each is done in place, every row kept. One throw-away local stack; each test
+counts rows before and after. The database rename keeps the tenants, their
+rows and the schema engine's history (nothing is re-applied) and the DSN
+outputs follow; the owner rename keeps what the owner owns, and the new name
+logs in with a SCRAM verifier; a new state_dir moves the cluster (same system
+identifier) and the backup repository (the first full backup is still there).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
 ROWS = 5000
 
 
-def _settings(**postgres: Any) -> dict[str, Any]:
+def _settings(*, state_dir: str | None = None, **postgres: Any) -> dict[str, Any]:
+    extra = {"state_dir": state_dir} if state_dir else {}
     return {"postgres": {"port": PORT, **postgres}, "tenants": TENANTS,
-            "monitoring": {"exporters": False}}
+            "monitoring": {"exporters": False}, **extra}
 
 
 PORT = hostctl.free_port()
@@ -62,8 +65,12 @@ def _change(stack: ThrowawayStack, settings: dict[str, Any]) -> str:
     stack.set_config(settings)
     preview = stack.preview()
     text = preview.stdout
-    assert "replace" not in text.lower().replace("replaces", ""), text[-3000:]
-    assert "- local:index:Database" not in text and "delete" not in text.lower(), text[-3000:]
+    steps = [ln.strip() for ln in text.splitlines() if ln.strip().endswith(")")
+             and "pulumi-python:dynamic/" in ln]
+    assert not [s for s in steps if "replace" in s], text[-3000:]
+    # A renamed role gets a new password resource (its name is in the resource's name);
+    # nothing else goes.
+    assert all("secrets:Password" in s for s in steps if s.endswith("(delete)")), steps
     stack.up()
     assert stack.preview("--expect-no-changes", check=False).returncode == 0
     return text
@@ -98,3 +105,41 @@ def test_renaming_the_owner_keeps_every_row_and_logs_in(stack: ThrowawayStack) -
         rows = conn.execute("SELECT rolname, left(rolpassword, 14) FROM pg_authid "
                             "WHERE rolname IN ('platform_owner', 'owner_renamed')").fetchall()
     assert rows == [("owner_renamed", "SCRAM-SHA-256$")]
+
+
+def test_moving_state_dir_moves_the_cluster_and_the_backups(stack: ThrowawayStack) -> None:
+    names = {"database": "renamed_db", "owner_role": "owner_renamed"}
+    out = stack.outputs()
+    before = counts(out["primary_dsn"])
+    with psycopg.connect(out["superuser_dsn"]) as conn:
+        ident = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+    old, new = stack.state_dir, stack.base / "moved" / "state"
+    backups_before = sorted(p.name for p in (old / "backups" / "repo" / "backup").rglob("*F"))
+    assert backups_before, "the first full backup is missing before the move"
+    _change(stack, _settings(state_dir=str(new), **names))
+    out = stack.outputs()
+    assert counts(out["primary_dsn"]) == before
+    with psycopg.connect(out["superuser_dsn"]) as conn:
+        assert conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone() \
+            == ident  # the same cluster, not a new one
+        assert conn.execute("SHOW data_directory").fetchone() == (str(new / "primary"),)
+    assert not (old / "primary").exists()
+    moved = sorted(p.name for p in (new / "backups" / "repo" / "backup").rglob("*F"))
+    assert moved == backups_before
+    with psycopg.connect(out["pooler_dsn"], prepare_threshold=None) as conn:
+        assert conn.execute("SELECT count(*) FROM public.keepme").fetchone() == (ROWS,)
+
+
+def test_a_state_dir_that_holds_files_is_refused_in_preview(stack: ThrowawayStack) -> None:
+    names = {"database": "renamed_db", "owner_role": "owner_renamed"}
+    occupied = stack.base / "occupied"
+    (occupied / "primary").mkdir(parents=True)
+    (occupied / "primary" / "PG_VERSION").write_text("15\n")
+    stack.set_config(_settings(state_dir=str(occupied), **names))
+    proc = stack.preview(check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "pg-platform:state_dir: moving the primary's data directory" in text, text[-2000:]
+    assert "already holds files" in text and "Traceback" not in text
+    stack.set_config(_settings(state_dir=str(stack.base / "moved" / "state"), **names))
+    assert stack.preview("--expect-no-changes", check=False).returncode == 0

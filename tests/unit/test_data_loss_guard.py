@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,6 @@ DATABASE = {"database": "platform", "app_role": "app", "replication_role": "repl
 
 @pytest.mark.parametrize(("provider", "olds", "key", "value", "named"), [
     (PostgresServerProvider(), PRIMARY, "superuser", "platform_owner", "bootstrap superuser"),
-    (PostgresServerProvider(), PRIMARY, "data_dir", "/srv/other", "pg-platform:state_dir"),
     (DatabaseProvider(), DATABASE, "replication_role", "repl2",
      "pg-platform:postgres.replication_role"),
     (DatabaseProvider(), DATABASE, "app_role", "app2", "pg-platform:postgres.app_role"),
@@ -48,3 +48,16 @@ def test_allow_data_loss_alone_changes_nothing() -> None:
     result = PostgresServerProvider().diff("id", {**PRIMARY, "running": True},
                                            {**PRIMARY, "allow_data_loss": True})
     assert not result.changes and not result.replaces
+
+
+def test_a_new_data_dir_is_a_move_unless_the_target_holds_files(tmp_path: Path) -> None:
+    """A new state_dir moves the cluster (infra/backends/local_move.py): no replace."""
+    free = {**PRIMARY, "data_dir": str(tmp_path / "new" / "primary")}
+    result = PostgresServerProvider().diff("id", PRIMARY, free)
+    assert result.changes and not result.replaces
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "PG_VERSION").write_text("15\n")
+    with pytest.raises(ConfigError, match=r"pg-platform:state_dir: moving the primary's data "
+                                          r"directory .* already holds files"):
+        PostgresServerProvider().diff("id", PRIMARY, {**PRIMARY, "data_dir": str(occupied)})
