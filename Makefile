@@ -48,8 +48,10 @@ preview: stack
 preview-clean: stack
 	pulumi preview --stack $(STACK) --expect-no-changes
 
+# Dynamic providers' drift (infra/hostctl/drift.py) is listed after the refresh.
 refresh: stack
 	pulumi refresh --stack $(STACK) --yes
+	$(PY) -m infra drift --stack $(STACK) || [ $$? -eq 1 ]
 
 destroy: stack
 	pulumi destroy --stack $(STACK) --yes

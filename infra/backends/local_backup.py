@@ -99,6 +99,6 @@ class Backup(Resource, module="local", name="Backup"):
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(BackupProvider(), name,
-                         {**props, "first_backup": None, "drift": None,
+                         {**props, "first_backup": None,
                           "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["superuser_password"]))

@@ -86,6 +86,6 @@ class Pooler(Resource, module="local", name="Pooler"):
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(PoolerProvider(), name,
-                         {**props, "running": None, "drift": None,
+                         {**props, "running": None,
                           "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["userlist"]))

@@ -268,7 +268,7 @@ class PostgresServer(Resource, module="local", name="Primary"):
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(PostgresServerProvider(), name,
                          {**props, "running": None, "system_identifier": None,
-                          "drift": None, "provider_version": PROVIDER_VERSION},
+                          "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["superuser_password"]))
 
 

@@ -153,6 +153,6 @@ class Replica(Resource, module="local", name="Replica"):
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(ReplicaProvider(), name,
-                         {**props, "running": None, "drift": None,
+                         {**props, "running": None,
                           "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["superuser_password", "replication_password"]))

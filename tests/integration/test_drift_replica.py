@@ -50,6 +50,10 @@ def pair() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
             provider.delete("", outs)
 
 
+def _outs(result: Any) -> dict[str, Any]:
+    return dict(result.outs or {})
+
+
 def _show(dsn: str, name: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(f"SHOW {name}").fetchone()
@@ -60,7 +64,7 @@ def test_a_dropped_slot_and_an_override_are_read_and_repaired(
         pair: tuple[dict[str, Any], dict[str, Any]]) -> None:
     primary, replica = pair
     provider = ReplicaProvider()
-    assert provider.read("id", replica).outs["drift"] == []
+    assert _outs(provider.read("id", replica))["drift"] == []
     server = hostctl.Server(Path(replica["data_dir"]), int(replica["port"]), replica["host"])
     primary_dsn = hostctl.Server(Path(primary["data_dir"]), int(primary["port"])).dsn(
         primary["superuser"], primary["superuser_password"])
@@ -68,15 +72,15 @@ def test_a_dropped_slot_and_an_override_are_read_and_repaired(
     assert standby.drop_slot(primary_dsn, replica["slot"])
     (server.data_dir / drift.AUTO_CONF).write_text(drift.AUTO_CONF_HEADER
                                                    + "work_mem = '99MB'\n")
-    outs = provider.read("id", replica).outs
+    outs = _outs(provider.read("id", replica))
     assert outs["running"] is False
     assert f"replication slot {replica['slot']}: missing on the primary" in outs["drift"]
     assert any("overrides work_mem" in d for d in outs["drift"]), outs["drift"]
     assert not any("99MB" in d for d in outs["drift"])  # names only, never values
     news = {k: v for k, v in replica.items() if k not in ("running", "drift")}
-    assert provider.diff("id", outs, {**news, "drift": None}).changes
-    repaired = provider.update("id", outs, news).outs
-    assert repaired["drift"] == [] and provider.read("id", repaired).outs["drift"] == []
+    assert provider.diff("id", outs, news).changes
+    repaired = _outs(provider.update("id", outs, news))
+    assert repaired["drift"] == [] and _outs(provider.read("id", repaired))["drift"] == []
     own = server.dsn(replica["superuser"], replica["superuser_password"])
     standby.wait_streaming(own)
     assert _show(own, "work_mem") == "4MB"
