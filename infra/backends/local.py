@@ -108,6 +108,7 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any = None) -> dict[str, Any]:
     lay = layout(cfg)
     return {
         "stanza": cfg.backup.stanza,
+        "allow_data_loss": cfg.allow_data_loss,
         "config_path": str(lay.pgbackrest_conf),
         "pgbackrest_conf": render.pgbackrest_conf(cfg, lay.primary_paths(), lay.backup_paths),
         "schedule_path": str(lay.backup_schedule),

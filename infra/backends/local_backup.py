@@ -23,6 +23,7 @@ from pulumi.dynamic import (
 
 from infra import render
 from infra.backends import local_move
+from infra.backends.local_postgres import refuse_data_loss
 from infra.backup import stanza
 from infra.hostctl import drift
 from infra.hostctl.pgbackrest import PgBackRest
@@ -62,11 +63,16 @@ class BackupProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # A new repo_path or config_path (a new state_dir) moves the repository: update.
+        # A new stanza is a new repository: the old one, and every backup in it, goes.
         replaces = [k for k in ("stanza",) if olds.get(k) != news.get(k)]
+        refuse_data_loss(replaces, olds, news,
+                         what=f"the backup repository of stanza {olds.get('stanza')!r} and "
+                              "every backup in it",
+                         keys={"stanza": "pg-platform:backup.stanza"})
         if not replaces:
             local_move.refuse_occupied(olds.get("repo_path"), news.get("repo_path"),
                                        "the backup repository")
-        changed = [k for k in news if k not in ("first_backup", "drift")
+        changed = [k for k in news if k not in ("first_backup", "drift", "allow_data_loss")
                    and olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed) or drift.drifted(olds), replaces=replaces,
                           delete_before_replace=True)

@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
+from infra.backends.local_backup import BackupProvider
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.errors import ConfigError
 
 PRIMARY = {"data_dir": "/srv/pgp/primary", "superuser": "postgres", "port": 5432,
            "allow_data_loss": False}
+BACKUP = {"stanza": "main", "repo_path": "/srv/pgp/backups/repo", "allow_data_loss": False}
 DATABASE = {"database": "platform", "app_role": "app", "replication_role": "replicator",
             "allow_data_loss": False}
 
@@ -21,6 +23,7 @@ DATABASE = {"database": "platform", "app_role": "app", "replication_role": "repl
     (DatabaseProvider(), DATABASE, "replication_role", "repl2",
      "pg-platform:postgres.replication_role"),
     (DatabaseProvider(), DATABASE, "app_role", "app2", "pg-platform:postgres.app_role"),
+    (BackupProvider(), BACKUP, "stanza", "other", "pg-platform:backup.stanza"),
 ])
 def test_a_replacing_change_is_refused_naming_the_key(provider: Any, olds: dict[str, Any],
                                                       key: str, value: str, named: str) -> None:
