@@ -20,6 +20,7 @@ from typing import cast
 import pulumi
 import pulumi_aws as aws
 
+from infra.backends import rendered_checks
 from infra.backends.aws_storage import (
     bucket,
     instance_profile,
@@ -32,6 +33,7 @@ from infra.backends.aws_userdata import (
     Host,
     fits,
     gzip_base64,
+    host_files,
     secret_bundle,
     testinfra_hosts,
     user_data,
@@ -183,6 +185,13 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     if settings is None:
         raise ValueError("the aws backend needs pg-platform:aws settings")
     pg = cfg.postgres
+    check_bucket = cfg.backup.s3.bucket if cfg.backup.s3 and cfg.backup.s3.bucket else \
+        "pgp-bucket-made-by-up"  # the name the bucket gets is known only after it is made
+    for i in range(cfg.replicas + 1):
+        rendered_checks.check_files(cfg, f"host-{i}", host_files(
+            with_bucket(cfg, check_bucket),
+            Host(replica=i, volume_id="", secret_id="", primary_host="10.0.0.1" if i else ""),
+            tuple(f"10.0.0.{2 + r}" for r in range(cfg.replicas))))
     child = pulumi.ResourceOptions(parent=parent)
     pws = _passwords(cfg, child)
     for role, value in ((pg.owner_role, pws.owner), (pg.app_role, pws.app),

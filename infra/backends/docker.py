@@ -22,6 +22,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra import render
+from infra.backends import rendered_checks
 from infra.backends.base import Endpoints, LocalFiles, slot_name
 from infra.backends.cloud_files import PasswordOutputs, dsn, inventory_entry
 from infra.config import DEFAULT_IMAGE, DockerSettings, PlatformConfig
@@ -153,6 +154,13 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     child = pulumi.ResourceOptions(parent=parent)
     layout = Layout(prefix=f"pgp-{cfg.stack}", port=pg.port, replicas=cfg.replicas,
                     pooler_port=cfg.pooler.port)
+    # Rendered once: the same texts are checked, uploaded and hashed into `testinfra_hosts`.
+    plain = {"primary": server_files(cfg, settings),
+             **{f"replica-{i}": server_files(cfg, settings, i)
+                for i in range(1, cfg.replicas + 1)},
+             "pooler": {POOLER_INI: pooler_files(cfg, layout)}}
+    for node, files in plain.items():
+        rendered_checks.check_files(cfg, node, files)
     pws = _passwords(cfg, child)
     every = pws.all()
     network = docker.Network("network", name=f"{layout.prefix}-net", driver="bridge",
@@ -163,11 +171,6 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     pooler_image = image if not settings.pooler_image else docker.RemoteImage(
         "pooler-image", name=settings.pooler_image, keep_locally=settings.keep_image, opts=child)
     backup_volume = docker.Volume("backup-volume", name=f"{layout.prefix}-backup", opts=child)
-    # Rendered once: the same texts are uploaded and hashed into `testinfra_hosts`.
-    plain = {"primary": server_files(cfg, settings),
-             **{f"replica-{i}": server_files(cfg, settings, i)
-                for i in range(1, cfg.replicas + 1)},
-             "pooler": {POOLER_INI: pooler_files(cfg, layout)}}
 
     def server(name: str, host: str, published: int, replica: int,
                depends: list[pulumi.Resource]) -> docker.Container:

@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 
 from infra import dsn, hostctl, render, roles
-from infra.backends import local_exporters, tenant_users
+from infra.backends import local_exporters, rendered_checks, tenant_users
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
@@ -110,6 +110,7 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any = None) -> dict[str, Any]:
     lay = layout(cfg)
     return {
         "stanza": cfg.backup.stanza,
+        "allow_data_loss": cfg.allow_data_loss,
         "config_path": str(lay.pgbackrest_conf),
         "pgbackrest_conf": render.pgbackrest_conf(cfg, lay.primary_paths(), lay.backup_paths),
         "schedule_path": str(lay.backup_schedule),
@@ -179,6 +180,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """The primary, its database and roles, replicas, pooler and backups."""
     pg = cfg.postgres
     reps = replicas(cfg)  # validates the listen address before anything is made
+    for node, files in plain_files(cfg, layout(cfg).tls).items():
+        rendered_checks.check_files(cfg, node, files)
     child = pulumi.ResourceOptions(parent=parent)
     # Break-glass only: the bootstrap step and the providers; exported as superuser_dsn.
     super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value
@@ -243,6 +246,20 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                               pg.database, ca),
         tenant_key=pulumi.Output.secret(tenant_key),
     )
+
+
+def plain_files(cfg: PlatformConfig, tls: render.TlsFiles) -> dict[str, dict[str, str]]:
+    """The server files each node receives, by path (none holds a password)."""
+    unused = "not-a-password"
+    primary, backup = primary_props(cfg, unused, tls), backup_props(cfg, unused)
+    pooler = pooler_props(cfg, unused, tls)
+    out = {"primary": {f"{primary['data_dir']}/postgresql.conf": primary["postgresql_conf"],
+                       backup["config_path"]: backup["pgbackrest_conf"]},
+           "pooler": {pooler["ini_path"]: pooler["pgbouncer_ini"]}}
+    for rep in replicas(cfg):
+        props = replica_props(cfg, rep, unused, unused, tls)
+        out[rep.name] = {f"{props['data_dir']}/postgresql.conf": props["postgresql_conf"]}
+    return out
 
 
 def testinfra_hosts(cfg: PlatformConfig, tls: render.TlsFiles) -> list[dict[str, Any]]:

@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import (
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
 
 from infra import render
+from infra.backends import local_move
+from infra.backends.local_postgres import refuse_data_loss
 from infra.backup import stanza
+from infra.hostctl import drift
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.resource_types import keep_urn
 
@@ -43,24 +53,46 @@ class BackupProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         _write(props)
         label = stanza.initialise(_pgbr(props))
-        return CreateResult(id_=props["stanza"], outs={**props, "first_backup": label})
+        return CreateResult(id_=props["stanza"], outs={**props, "first_backup": label,
+                                                       "drift": []})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """pgbackrest.conf changed on disk (refresh shows it; up rewrites it)."""
+        found = drift.changed_files({props["config_path"]: props.get("pgbackrest_conf")})
+        return ReadResult(id_=id_, outs={**props, "drift": found})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        replaces = [k for k in ("stanza", "repo_path", "config_path")
-                    if olds.get(k) != news.get(k)]
-        changed = [k for k in news if k != "first_backup" and olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed), replaces=replaces,
+        # A new repo_path or config_path (a new state_dir) moves the repository: update.
+        # A new stanza is a new repository: the old one, and every backup in it, goes.
+        replaces = [k for k in ("stanza",) if olds.get(k) != news.get(k)]
+        refuse_data_loss(replaces, olds, news,
+                         what=f"the backup repository of stanza {olds.get('stanza')!r} and "
+                              "every backup in it",
+                         keys={"stanza": "pg-platform:backup.stanza"})
+        if not replaces:
+            local_move.refuse_occupied(olds.get("repo_path"), news.get("repo_path"),
+                                       "the backup repository")
+        changed = [k for k in news if k not in ("first_backup", "drift", "allow_data_loss")
+                   and olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed) or drift.drifted(olds), replaces=replaces,
                           delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         if olds.get("passfile"):  # provider version 1 kept the password in a passfile
             Path(olds["passfile"]).unlink(missing_ok=True)
+        if olds.get("repo_path") != news.get("repo_path"):
+            local_move.move_dir(Path(olds["repo_path"]), Path(news["repo_path"]),
+                                "the backup repository")
+        for key in ("config_path", "schedule_path"):
+            if olds.get(key) and olds[key] != news.get(key):
+                Path(olds[key]).unlink(missing_ok=True)
         _write(news)
         pgbr = _pgbr(news)
         pgbr.stanza_create()
         if olds.get("pgbackrest_conf") != news.get("pgbackrest_conf"):
             pgbr.expire()
-        return UpdateResult(outs={**news, "first_backup": olds.get("first_backup", "")})
+        return UpdateResult(outs={**news, "first_backup": olds.get("first_backup", ""),
+                                  "drift": []})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         stanza.remove(_pgbr(props), _paths(props), Path(props["schedule_path"]))
@@ -73,5 +105,6 @@ class Backup(Resource, module="local", name="Backup"):
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(BackupProvider(), name,
-                         {**props, "first_backup": None, "provider_version": PROVIDER_VERSION},
+                         {**props, "first_backup": None,
+                          "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["superuser_password"]))

@@ -22,6 +22,7 @@ from pulumi.dynamic import (
 )
 
 from infra import hostctl
+from infra.hostctl import drift
 from infra.hostctl.pgbouncer import PgBouncer
 from infra.resource_types import keep_urn
 
@@ -47,16 +48,21 @@ class PoolerProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         _write(props)
         _bouncer(props).start()
-        return CreateResult(id_=props["ini_path"], outs={**props, "running": True})
+        return CreateResult(id_=props["ini_path"], outs={**props, "running": True, "drift": []})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        return ReadResult(id_=id_, outs={**props, "running": _bouncer(props).is_running()})
+        """A stopped daemon, and hand edits of pgbouncer.ini or the auth file."""
+        found = drift.changed_files({props["ini_path"]: props.get("pgbouncer_ini"),
+                                     props["auth_file"]: props.get("userlist")})
+        return ReadResult(id_=id_, outs={**props, "running": _bouncer(props).is_running(),
+                                         "drift": found})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in ("ini_path",) if olds.get(k) != news.get(k)]
-        changed = [k for k in news if k != "running" and olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed) or olds.get("running") is False,
-                          replaces=replaces, delete_before_replace=True)
+        changed = [k for k in news if k not in ("running", "drift")
+                   and olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed) or olds.get("running") is False
+                          or drift.drifted(olds), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         old, new = _bouncer(olds), _bouncer(news)
@@ -70,7 +76,7 @@ class PoolerProvider(ResourceProvider):
             new.reload()
         else:
             new.start()
-        return UpdateResult(outs={**news, "running": True})
+        return UpdateResult(outs={**news, "running": True, "drift": []})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _bouncer(props).stop()
@@ -83,5 +89,6 @@ class Pooler(Resource, module="local", name="Pooler"):
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(PoolerProvider(), name,
-                         {**props, "running": None, "provider_version": PROVIDER_VERSION},
+                         {**props, "running": None,
+                          "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["userlist"]))

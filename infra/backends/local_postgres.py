@@ -27,14 +27,17 @@ from pulumi.dynamic import (
 )
 
 from infra import hostctl, roles, scram
+from infra.backends import local_move, local_renames
 from infra.errors import ConfigError, ProcessError
+from infra.hostctl import drift
 from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
 
 PROVIDER_VERSION = "3"
-# Inputs whose change means a new data directory; every other change is an update.
-_REPLACE_KEYS = ("data_dir", "superuser")
+# Inputs whose change means a new data directory; every other change is an update
+# (a new data_dir is a move: local_move).
+_REPLACE_KEYS = ("superuser",)
 
 
 def refuse_data_loss(replaces: list[str], olds: dict[str, Any], news: dict[str, Any], *,
@@ -70,6 +73,16 @@ def _write_config(props: dict[str, Any]) -> None:
     hostctl.write_file(server.data_dir / "pg_hba.conf", props["pg_hba_conf"])
     if props.get("pg_ident_conf"):
         hostctl.write_file(server.data_dir / "pg_ident.conf", props["pg_ident_conf"])
+
+
+def server_drift(props: dict[str, Any]) -> list[str]:
+    """Rendered files changed on disk and ALTER SYSTEM overrides (infra/hostctl/drift.py)."""
+    data = Path(props["data_dir"])
+    return drift.changed_files({
+        str(data / "postgresql.conf"): props.get("postgresql_conf"),
+        str(data / "pg_hba.conf"): props.get("pg_hba_conf"),
+        str(data / "pg_ident.conf"): props.get("pg_ident_conf") or None,
+    }) + drift.auto_conf_drift(data)
 
 
 def _set_superuser_verifier(props: dict[str, Any]) -> None:
@@ -130,35 +143,47 @@ class PostgresServerProvider(ResourceProvider):
             server.remove()
             raise
         return CreateResult(id_=str(server.data_dir),
-                            outs={**props, "running": True, "system_identifier": ident})
+                            outs={**props, "running": True, "system_identifier": ident,
+                                  "drift": []})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        """Refresh notices a server that was stopped, or removed, by hand."""
+        """Refresh notices a server stopped or removed by hand, and drift in its files."""
         server = _server(props)
         if not server.exists():
             return ReadResult(id_="", outs={})
-        return ReadResult(id_=id_, outs={**props, "running": server.is_running()})
+        return ReadResult(id_=id_, outs={**props, "running": server.is_running(),
+                                         "drift": server_drift(props)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
         refuse_data_loss(replaces, olds, news, what=f"the cluster in {olds.get('data_dir')}",
-                         keys={"data_dir": "pg-platform:state_dir (the data directory)",
-                               "superuser": "the primary's bootstrap superuser, which this "
+                         keys={"superuser": "the primary's bootstrap superuser, which this "
                                             "pg-platform version changed"})
+        if not replaces:
+            local_move.refuse_occupied(olds.get("data_dir"), news.get("data_dir"),
+                                       "the primary's data directory")
         changed = [k for k in news if k not in ("running", "system_identifier",
-                                                 "allow_data_loss")
+                                                 "allow_data_loss", "drift")
                    and olds.get(k) != news.get(k)]
         stopped = olds.get("running") is False
-        return DiffResult(changes=bool(changed) or stopped, replaces=replaces,
-                          delete_before_replace=True)
+        return DiffResult(changes=bool(changed) or stopped or drift.drifted(olds),
+                          replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        _write_config(news)
+        if olds.get("data_dir") != news.get("data_dir"):  # a new state_dir: stop, move, start
+            old = _server(olds)
+            old.stop()
+            local_move.move_dir(old.data_dir, Path(news["data_dir"]),
+                                "the primary's data directory")
+            local_move.move_file(old.log_file, _server(news).log_file)
+        _write_config(news)  # also undoes hand edits that refresh found
+        drift.clear_auto_conf(Path(news["data_dir"]))  # ALTER SYSTEM: reloaded just below
         apply_config(olds, news)
         if olds.get("superuser_password") != news.get("superuser_password"):
             _set_superuser_verifier(news)
         ident = olds.get("system_identifier") or _system_identifier(news)
-        return UpdateResult(outs={**news, "running": True, "system_identifier": ident})
+        return UpdateResult(outs={**news, "running": True, "system_identifier": ident,
+                                  "drift": []})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _server(props).remove()
@@ -173,7 +198,8 @@ class DatabaseProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # A key missing from olds was added by a newer version: an update, not a new database.
-        replaces: list[str] = [k for k in ("database", "app_role", "replication_role")
+        # The database and its owner are renamed in place (local_renames).
+        replaces: list[str] = [k for k in ("app_role", "replication_role")
                     if k in olds and olds.get(k) != news.get(k)]
         refuse_data_loss(replaces, olds, news,
                          what=f"database {olds.get('database')!r} and every tenant in it",
@@ -184,6 +210,8 @@ class DatabaseProvider(ResourceProvider):
                           delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        # A rename first, so the bootstrap step finds the database and owner it expects.
+        local_renames.apply(lambda: _connect(news), olds, news)
         self._apply(news)
         return UpdateResult(outs=news)
 

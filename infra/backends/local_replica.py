@@ -26,7 +26,7 @@ from pulumi.dynamic import (
 
 from infra import hostctl
 from infra.backends.local_postgres import apply_config
-from infra.hostctl import standby
+from infra.hostctl import drift, standby
 from infra.resource_types import keep_urn
 
 logger = logging.getLogger(__name__)
@@ -94,19 +94,28 @@ class ReplicaProvider(ResourceProvider):
             server.remove()
             standby.drop_slot(_primary_dsn(props), props["slot"])
             raise
-        return CreateResult(id_=str(server.data_dir), outs={**props, "running": True})
+        return CreateResult(id_=str(server.data_dir), outs={**props, "running": True,
+                                                            "drift": []})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """A stopped or removed standby, its files edited, ALTER SYSTEM, its slot gone."""
         server = _server(props)
         if not server.exists():
             return ReadResult(id_="", outs={})
-        return ReadResult(id_=id_, outs={**props, "running": server.is_running()})
+        data = server.data_dir
+        found = drift.changed_files({str(data / "postgresql.conf"): props.get("postgresql_conf"),
+                                     str(data / "pg_hba.conf"): props.get("pg_hba_conf")})
+        found += drift.auto_conf_drift(data)
+        found += drift.slot_drift(_primary_dsn(props), props["slot"])
+        return ReadResult(id_=id_, outs={**props, "running": server.is_running(),
+                                         "drift": found})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in _REPLACE_KEYS if olds.get(k) != news.get(k)]
-        changed = [k for k in news if k != "running" and olds.get(k) != news.get(k)]
-        return DiffResult(changes=bool(changed) or olds.get("running") is False,
-                          replaces=replaces, delete_before_replace=True)
+        changed = [k for k in news if k not in ("running", "drift")
+                   and olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed) or olds.get("running") is False
+                          or drift.drifted(olds), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         server = _server(news)
@@ -118,8 +127,12 @@ class ReplicaProvider(ResourceProvider):
         if olds.get("replication_password") != news.get("replication_password") or \
                 olds.get("passfile") != news.get("passfile"):
             server.stop()  # the WAL receiver reads the new passfile at start
+        drift.clear_auto_conf(server.data_dir)
+        if drift.slot_drift(_primary_dsn(news), news["slot"]):
+            # Reserved now: the standby resumes if the primary still has the WAL it needs.
+            standby.reserve_slot(_primary_dsn(news), news["slot"])
         apply_config(olds, news, start=_start(news))
-        return UpdateResult(outs={**news, "running": True})
+        return UpdateResult(outs={**news, "running": True, "drift": []})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _server(props).remove()
@@ -140,5 +153,6 @@ class Replica(Resource, module="local", name="Replica"):
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         super().__init__(ReplicaProvider(), name,
-                         {**props, "running": None, "provider_version": PROVIDER_VERSION},
+                         {**props, "running": None,
+                          "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["superuser_password", "replication_password"]))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
+
+from cronsim import CronSim, CronSimError
 
 from infra.config.section import Section
 from infra.errors import ConfigError
@@ -55,11 +58,18 @@ def _cron(sec: Section, name: str, default: str) -> str:
     if value is None or value == "":
         return ""
     fields = value.split() if isinstance(value, str) else []
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
         raise ConfigError(f"{sec.where(name)}={value!r}: expected a cron expression of five "
                           "fields (minute hour day-of-month month day-of-week) made of "
                           "digits, *, -, / and commas, such as '0 1 * * 0', or '' to disable")
-    return " ".join(fields)
+    expr = " ".join(fields)
+    try:  # ranges (minute 0-59, hour 0-23 ...), zero steps, dates that never come
+        next(CronSim(expr, datetime(2000, 1, 1)))
+    except (CronSimError, StopIteration) as exc:
+        raise ConfigError(f"{sec.where(name)}={value!r}: {exc or 'never fires'}; allowed are "
+                          "minute 0-59, hour 0-23, day-of-month 1-31, month 1-12, day-of-week "
+                          "0-7, steps of 1 or more, on a date that exists") from None
+    return expr
 
 
 def _schedule(sec: Section) -> BackupSchedule:

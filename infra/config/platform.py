@@ -21,9 +21,12 @@ from infra.config.aws import AwsSettings, parse_aws
 from infra.config.backup import BackupSettings, parse_backup
 from infra.config.docker import DockerSettings, parse_docker
 from infra.config.monitoring import MonitoringSettings, parse_monitoring
+from infra.config.names import check_plain_text
+from infra.config.paths import check_state_dir
 from infra.config.pooler import PoolerSettings, parse_pooler
+from infra.config.ports import check_collisions, service_ports
 from infra.config.postgres import MAX_REPLICAS, PostgresSettings, parse_postgres
-from infra.config.section import PROJECT, Section, key
+from infra.config.section import PROJECT, Section
 from infra.config.tenants import Tenant, parse_tenants
 from infra.config.timescaledb import TimescaleSettings, parse_timescaledb
 from infra.errors import ConfigError
@@ -72,14 +75,13 @@ class PlatformConfig:
 
 def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     """Build settings from a stack's config, keyed without the project prefix."""
+    check_plain_text(raw)
     top = Section(raw, "")
     d: dict[str, Any] = {f.name: f.default for f in fields(PlatformConfig)}
     backend = top.choice("backend", DEFAULT_BACKENDS.get(stack, "local"), BACKENDS)
     postgres = parse_postgres(top.section("postgres"))
     replicas = top.int("replicas", d["replicas"], 0, MAX_REPLICAS)
-    state_dir = top.get("state_dir", d["state_dir"])
-    if not isinstance(state_dir, str):
-        raise ConfigError(f"{key('state_dir')}={state_dir!r}: expected a path string")
+    state_dir = check_state_dir(top.get("state_dir", d["state_dir"]), stack)
     tenants = parse_tenants(top.get("tenants", None))
     tenant_quota = top.int("tenant_quota", max(d["tenant_quota"], len(tenants)), len(tenants),
                            1_000_000)
@@ -91,11 +93,14 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     monitoring = parse_monitoring(top.section("monitoring"))
     timescaledb = parse_timescaledb(top.section("timescaledb"))
     top.finish()
-    return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
-                          replicas=replicas, state_dir=state_dir, tenants=tenants,
-                          docker=docker, aws=aws, pooler=pooler, backup=backup,
-                          monitoring=monitoring, tenant_quota=tenant_quota,
-                          allow_data_loss=allow_data_loss, timescaledb=timescaledb)
+    cfg = PlatformConfig(stack=stack, backend=backend, postgres=postgres,
+                         replicas=replicas, state_dir=state_dir, tenants=tenants,
+                         docker=docker, aws=aws, pooler=pooler, backup=backup,
+                         monitoring=monitoring, tenant_quota=tenant_quota,
+                         allow_data_loss=allow_data_loss, timescaledb=timescaledb)
+    check_collisions(service_ports(cfg.backend, cfg.replicas, postgres, pooler, monitoring,
+                                   exporter_ports(cfg)))
+    return cfg
 
 
 def decode(values: Mapping[str, Any]) -> dict[str, Any]:

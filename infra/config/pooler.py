@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra.config.names import role_name
 from infra.config.postgres import PostgresSettings
 from infra.config.section import Section
 from infra.errors import ConfigError
@@ -74,7 +75,7 @@ def parse_pooler(sec: Section, pg: PostgresSettings) -> PoolerSettings:
         client_idle_timeout=sec.int("client_idle_timeout", d.client_idle_timeout, 0, _DAY),
         idle_transaction_timeout=sec.int("idle_transaction_timeout",
                                          d.idle_transaction_timeout, 0, _DAY),
-        admin_user=sec.ident("admin_user", d.admin_user),
+        admin_user=role_name(sec.where("admin_user"), sec.ident("admin_user", d.admin_user)),
         log_connections=sec.flag("log_connections", d.log_connections),
     )
     sec.finish()

@@ -11,13 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from infra import pgparams
-from infra.config.section import Section
+from infra.config.names import database_name, role_name
+from infra.config.section import Section, memory_bytes
 from infra.errors import ConfigError
 
 # Every major version a stack file may name; each backend then refuses the ones
 # it cannot run, naming those it can (infra/backends/base.py, `versions`).
 VERSIONS = (13, 14, 15, 16, 17)
 MAX_REPLICAS = 5
+# pg-platform's own bounds, checked even where no server binary is installed to ask
+# (a prod preview on a laptop): the server's own limits are far above what any host has.
+MEMORY_BOUNDS = {"shared_buffers": ("128kB", "1TB"), "work_mem": ("64kB", "16GB"),
+                 "maintenance_work_mem": ("1MB", "16GB"),
+                 "effective_cache_size": ("8kB", "64TB")}
 _PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 # Set by the renderers; overriding them through `parameters` would break the platform.
 RESERVED_PARAMS = frozenset({
@@ -45,12 +51,13 @@ class PostgresSettings:
 
 
 def _roles(sec: Section, d: PostgresSettings) -> tuple[str, str, str]:
-    owner = sec.ident("owner_role", d.owner_role)
-    app = sec.ident("app_role", d.app_role)
+    owner = role_name(sec.where("owner_role"), sec.ident("owner_role", d.owner_role))
+    app = role_name(sec.where("app_role"), sec.ident("app_role", d.app_role))
     if app == owner:
         raise ConfigError(f"{sec.where('app_role')}={app!r}: the app role must differ from "
                           f"{sec.where('owner_role')}={owner!r}, so that the app owns nothing")
-    replicator = sec.ident("replication_role", d.replication_role)
+    replicator = role_name(sec.where("replication_role"),
+                           sec.ident("replication_role", d.replication_role))
     if len({owner, app, replicator}) < 3:
         raise ConfigError(f"{sec.where('replication_role')}={replicator!r}: owner, app and "
                           "replication roles must be three different roles")
@@ -89,7 +96,7 @@ def parse_postgres(sec: Section) -> PostgresSettings:
     version = sec.int("version", d.version, VERSIONS[0], VERSIONS[-1])
     port = sec.int("port", d.port, 1024, 65535)
     listen = sec.text("listen_address", d.listen_address)
-    database = sec.ident("database", d.database)
+    database = database_name(sec.where("database"), sec.ident("database", d.database))
     owner, app, replicator = _roles(sec, d)
     max_conn = sec.int("max_connections", d.max_connections, 10, 10000)
     reserved = sec.int("superuser_reserved_connections", d.superuser_reserved_connections, 1, 50)
@@ -107,7 +114,10 @@ def parse_postgres(sec: Section) -> PostgresSettings:
         effective_cache_size=sec.memory("effective_cache_size", d.effective_cache_size),
         parameters=params,
     )
-    for own in ("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size"):
-        pgparams.check_own_key(own, getattr(settings, own), sec.where(own), version)
+    for own, (lo, hi) in MEMORY_BOUNDS.items():
+        value = getattr(settings, own)
+        if not memory_bytes(lo) <= memory_bytes(value) <= memory_bytes(hi):
+            raise ConfigError(f"{sec.where(own)}={value!r}: allowed range is {lo} to {hi}")
+        pgparams.check_own_key(own, value, sec.where(own), version)
     sec.finish()
     return settings

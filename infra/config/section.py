@@ -27,7 +27,7 @@ def key(path: str) -> str:
 def memory_bytes(size: str) -> int:
     """Bytes in a PostgreSQL memory size such as '128MB'."""
     units = {"kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-    m = MEMORY.match(size)
+    m = MEMORY.fullmatch(size)
     if not m:
         raise ConfigError(f"{size!r} is not a memory size such as '128MB'")
     return int(size[: -len(m.group(1))]) * units[m.group(1)]
@@ -70,7 +70,7 @@ class Section:
 
     def ident(self, name: str, default: str) -> str:
         value = self.get(name, default)
-        if not isinstance(value, str) or not _IDENT.match(value):
+        if not isinstance(value, str) or not _IDENT.fullmatch(value):
             raise ConfigError(f"{self.where(name)}={value!r}: expected a lowercase SQL "
                               "identifier (a-z, 0-9, _; starting with a letter or _; "
                               "at most 63 characters)")
@@ -78,7 +78,7 @@ class Section:
 
     def memory(self, name: str, default: str) -> str:
         value = self.get(name, default)
-        if not isinstance(value, str) or not MEMORY.match(value):
+        if not isinstance(value, str) or not MEMORY.fullmatch(value):
             raise ConfigError(f"{self.where(name)}={value!r}: expected a size such as "
                               "'128MB' (a whole number followed by kB, MB, GB or TB)")
         return value
@@ -106,7 +106,7 @@ class Section:
             raise ConfigError(f"{self.where(name)}: required; expected {allowed}")
         if value == "" and not required:
             return ""
-        if not isinstance(value, str) or not pattern.match(value):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
             raise ConfigError(f"{self.where(name)}={value!r}: expected {allowed}")
         return value
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from infra.config.names import tenant_name
 from infra.config.section import Section, key
 from infra.errors import ConfigError
 from infra.schema.tenants import validate_slug
@@ -42,7 +43,7 @@ def parse_tenants(raw: Any) -> tuple[Tenant, ...]:
         if slug in seen:
             raise ConfigError(f"{sec.where('slug')}={slug!r}: duplicate tenant slug")
         seen.add(slug)
-        out.append(Tenant(slug=slug, name=sec.text("name", slug),
+        out.append(Tenant(slug=slug, name=tenant_name(sec.where("name"), sec.text("name", slug)),
                           plan=sec.choice("plan", DEFAULT_PLAN, PLANS)))
         sec.finish()
     return tuple(out)

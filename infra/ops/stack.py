@@ -63,6 +63,16 @@ class StackRef:
                                 f"{_last_line(exc)}") from None
 
 
+    def resources(self) -> list[dict[str, Any]]:
+        """The resources in the stack's state (`pulumi stack export`; secrets stay encrypted)."""
+        try:
+            deployment = self._stack.export_stack().deployment or {}
+        except auto.errors.CommandError as exc:
+            raise PlatformError(f"stack {self.name!r}: reading its state failed: "
+                                f"{_last_line(exc)}") from None
+        return list(deployment.get("resources") or [])
+
+
 def _last_line(exc: auto.errors.CommandError) -> str:
     """The engine's own message, without the command line (which may name files)."""
     lines = [ln[ln.index("error:"):] for ln in str(exc).splitlines() if "error:" in ln]

@@ -66,10 +66,12 @@ def test_diff_is_empty_for_the_same_inputs_and_names_a_config_change(created: An
     diff = provider.diff("id", outs, changed)
     assert diff.changes is True and not diff.replaces
     moved = {**same, "data_dir": same["data_dir"] + "2"}
+    assert not provider.diff("id", outs, moved).replaces  # a move (local_move), not a replace
+    new_superuser = {**same, "superuser": "someone_else"}
     with pytest.raises(ConfigError, match="allow_data_loss"):
-        provider.diff("id", outs, moved)  # it would delete the cluster: refused
-    allowed = {**moved, "allow_data_loss": True}
-    assert provider.diff("id", outs, allowed).replaces == ["data_dir"]
+        provider.diff("id", outs, new_superuser)  # it would delete the cluster: refused
+    allowed = {**new_superuser, "allow_data_loss": True}
+    assert provider.diff("id", outs, allowed).replaces == ["superuser"]
 
 
 def test_update_reloads_and_restarts_when_a_setting_needs_it(created: Any) -> None:

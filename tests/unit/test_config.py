@@ -62,7 +62,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"postgres": {"parameters": {"Bad Name": "1"}}},
      "pg-platform:postgres.parameters.Bad Name: 'Bad Name' is not a PostgreSQL setting name"),
     ({"postgres": {"parameters": {"work_mem": "1MB\nlisten_addresses='*'"}}},
-     "expected a single-line string or number"),
+     "holds the control character"),
     ({"postgres": {"prot": 5432}},
      "pg-platform:postgres.prot: unknown setting; allowed settings here are"),
     ({"postgres": ["port", 5432]}, "pg-platform:postgres: expected a mapping"),

@@ -49,7 +49,8 @@ def test_refused_parameter_names_the_key(name: str, value: Any, words: str) -> N
 
 
 def test_own_memory_key_is_checked_against_the_catalogue() -> None:
-    with pytest.raises(ConfigError, match=r"pg-platform:postgres\.work_mem='3TB': out of range"):
+    with pytest.raises(ConfigError,
+                       match=r"pg-platform:postgres\.work_mem='3TB': allowed range is"):
         config.load({"postgres": {"work_mem": "3TB"}}, "test")
 
 

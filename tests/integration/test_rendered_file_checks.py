@@ -1,0 +1,105 @@
+"""Rendered files are checked by the installed postgres, pgbouncer and pgbackrest.
+
+Each tool accepts the files the local backend renders for a stack with
+replicas, and refuses a broken copy with its own message; `pulumi preview`
+of a throw-away stack stops on a setting only the server can judge (a time
+zone that does not exist), before any resource is made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra import config
+from infra.backends import local, rendered_checks
+from infra.backends.local_layout import layout
+from infra.config import PlatformConfig
+from infra.errors import ConfigError
+from infra.hostctl import filecheck
+from tests.engine import ThrowawayStack
+from tests.support import scratch_dir
+
+
+@pytest.fixture(scope="module")
+def cfg() -> PlatformConfig:
+    return config.load({"replicas": 2, "state_dir": str(scratch_dir("pgp-fc-") / "state"),
+                        "postgres": {"port": 61432}}, "checks")
+
+
+def _files(cfg: PlatformConfig) -> dict[str, dict[str, str]]:
+    return local.plain_files(cfg, layout(cfg).tls)
+
+
+def _one(cfg: PlatformConfig, node: str, suffix: str) -> tuple[str, str]:
+    return next((p, t) for p, t in _files(cfg)[node].items() if p.endswith(suffix))
+
+
+def test_the_rendered_files_pass_their_tools(cfg: PlatformConfig) -> None:
+    files = _files(cfg)
+    assert set(files) == {"primary", "replica-1", "replica-2", "pooler"}
+    for node, texts in files.items():
+        rendered_checks.check_files(cfg, node, texts)
+    # Nothing is left running: the pgbouncer check stops what it started.
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
+                if b"pgp-check-" in p.read_bytes()]
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("work_mem = '3TB'", 'invalid value for parameter "work_mem"'),
+    ("wrok_mem = '4MB'", 'unrecognized configuration parameter "wrok_mem"'),
+    ("timezone = 'Mars/Olympus'", 'invalid value for parameter "TimeZone"'),
+    ("shared_buffers = '100TB'", 'invalid value for parameter "shared_buffers"'),
+])
+def test_postgres_refuses_a_broken_postgresql_conf(cfg: PlatformConfig, line: str,
+                                                   words: str) -> None:
+    path, text = _one(cfg, "primary", "postgresql.conf")
+    with pytest.raises(ConfigError) as err:
+        filecheck.check_postgresql_conf(text + line + "\n", 15, f"primary ({path})")
+    message = str(err.value)
+    assert "postgresql.conf rendered for primary" in message and words in message, message
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("pool_mode = sometimes", 'invalid value "sometimes" for parameter pool_mode'),
+    ("auth_typo = trust", "unknown parameter: pgbouncer/auth_typo"),
+    ("max_client_conn = lots", 'invalid value "lots" for parameter max_client_conn'),
+])
+def test_pgbouncer_refuses_a_broken_ini(cfg: PlatformConfig, line: str, words: str) -> None:
+    path, text = _one(cfg, "pooler", "pgbouncer.ini")
+    with pytest.raises(ConfigError) as err:
+        filecheck.check_pgbouncer_ini(text + line + "\n", f"pooler ({path})")
+    assert words in str(err.value) and "refused by pgbouncer" in str(err.value)
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ("compress-type=zzz", "'zzz' is not allowed for 'compress-type' option"),
+    ("repo1-retention-full=many", "'many' is not valid for 'repo1-retention-full' option"),
+    ("repo1-bogus=1", "invalid option 'repo1-bogus'"),
+])
+def test_pgbackrest_refuses_a_broken_conf(cfg: PlatformConfig, line: str, words: str) -> None:
+    path, text = _one(cfg, "primary", "pgbackrest.conf")
+    name = line.split("=")[0]
+    kept = [ln for ln in text.splitlines() if not ln.startswith(f"{name}=")]
+    broken = "\n".join(kept).replace("[global]", f"[global]\n{line}", 1) + "\n"
+    with pytest.raises(ConfigError) as err:
+        filecheck.check_pgbackrest_conf(broken, cfg.backup.stanza, f"primary ({path})")
+    assert words in str(err.value) and "refused by pgbackrest" in str(err.value)
+
+
+@pytest.mark.engine
+def test_preview_stops_on_a_value_only_the_server_refuses() -> None:
+    stack = ThrowawayStack("servercheck", {"postgres": {"parameters": {
+        "log_timezone": "Mars/Olympus"}}})
+    try:
+        stack.init()
+        proc = stack.preview(check=False)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert "postgresql.conf rendered for primary" in text, text[-3000:]
+        assert 'invalid value for parameter "log_timezone"' in text
+        assert "Traceback" not in text
+        assert not list(stack.state_dir.glob("*")), "a resource was made before the refusal"
+    finally:
+        stack.remove()
