@@ -121,14 +121,13 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any = None) -> dict[str, Any]:
     }
 
 
-def backup_scheduler(cfg: PlatformConfig, opts: pulumi.ResourceOptions) -> BackupScheduler:
+def backup_scheduler_props(cfg: PlatformConfig) -> dict[str, Any]:
     """The supervised scheduler of full, diff and incr backups (a host's systemd timers)."""
     lay, sched = layout(cfg), cfg.backup.schedule
-    return BackupScheduler("backup-scheduler", scheduler_props(
+    return scheduler_props(
         config_path=str(lay.pgbackrest_conf), stanza=cfg.backup.stanza,
         schedule={"full": sched.full, "diff": sched.diff, "incr": sched.incr},
-        run_dir=str(lay.pgbackrest_dir / "scheduler"), log_path=lay.backup_paths.log_path),
-        opts)
+        run_dir=str(lay.pgbackrest_dir / "scheduler"), log_path=lay.backup_paths.log_path)
 
 
 def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, superuser_pw: Any,
@@ -212,7 +211,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         tenant_admin_pw=tadmin_pw), pulumi.ResourceOptions(parent=parent, depends_on=[server]))
     after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
     backup = Backup("backup", backup_props(cfg), after_db)
-    backup_scheduler(cfg, pulumi.ResourceOptions(parent=parent, depends_on=[backup]))
+    BackupScheduler("backup-scheduler", backup_scheduler_props(cfg),
+                    pulumi.ResourceOptions(parent=parent, depends_on=[backup]))
     standbys = [Replica(rep.name, replica_props(cfg, rep, super_pw, repl_pw, tls), after_db)
                 for rep in reps]
     userlist = pulumi.Output.all(app_pw, admin_pw, tenant_key, tadmin_pw).apply(
