@@ -123,3 +123,12 @@ def freshness(schedule: Mapping[str, str], backups: Iterable[Mapping[str, Any]],
             else max(now.timestamp() - covering, 0.0),
             expected_since=expected.strftime("%Y-%m-%d %H:%M UTC"), late=late))
     return out
+
+
+def freshness_from_ages(schedule: Mapping[str, str], ages: Mapping[str, float | None],
+                        now: datetime, grace: timedelta) -> list[Freshness]:
+    """`freshness` from the age of the newest backup of each type (what health probes)."""
+    now = _at(now)
+    newest = [{"type": kind, "timestamp": {"stop": now.timestamp() - age}}
+              for kind, age in ages.items() if age is not None]
+    return freshness(schedule, newest, now, grace)

@@ -195,15 +195,20 @@ def test_restore_follows_a_raise_the_primary_no_longer_has(stack: Stack) -> None
     stack.pgbr().backup("full")
     _set_max_connections(stack, 90)
     _set_max_connections(stack, 40)
-    proc = stack.cli("drill", "--rows", "5")
+    proc = stack.cli("drill", "--rows", "5", "-v")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "drill PASSED" in proc.stdout, proc.stdout
+    assert re.search(r"needs higher settings for its WAL: max_connections=90; restarting",
+                     proc.stderr), proc.stderr
 
 
-def test_a_failed_restore_leaves_no_directory(stack: Stack) -> None:
+@pytest.mark.parametrize("target", [
+    "2001-01-01 00:00:00+00",   # before any backup: pgBackRest refuses after making the dir
+    "2999-01-01 00:00:00+00",   # past the archive: the copy is restored, then recovery fails
+])
+def test_a_failed_restore_leaves_no_directory(stack: Stack, target: str) -> None:
     restores = layout(stack.cfg).restores
-    # A target before any backup: pgBackRest restores, recovery can never reach it.
-    proc = stack.cli("restore", "--target", "2001-01-01 00:00:00+00", timeout=900)
+    proc = stack.cli("restore", "--target", target, timeout=900)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert not restores.exists() or not any(restores.iterdir()), list(restores.iterdir())
