@@ -14,6 +14,7 @@ without side effects, keep the path, bump PROVIDER_VERSION on changes.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class BackupSchedulerProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         daemon(props).stop()
+        shutil.rmtree(props["run_dir"], ignore_errors=True)  # its pid and state files
 
 
 def scheduler_props(*, config_path: str, stanza: str, schedule: dict[str, str],
