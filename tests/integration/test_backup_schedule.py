@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from infra.backends.local_backup import BackupProvider
 from infra.backends.local_backup_scheduler import BackupSchedulerProvider, daemon
 from infra.backends.local_layout import layout
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
-from infra.backup import restore
+from infra.backup import hot_standby, restore
 from infra.errors import ProcessError
 from infra.hostctl.files import service_ids
 from infra.hostctl.pgbackrest import PgBackRest
@@ -202,15 +203,19 @@ def test_restore_follows_a_raise_the_primary_no_longer_has(stack: Stack) -> None
                      proc.stderr), proc.stderr
 
 
-@pytest.mark.parametrize("target", [
-    "2001-01-01 00:00:00+00",   # before any backup: pgBackRest refuses after making the dir
-    "2999-01-01 00:00:00+00",   # past the archive: the copy is restored, then recovery fails
-])
-def test_a_failed_restore_leaves_no_directory(stack: Stack, target: str) -> None:
+@pytest.mark.parametrize("when", ["before any backup", "past the archive"])
+def test_a_failed_restore_leaves_no_directory(stack: Stack, when: str) -> None:
+    """Before any backup pgBackRest refuses, after making the directory; past the end of
+    the archive the copy is restored in full, then recovery ends short of its target."""
     restores = layout(stack.cfg).restores
+    target = ("2001-01-01 00:00:00+00" if when == "before any backup"
+              else restore.format_target(datetime.now(UTC) + timedelta(days=1)))
     proc = stack.cli("restore", "--target", target, timeout=900)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    expected = ("unable to find backup set" if when == "before any backup"
+                else "recovery ended before configured recovery target was reached")
+    assert expected in proc.stderr, proc.stderr
     assert not restores.exists() or not any(restores.iterdir()), list(restores.iterdir())
 
 
@@ -226,10 +231,15 @@ def test_a_restore_that_fails_to_start_removes_its_copy(stack: Stack) -> None:
 def test_destroy_removes_every_restore_directory_even_a_running_one(stack: Stack) -> None:
     """Last in this module: it is the stack's destroy of its backups."""
     lay = layout(stack.cfg)
-    copy = restore.restore(stack.pgbr(), restore.new_workdir(lay.restores), target=None,
-                           primary_dsn=stack.owner_dsn())
+    # No primary DSN: the settings come from the backup's pg_controldata alone.
+    copy = restore.restore(stack.pgbr(), restore.new_workdir(lay.restores), target=None)
     (lay.restores / "leftover-from-an-old-run").mkdir()
     assert copy.server.is_running()
+    assert set(copy.settings) == set(hot_standby.PARAMETERS)
+    restore.wait_promoted(copy, copy.local_dsn(stack.owner_dsn()))
+    with psycopg.connect(copy.local_dsn(stack.owner_dsn())) as conn:
+        for guc, value in copy.settings.items():
+            assert conn.execute(f"SHOW {guc}").fetchone() == (str(value),), guc
     BackupProvider().delete("", stack.outs["backup"])
     assert not copy.server.is_running()
     assert not lay.restores.exists()
