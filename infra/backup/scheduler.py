@@ -72,7 +72,7 @@ def run_due(pgbr: PgBackRest, jobs: dict[str, str], last: datetime, now: datetim
     kind = schedule.due(jobs, last, now)
     if kind is None:
         return
-    logger.info("%s backup of stanza %s: starting (due since %s)", kind, pgbr.stanza,
+    logger.info("%s backup of stanza %s: starting (due after %s)", kind, pgbr.stanza,
                 last.strftime("%Y-%m-%d %H:%M:%S UTC"))
     started = datetime.now(UTC)
     try:

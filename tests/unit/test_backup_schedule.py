@@ -161,3 +161,18 @@ def test_hot_standby_settings_from_controldata_primary_and_log() -> None:
     assert hot_standby.raised_by_log(PAUSED_LOG, {**merged, "max_connections": 90}) == {}
     text = hot_standby.settings_text({**merged, "max_connections": 90})
     assert "max_connections = 90\n" in text and "max_prepared_transactions = 0\n" in text
+
+
+def test_the_health_table_says_which_run_each_type_covers_or_misses() -> None:
+    from infra.health.cli import table
+
+    r = evaluate(report({"full": 2 * 86400.0, "diff": None, "incr": 9 * 3600.0}),
+                 MonitoringSettings(), 31 * 24 * 3600,
+                 schedule={"full": "0 1 1 * *", "diff": "", "incr": "0 * * * *"},
+                 now=at("2026-12-03 09:30"))
+    lines = table(r).splitlines()
+    assert any(line.startswith("  last full: ") and
+               line.endswith("covers the run of 2026-12-01 01:00 UTC") for line in lines), lines
+    assert any(line.startswith("  last incr: ") and
+               line.endswith("LATE for the run of 2026-12-03 03:00 UTC") for line in lines)
+    assert not any("last diff:" in line and "run of" in line for line in lines)
