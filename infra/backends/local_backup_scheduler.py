@@ -45,7 +45,7 @@ def daemon(props: dict[str, Any]) -> Daemon:
     return Daemon(what="backup scheduler", argv=argv,
                   pid_file=run_dir / "backup-scheduler.pid",
                   log_file=Path(props["log_path"]) / "backup-scheduler.log",
-                  started_marker=STARTED, cwd=Path(props["project_dir"]))
+                  started_marker=STARTED, cwd=Path(props.get("project_dir") or "."))
 
 
 class BackupSchedulerProvider(ResourceProvider):

@@ -34,7 +34,7 @@ def argv(props: dict[str, Any]) -> list[str]:
 def daemon(props: dict[str, Any]) -> Daemon:
     return Daemon(what="TimescaleDB job runner", argv=argv(props), pid_file=pid_file(props),
                   log_file=log_file(props), started_marker=STARTED,
-                  cwd=Path(props["project_dir"]), stdin_text=str(props.get("dsn") or ""))
+                  cwd=Path(props.get("project_dir") or "."), stdin_text=str(props.get("dsn") or ""))
 
 
 def running_pid(props: dict[str, Any]) -> int | None:
