@@ -23,6 +23,7 @@ from infra import render
 from infra.backends.base import slot_name
 from infra.backends.cloud_files import inventory_entry
 from infra.config import PlatformConfig
+from infra.render.backup_timers import backup_timer_files, timer_units
 from infra.render.passfile import host_pgpass
 from infra.render.roles import Passwords, bootstrap_sql, userlist
 
@@ -36,7 +37,7 @@ DEVICE_NAME = "/dev/sdf"
 # Where pgp-setup installs the pooler's and the schedule's files (templates/pgp-setup.sh.j2).
 POOLER_INI = "/etc/pgbouncer/pgbouncer.ini"
 AUTH_FILE = "/etc/pgbouncer/userlist.txt"
-CRON_FILE = "/etc/cron.d/pg-platform-pgbackrest"
+POSTGRES_UNIT = "pg-platform-postgresql.service"  # templates/cloud-init.yaml.j2
 # The SSH login of the hosts for the testinfra suite: the AMI is Debian 12 (aws.ami),
 # whose cloud images log in as `admin`; the stack settings name no other.
 LOGIN_USER = "admin"
@@ -108,10 +109,16 @@ def host_files(cfg: PlatformConfig, host: Host,
     }
     if not host.replica:
         files[PGBACKREST_CONF] = render.pgbackrest_conf(cfg, paths, backup_paths())
-        files[f"{CONF_DIR}/pgbackrest.cron"] = render.backup_schedule(
-            cfg, PGBACKREST_CONF, user="postgres", passfile=PASSFILE)
+        files.update(backup_timers(cfg))
         files[f"{CONF_DIR}/pgbouncer.ini"] = pooler_ini(cfg, replica_hosts)
     return files
+
+
+def backup_timers(cfg: PlatformConfig) -> dict[str, str]:
+    """The primary's scheduled backups: a systemd timer and service per backup type,
+    written by cloud-init and enabled by pgp-setup (infra/render/backup_timers.py)."""
+    return backup_timer_files(cfg, PGBACKREST_CONF, passfile=PASSFILE,
+                              postgres_unit=POSTGRES_UNIT)
 
 
 def testinfra_hosts(cfg: PlatformConfig, ips: list[str],
@@ -128,7 +135,6 @@ def testinfra_hosts(cfg: PlatformConfig, ips: list[str],
                                   primary_host=ips[0] if i else ""), replica_ips)
              for i in range(len(ips))]
     ini = files[0][f"{CONF_DIR}/pgbouncer.ini"]
-    files[0][CRON_FILE] = files[0][f"{CONF_DIR}/pgbackrest.cron"]
     return [
         inventory_entry("primary", "primary", spec[0], files[0], data_dir=data_dir(cfg),
                         pgbackrest_config=PGBACKREST_CONF),
@@ -155,7 +161,8 @@ def host_env(cfg: PlatformConfig, host: Host) -> list[tuple[str, str]]:
 
 def user_data(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] = ()) -> str:
     """The #cloud-config document for one host."""
-    setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version)
+    setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version,
+                          backup_timers=timer_units(cfg))
     return render.render(
         "cloud-init.yaml.j2", role=host.role, stack=cfg.stack, secret_id=host.secret_id,
         host_env=host_env(cfg, host), files=sorted(host_files(cfg, host, replica_hosts).items()),

@@ -20,6 +20,7 @@ from infra.backends import local_exporters, rendered_checks, tenant_users
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
+from infra.backends.local_backup_scheduler import BackupScheduler, scheduler_props
 from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
@@ -119,7 +120,17 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any = None) -> dict[str, Any]:
         "pg_port": cfg.postgres.port,
         "superuser": roles.BREAK_GLASS,
         "superuser_password": None,
+        "restores_dir": str(lay.restores),
     }
+
+
+def backup_scheduler_props(cfg: PlatformConfig) -> dict[str, Any]:
+    """The supervised scheduler of full, diff and incr backups (a host's systemd timers)."""
+    lay, sched = layout(cfg), cfg.backup.schedule
+    return scheduler_props(
+        config_path=str(lay.pgbackrest_conf), stanza=cfg.backup.stanza,
+        schedule={"full": sched.full, "diff": sched.diff, "incr": sched.incr},
+        run_dir=str(lay.pgbackrest_dir / "scheduler"), log_path=lay.backup_paths.log_path)
 
 
 def replica_props(cfg: PlatformConfig, rep: ReplicaLayout, superuser_pw: Any,
@@ -209,6 +220,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         pulumi.ResourceOptions(parent=parent, depends_on=[server]))
     after_db = pulumi.ResourceOptions(parent=parent, depends_on=[server, database])
     backup = Backup("backup", backup_props(cfg), after_db)
+    BackupScheduler("backup-scheduler", backup_scheduler_props(cfg),
+                    pulumi.ResourceOptions(parent=parent, depends_on=[backup]))
     standbys = [Replica(rep.name, replica_props(cfg, rep, super_pw, repl_pw, tls), after_db)
                 for rep in reps]
     userlist = pulumi.Output.all(app_pw, admin_pw, tadmin_pw, pooler_auth_pw).apply(

@@ -25,6 +25,7 @@ from infra import render
 from infra.backends import local_move
 from infra.backends.local_postgres import refuse_data_loss
 from infra.backup import stanza
+from infra.backup.restore import remove_all
 from infra.hostctl import drift
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.resource_types import keep_urn
@@ -41,6 +42,13 @@ def _pgbr(props: dict[str, Any]) -> PgBackRest:
 def _paths(props: dict[str, Any]) -> render.BackupPaths:
     return render.BackupPaths(repo_path=props["repo_path"], log_path=props["log_path"],
                               lock_path=props["lock_path"], spool_path=props["spool_path"])
+
+
+def _restores_dir(props: dict[str, Any]) -> Path:
+    """Stacks made before `restores_dir` was an input keep restores beside pgbackrest/."""
+    if props.get("restores_dir"):
+        return Path(props["restores_dir"])
+    return Path(props["config_path"]).parent.parent / "restores"
 
 
 def _write(props: dict[str, Any]) -> None:
@@ -95,6 +103,8 @@ class BackupProvider(ResourceProvider):
                                   "drift": []})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        # Every restored copy of the stack goes too: stopped, and its directory deleted.
+        remove_all(_restores_dir(props))
         stanza.remove(_pgbr(props), _paths(props), Path(props["schedule_path"]))
         if props.get("passfile"):
             Path(props["passfile"]).unlink(missing_ok=True)

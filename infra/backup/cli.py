@@ -3,6 +3,7 @@
     python -m infra.backup info    --stack local
     python -m infra.backup check   --stack local
     python -m infra.backup backup  --stack local --type incr
+    python -m infra.backup run     --stack local --type incr   # what the schedule runs
     python -m infra.backup restore --stack local --target '2026-11-22 10:00:00+00'
     python -m infra.backup drill   --stack local
 
@@ -17,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -26,7 +28,7 @@ from infra.backup.stack import stack_backup
 from infra.dsn import conninfo
 from infra.errors import PlatformError
 from infra.exitcodes import ATTENTION, ERROR, OK
-from infra.hostctl.pgbackrest import BACKUP_TYPES, PgBackRest
+from infra.hostctl.pgbackrest import BACKUP_TYPES, PgBackRest, backups
 from infra.ops.stack import StackRef
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", parents=[common], help="pgbackrest check (archiving works)")
     p = sub.add_parser("backup", parents=[common], help="take a backup now")
     p.add_argument("--type", choices=BACKUP_TYPES, default="incr")
+    p = sub.add_parser("run", parents=[common],
+                       help="the scheduled backup: as the service user, by peer (or "
+                            "--passfile), no DSN needed")
+    p.add_argument("--type", choices=BACKUP_TYPES, required=True)
     p = sub.add_parser("restore", parents=[common],
                        help="restore into a new data dir and start it on a free port")
     p.add_argument("--target", help="recovery target time, e.g. '2026-11-22 10:00:00+00'; "
@@ -82,6 +88,17 @@ def _resolve(args: argparse.Namespace, need_dsn: bool) -> tuple[PgBackRest, Path
             restores_dir or config.parent.parent / "restores", dsn)
 
 
+def run_scheduled(pgbr: PgBackRest, kind: str) -> str:
+    """One scheduled backup, exactly as the local scheduler and the hosts' timers run it:
+    pgBackRest as the service user, on the primary's socket by peer (or the passfile)."""
+    started = time.monotonic()
+    pgbr.backup(kind, start_fast=True)
+    newest = [b for b in backups(pgbr.info()) if b.get("type") == kind]
+    label = newest[-1]["label"] if newest else "?"
+    return (f"{kind} backup {label} of stanza {pgbr.stanza} done in "
+            f"{time.monotonic() - started:.1f}s")
+
+
 def _public(dsn: str) -> str:
     """A DSN without its password, for people to read."""
     return conninfo(dsn, password=None)
@@ -105,11 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "backup":
             pgbr.backup(args.type)
             print(f"{args.type} backup of stanza {pgbr.stanza} done")
+        elif args.command == "run":
+            print(run_scheduled(pgbr, args.type))
         elif args.command == "restore":
-            workdir = restore.new_workdir(restores_dir)
-            copy = restore.restore(pgbr, workdir, target=args.target)
             assert dsn is not None
-            restore.wait_promoted(copy, copy.local_dsn(dsn))
+            workdir = restore.new_workdir(restores_dir)
+            copy = restore.restore(pgbr, workdir, target=args.target, primary_dsn=dsn)
+            try:
+                restore.wait_promoted(copy, copy.local_dsn(dsn))
+            except BaseException:
+                copy.remove()  # a failed restore leaves nothing behind
+                raise
             copy_dsn = copy.tcp_dsn(dsn)
             print(f"restored stanza {pgbr.stanza} to {args.target or 'end of archive'} "
                   f"into {copy.server.data_dir}")

@@ -134,14 +134,17 @@ def run_drill(pgbr: PgBackRest, primary_dsn: str, restores_dir: Path, *,
     logger.info("drill %s: restoring to %s", run, target)
     started = time.monotonic()
     workdir = restore_mod.new_workdir(restores_dir)
-    restored = restore_mod.restore(pgbr, workdir, target=target)
+    # A failed restore removes its copy itself; a failed check afterwards does it here.
+    restored = restore_mod.restore(pgbr, workdir, target=target, primary_dsn=primary_dsn)
+    done = False
     try:
         copy_dsn = restored.local_dsn(primary_dsn)
         restore_mod.wait_promoted(restored, copy_dsn)
         seconds = time.monotonic() - started
         present = present_ids(copy_dsn, run)
+        done = True
     finally:
-        if not keep:
+        if not (keep and done):
             restored.remove()
     return DrillReport(run=run, target=target,
                        committed_before=len(committed_before),

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cronsim import CronSim, CronSimError
+from croniter import CroniterError, croniter
 
 from infra.config.section import Section
 from infra.errors import ConfigError
@@ -64,8 +64,8 @@ def _cron(sec: Section, name: str, default: str) -> str:
                           "digits, *, -, / and commas, such as '0 1 * * 0', or '' to disable")
     expr = " ".join(fields)
     try:  # ranges (minute 0-59, hour 0-23 ...), zero steps, dates that never come
-        next(CronSim(expr, datetime(2000, 1, 1)))
-    except (CronSimError, StopIteration) as exc:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterError as exc:
         raise ConfigError(f"{sec.where(name)}={value!r}: {exc or 'never fires'}; allowed are "
                           "minute 0-59, hour 0-23, day-of-month 1-31, month 1-12, day-of-week "
                           "0-7, steps of 1 or more, on a date that exists") from None

@@ -48,7 +48,9 @@ def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
     # only to members of the job's owner or of the database owner.
     report.timescaledb = timescaledb_health.probe(targets.primary_dsn)
     full_max = full_backup_max_age_seconds(targets.monitoring, cfg.backup.schedule.full)
-    return evaluate(report, targets.monitoring, full_max)
+    sched = cfg.backup.schedule
+    return evaluate(report, targets.monitoring, full_max,
+                    schedule={"full": sched.full, "diff": sched.diff, "incr": sched.incr})
 
 
 def _fmt(value: object, unit: str = "") -> str:
@@ -102,7 +104,9 @@ def table(report: Report) -> str:
         age = b.age_seconds.get(kind)
         when = "unknown" if not b.available else "none" if age is None else f"{_age(age)} ago"
         out.append(f"  last {kind}: {when}"
-                   + (f" ({b.count.get(kind, 0)} in repository)" if b.available else ""))
+                   + (f" ({b.count.get(kind, 0)} in repository)" if b.available else "")
+                   + (f"; {'LATE for' if b.late[kind] else 'covers'} the run of "
+                      f"{b.expected_since[kind]}" if kind in b.late else ""))
     out.append(f"  WAL archiving: last {b.last_archived_wal or 'none'} "
                f"({_age(b.last_archived_age_seconds)} ago), "
                f"{_fmt(b.archive_failed_count)} failure(s)"

@@ -62,6 +62,10 @@ class Backups:
     # Seconds since the newest backup of each type finished; None when there is none.
     age_seconds: dict[str, float | None] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
+    # Each scheduled type against its cron (infra/backup/schedule.py): the run that should
+    # be done by now, and whether a backup of that type (or a larger one) followed it.
+    expected_since: dict[str, str | None] = field(default_factory=dict)
+    late: dict[str, bool] = field(default_factory=dict)
     last_archived_wal: str | None = None
     last_archived_age_seconds: float | None = None
     archive_failed_count: int | None = None

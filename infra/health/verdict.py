@@ -8,6 +8,10 @@ that loses redundancy, recoverability or freshness is degraded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from infra.backup import schedule as backup_schedule
 from infra.config import MonitoringSettings
 from infra.health.model import DEGRADED, HEALTHY, UNHEALTHY, Node, Reason, Report
 from infra.timescaledb.health import reasons as timescaledb_reasons
@@ -76,7 +80,16 @@ def _pooler_reasons(report: Report, mon: MonitoringSettings) -> list[Reason]:
     return out
 
 
-def _backup_reasons(report: Report, full_max_age: int) -> list[Reason]:
+def _backup_reasons(report: Report, full_max_age: int,
+                    schedule: Mapping[str, str] | None = None,
+                    grace: timedelta = timedelta(0), now: datetime | None = None,
+                    explicit_full_max_age: bool = False) -> list[Reason]:
+    """Missing or late backups and failing archiving.
+
+    With `schedule`, each type is judged against its own cron, every field of it
+    (a monthly full is not late two days after it ran); the full backup keeps the
+    plain age limit when the stack sets `monitoring.full_backup_max_age_hours`.
+    """
     b = report.backups
     if not b.available:
         return [Reason(DEGRADED, "backups", f"backup state unknown: {b.error}")]
@@ -84,9 +97,16 @@ def _backup_reasons(report: Report, full_max_age: int) -> list[Reason]:
     full = b.age_seconds.get("full")
     if full is None:
         out.append(Reason(DEGRADED, "backups", "no full backup exists"))
-    elif full > full_max_age:
+    elif (schedule is None or explicit_full_max_age) and full > full_max_age:
         out.append(Reason(DEGRADED, "backups", f"newest full backup is {_hours(full)} old; "
                           f"the schedule allows {_hours(full_max_age)}"))
+    if schedule is not None:
+        for f in backup_schedule.freshness_from_ages(schedule, b.age_seconds,
+                                                     now or datetime.now(UTC), grace):
+            b.expected_since[f.kind], b.late[f.kind] = f.expected_since, f.late
+            skip = f.kind == "full" and (full is None or explicit_full_max_age)
+            if f.late and not skip:
+                out.append(Reason(DEGRADED, "backups", f.message()))
     if b.archive_failing:
         out.append(Reason(DEGRADED, "backups",
                           "WAL archiving is failing: the last attempt failed after the last "
@@ -105,13 +125,20 @@ def _schema_reasons(report: Report) -> list[Reason]:
     return out
 
 
-def evaluate(report: Report, mon: MonitoringSettings, full_max_age: int) -> Report:
-    """Fill in `status` and `reasons`; the worst reason decides the status."""
+def evaluate(report: Report, mon: MonitoringSettings, full_max_age: int,
+             schedule: Mapping[str, str] | None = None, now: datetime | None = None) -> Report:
+    """Fill in `status` and `reasons`; the worst reason decides the status.
+
+    `schedule` (type -> cron) judges each backup type against its own schedule,
+    with `monitoring.backup_grace_hours` for a run to finish.
+    """
     reasons: list[Reason] = []
     for node in report.nodes:
         reasons += _node_reasons(node, mon)
     reasons += _pooler_reasons(report, mon)
-    reasons += _backup_reasons(report, full_max_age)
+    reasons += _backup_reasons(report, full_max_age, schedule,
+                               timedelta(hours=mon.backup_grace_hours), now,
+                               explicit_full_max_age=bool(mon.full_backup_max_age_hours))
     reasons += _schema_reasons(report)
     reasons += [Reason(level, "timescaledb", msg)
                 for level, msg in timescaledb_reasons(report.timescaledb)]

@@ -28,6 +28,7 @@ EXPECTED = {
     "replica-1": "pulumi-python:dynamic/local:Replica",
     "pooler": "pulumi-python:dynamic/local:Pooler",
     "backup": "pulumi-python:dynamic/local:Backup",
+    "backup-scheduler": "pulumi-python:dynamic/local:BackupScheduler",
     "postgres-exporter-primary": "pulumi-python:dynamic/local:Exporter",
     "pgbouncer-exporter": "pulumi-python:dynamic/local:Exporter",
     "tls": "pulumi-python:dynamic/tls:Certificates",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 from collections import Counter
@@ -42,8 +44,16 @@ def cfg() -> config.PlatformConfig:
     return config.load(RAW, "prod")
 
 
+def user_data(instance: cm.Recorded) -> str:
+    """The #cloud-config text, plain or (over EC2's 16 KiB) gzip + base64."""
+    packed = instance.get("userDataBase64")
+    text: str = (gzip.decompress(base64.b64decode(packed)).decode() if packed
+                 else instance.get("userData"))
+    return text
+
+
 def cloud_config(instance: cm.Recorded) -> dict[str, Any]:
-    text = instance.get("userData")
+    text = user_data(instance)
     assert text and text.startswith("#cloud-config\n")
     doc: dict[str, Any] = yaml.safe_load(text)
     return doc
@@ -159,9 +169,13 @@ def test_user_data_files_equal_the_shared_renderings(prod: cm.Run,
         render.PoolerTargets(listen_address="0.0.0.0", primary_host="127.0.0.1",
                              primary_port=5432, replica_hosts=tuple(ips[1:]),
                              replica_port=5432))
-    assert files["/etc/pg-platform/pgbackrest.cron"] == render.backup_schedule(
-        cfg, "/etc/pg-platform/pgbackrest.conf", user="postgres",
-        passfile="/var/lib/postgresql/.pgpass")
+    # Scheduled backups: a systemd timer and service per type, no cron file.
+    assert {p for p in files if p.startswith("/etc/systemd/system/pg-platform-backup-")} == {
+        f"/etc/systemd/system/pg-platform-backup-{k}.{u}"
+        for k in ("full", "diff", "incr") for u in ("service", "timer")}
+    assert "OnCalendar=Sun *-*-* 01:00:00 UTC\n" in files[
+        "/etc/systemd/system/pg-platform-backup-full.timer"]
+    assert not any("cron" in p for p in files)
 
 
 def test_replicas_point_at_the_primary(prod: cm.Run, cfg: config.PlatformConfig) -> None:
@@ -198,7 +212,7 @@ def test_no_secret_in_user_data_and_bundles_are_secret(prod: cm.Run,
                      strict=True)]
     for inst in prod.mocks.of_type(INSTANCE):
         assert not cm.contains_secret(inst.inputs), inst.name
-        text = inst.get("userData")
+        text = user_data(inst)
         for secret in passwords + verifiers:
             assert secret not in text
     for version in prod.mocks.of_type("aws:secretsmanager/secretVersion:SecretVersion"):
@@ -267,15 +281,12 @@ def test_testinfra_hosts_hash_what_cloud_init_writes(prod: cm.Run,
         assert host["data_dir"] == "/var/lib/postgresql/15/main"
         files = written(prod.mocks.one(INSTANCE, name))
         for path, digest in host["files"].items():
-            # pgp-setup installs a verbatim copy of the schedule under /etc/cron.d.
-            source = "/etc/pg-platform/pgbackrest.cron" if path.startswith("/etc/cron.d/") \
-                else path
-            assert digest == sha256(files[source]), (name, path)
+            assert digest == sha256(files[path]), (name, path)
         assert {"/etc/pg-platform/postgresql.conf", "/etc/pg-platform/pg_hba.conf"} <= set(
             host["files"])
     primary = by_name["primary"]
     assert primary["pgbackrest_config"] == "/etc/pg-platform/pgbackrest.conf"
-    assert "/etc/cron.d/pg-platform-pgbackrest" in primary["files"]
+    assert "/etc/systemd/system/pg-platform-backup-incr.timer" in primary["files"]
     assert "/etc/pg-platform/pgbackrest.conf" in primary["files"]
     pooler = by_name["pooler"]
     assert pooler["pooler_ini"] == "/etc/pgbouncer/pgbouncer.ini"
