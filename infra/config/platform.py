@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.config.aws import AwsSettings, parse_aws
+from infra.config.aws import AwsSettings, check_pins, parse_aws
 from infra.config.backup import BackupSettings, parse_backup
 from infra.config.docker import DockerSettings, parse_docker
 from infra.config.monitoring import MonitoringSettings, parse_monitoring
@@ -58,6 +58,10 @@ class PlatformConfig:
     # database) is refused in preview unless this is true.
     allow_data_loss: bool = False
     timescaledb: TimescaleSettings = field(default_factory=TimescaleSettings)
+    # Bumping it gives every generated role password a new value, which reaches the
+    # database (ALTER ROLE with a SCRAM verifier), PgBouncer's auth file, the
+    # passfiles and the secret store in place (docs/day2.md).
+    rotation: int = 0
 
     @property
     def max_wal_senders(self) -> int:
@@ -86,16 +90,20 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     allow_data_loss = top.flag("allow_data_loss", d["allow_data_loss"])
     docker = parse_docker(top.section("docker"), backend)
     aws = parse_aws(top.section("aws"), backend)
+    if aws is not None:
+        check_pins(aws, postgres.version)
     pooler = parse_pooler(top.section("pooler"), postgres)
     backup = parse_backup(top.section("backup"), backend, aws.region if aws else None)
     monitoring = parse_monitoring(top.section("monitoring"))
     timescaledb = parse_timescaledb(top.section("timescaledb"))
+    rotation = top.int("rotation", d["rotation"], 0, 1_000_000)
     top.finish()
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                           replicas=replicas, state_dir=state_dir, tenants=tenants,
                           docker=docker, aws=aws, pooler=pooler, backup=backup,
                           monitoring=monitoring, tenant_quota=tenant_quota,
-                          allow_data_loss=allow_data_loss, timescaledb=timescaledb)
+                          allow_data_loss=allow_data_loss, timescaledb=timescaledb,
+                          rotation=rotation)
 
 
 def decode(values: Mapping[str, Any]) -> dict[str, Any]:

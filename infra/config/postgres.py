@@ -23,6 +23,7 @@ _PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 RESERVED_PARAMS = frozenset({
     "port", "listen_addresses", "unix_socket_directories", "hba_file", "data_directory",
     "password_encryption", "archive_command", "archive_mode", "wal_level",
+    "max_slot_wal_keep_size",
 })
 
 
@@ -42,6 +43,9 @@ class PostgresSettings:
     maintenance_work_mem: str = "64MB"
     effective_cache_size: str = "512MB"
     parameters: tuple[tuple[str, str], ...] = ()
+    # Most WAL a replication slot may hold back; a slot past it is invalidated rather
+    # than filling the disk (a removed or stalled replica's slot).
+    max_slot_wal_keep_size: str = "64GB"
 
 
 def _roles(sec: Section, d: PostgresSettings) -> tuple[str, str, str]:
@@ -106,8 +110,10 @@ def parse_postgres(sec: Section) -> PostgresSettings:
         maintenance_work_mem=sec.memory("maintenance_work_mem", d.maintenance_work_mem),
         effective_cache_size=sec.memory("effective_cache_size", d.effective_cache_size),
         parameters=params,
+        max_slot_wal_keep_size=sec.memory("max_slot_wal_keep_size", d.max_slot_wal_keep_size),
     )
-    for own in ("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size"):
+    for own in ("shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size",
+                "max_slot_wal_keep_size"):
         pgparams.check_own_key(own, getattr(settings, own), sec.where(own), version)
     sec.finish()
     return settings
