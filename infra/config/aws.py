@@ -21,7 +21,8 @@ _AWS_ID = {
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _LOGIN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_SSH_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+( [^\n]*)?$")
+_SSH_KEY = re.compile(
+    r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+( [^\n]*)?$")
 _PIN = re.compile(r"^[A-Za-z0-9.+~:-]+$")
 # What user-data installs on every host; each must be pinned in `aws.package_versions`,
 # so a rebuilt host gets the versions the running ones have (docs/day2.md).

@@ -241,6 +241,12 @@ def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) ->
         out.actions.append("daemon-reload")
     if files_only:
         return out
+    state = _state(host)
+    if not state:
+        # The first full run (a new or rebuilt host, after a --files-only run wrote the
+        # files): every unit gets what its files need, as if they had all just changed.
+        for item in bundle["files"]:
+            actions += [a for a in item.get("then", []) if a not in actions]
     spec = bundle["postgres"]
     pg = Postgres(host, spec)
     unit = spec["unit"]
@@ -259,15 +265,16 @@ def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) ->
             host.run(["systemctl", "restart", unit], None)
             out.actions.append(f"restart {unit} ({', '.join(pending)})")
     pg.wait_ready()
-    state = _state(host)
     primary = not pg.in_recovery()
     if primary and bundle.get("sql"):
-        if state.get("sql") != digest(bundle["sql"]) or not state:
+        if state.get("sql") != digest(bundle["sql"]):
             pg.script(bundle["sql"])
             out.sql = True
         out.slots = converge_slots(pg, bundle.get("slots") or [])
     for action in actions:
         verb, _, name = action.partition(":")
+        if verb == "reload" and f"restart:{name}" in actions:
+            continue  # the restart reads the new files too
         if name and name != unit and verb in ("reload", "restart"):
             host.run(["systemctl", "reload-or-restart" if verb == "reload" else "restart",
                       name], None)
