@@ -12,6 +12,7 @@ in place, with their own `then` actions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from infra import roles
@@ -126,6 +127,7 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
     """The JSON bundle of one host (see infra/hostagent/apply.py for what it means)."""
     assert cfg.aws is not None
     pg = cfg.postgres
+    host = dataclasses.replace(host, primary_host=addresses.primary if host.replica else "")
     rendered = ud.host_files(cfg, host, addresses.replicas, addresses.own)
     then = {
         f"{ud.CONF_DIR}/postgresql.conf": reload_postgres(),

@@ -65,6 +65,7 @@ class AwsSettings:
 
     def pins(self, pg_version: int) -> tuple[tuple[str, str], ...]:
         """(package, version) for every package the hosts install, in install order."""
+        check_pins(self, pg_version)
         found = dict(self.package_versions)
         return tuple((name, found[name]) for name in
                      (p.format(v=pg_version) for p in PACKAGES))

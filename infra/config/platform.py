@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from infra.config.aws import AwsSettings, check_pins, parse_aws
+from infra.config.aws import AwsSettings, parse_aws
 from infra.config.backup import BackupSettings, parse_backup
 from infra.config.docker import DockerSettings, parse_docker
 from infra.config.monitoring import MonitoringSettings, parse_monitoring
@@ -90,8 +90,6 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     allow_data_loss = top.flag("allow_data_loss", d["allow_data_loss"])
     docker = parse_docker(top.section("docker"), backend)
     aws = parse_aws(top.section("aws"), backend)
-    if aws is not None:
-        check_pins(aws, postgres.version)
     pooler = parse_pooler(top.section("pooler"), postgres)
     backup = parse_backup(top.section("backup"), backend, aws.region if aws else None)
     monitoring = parse_monitoring(top.section("monitoring"))
