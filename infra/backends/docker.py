@@ -142,7 +142,8 @@ def _healthcheck(command: list[str]) -> docker.ContainerHealthcheckArgs:
 def _passwords(cfg: PlatformConfig, child: pulumi.ResourceOptions) -> PasswordOutputs:
     pg = cfg.postgres
     names = (pg.owner_role, pg.app_role, pg.replication_role, cfg.pooler.admin_user)
-    pws = [Password(f"{name}-password", opts=child).value for name in names]
+    pws = [Password(f"{name}-password", rotation=cfg.rotation, opts=child).value
+           for name in names]
     return PasswordOutputs(*pws)
 
 
