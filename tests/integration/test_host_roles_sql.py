@@ -55,7 +55,7 @@ def test_script_makes_the_roles_of_the_security_model(server: RunningServer) -> 
     run_script(server, OLD)        # idempotent: a second run changes nothing, fails nothing
     pg = CFG.postgres
     with psycopg.connect(server.superuser_dsn(), autocommit=True) as conn:
-        rows = dict(conn.execute(
+        rows: dict[str, tuple[str, ...]] = dict(conn.execute(
             "SELECT rolname, (rolsuper, rolbypassrls, rolreplication, rolcreatedb) "
             "FROM pg_roles WHERE rolname = ANY(%s)",
             ([pg.owner_role, pg.app_role, pg.replication_role, roles.MONITOR,

@@ -330,7 +330,7 @@ def test_outputs_verify_the_stacks_ca(prod: cm.Run) -> None:
     assert out["ca_cert"] == "ca-cert-tls-ca"
     for name in ("primary_dsn", "app_dsn", "pooler_dsn", "pooler_admin_dsn"):
         info = conninfo_to_dict(out[name])
-        assert info["sslmode"] == "verify-full" and info["sslrootcert"].endswith("ca.crt")
+        assert info["sslmode"] == "verify-full" and str(info["sslrootcert"]).endswith("ca.crt")
     primary = conninfo_to_dict(out["primary_dsn"])
     assert primary["user"] == "platform_owner"    # the schema step runs as the owner
     pooler = conninfo_to_dict(out["pooler_dsn"])

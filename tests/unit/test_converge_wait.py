@@ -25,7 +25,7 @@ class Bucket:
     def __init__(self, timeline: list[dict[str, dict[str, Any]]]) -> None:
         self.timeline, self.step = timeline, 0
 
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 (boto3's)
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
         now = self.timeline[min(self.step, len(self.timeline) - 1)]
         if Key not in now:
             raise NoSuchKeyError(Key)
@@ -67,7 +67,7 @@ def test_waits_until_every_host_reports_the_new_version() -> None:
 
 def test_a_host_that_failed_is_named_with_its_error() -> None:
     failed = {"version": "v2", "ok": False, "error": "psql exited 2: FATAL"}
-    with pytest.raises(ProcessError, match="host replica-1 failed to apply .*FATAL"):
+    with pytest.raises(ProcessError, match=r"host replica-1 failed to apply .*FATAL"):
         wait([{P: ok("v2"), R: failed}])
 
 

@@ -186,7 +186,7 @@ def test_a_server_that_never_comes_up_fails_with_a_message(tmp_path: Path) -> No
                 raise apply.ApplyError("no response")
             return super().__call__(cmd, stdin)
 
-    with pytest.raises(apply.ApplyError, match="not accepting connections .* after 300 s"):
+    with pytest.raises(apply.ApplyError, match=r"not accepting connections .* after 300 s"):
         apply.converge(bundle(), host(tmp_path, Down()))
 
 
