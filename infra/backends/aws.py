@@ -112,12 +112,6 @@ def passwords(cfg: PlatformConfig,
             for key, role in names.items()}
 
 
-def _all(pws: dict[str, pulumi.Output[str]]) -> pulumi.Output[bundle.CloudPasswords]:
-    keys = list(pws)
-    return pulumi.Output.secret(pulumi.Output.all(*pws.values()).apply(
-        lambda v: bundle.CloudPasswords(**dict(zip(keys, v, strict=True)))))
-
-
 def _plain_user_data(text: str) -> str | None:
     return text if fits(text) else None
 
@@ -249,7 +243,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     ca = StackCa("tls-ca", cfg.stack, opts=child)
     ca_file = str(state_dir(cfg) / "ca.crt")
     ca_local = CaFile("tls-ca-file", ca_file, ca, opts=child)
-    hosts = _Hosts(cfg, settings, parent, sg, _all(pws), backups, ca)
+    hosts = _Hosts(cfg, settings, parent, sg, bundle.cloud_passwords(pws), backups, ca)
     hosts.versions = {}
     names = [Host(replica=i, volume_id="", secret_id="") for i in range(cfg.replicas + 1)]
     enis = [hosts.interface(h.name, h.replica) for h in names]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import pulumi
+
 from infra import roles
 from infra.backends import aws_userdata as ud
 from infra.backends.converge import status_key
@@ -64,6 +66,13 @@ class HostAddresses:
     own: str
     primary: str
     replicas: tuple[str, ...]
+
+
+def cloud_passwords(pws: dict[str, pulumi.Output[str]]) -> pulumi.Output[CloudPasswords]:
+    """One secret Output with every password, keyed as CloudPasswords' fields."""
+    keys = list(pws)
+    return pulumi.Output.secret(pulumi.Output.all(*pws.values()).apply(
+        lambda v: CloudPasswords(**dict(zip(keys, v, strict=True)))))
 
 
 def bootstrap_spec(cfg: PlatformConfig, pw: CloudPasswords) -> roles.Bootstrap:

@@ -20,7 +20,9 @@ import json
 import time
 from typing import Any
 
+import psycopg
 import pulumi
+from psycopg.conninfo import conninfo_to_dict
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from infra.errors import ProcessError
@@ -82,9 +84,6 @@ def wait_for_hosts(props: dict[str, Any], *, client: Any = None,
 def wait_for_login(dsn: str, timeout: float, *, sleep: Any = time.sleep,
                    clock: Any = time.monotonic) -> None:
     """Retry a TLS login until it works or `timeout` passes; the error names the host."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
     deadline = clock() + timeout
     while True:
         try:
