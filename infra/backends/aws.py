@@ -143,6 +143,8 @@ class _Hosts:
         self.cfg, self.settings, self.sg, self.every = cfg, settings, sg, every
         self.backups, self.ca, self.parent = backups, ca, parent
         self.opts = pulumi.ResourceOptions(parent=parent)
+        self.versions: dict[str, pulumi.Output[str]] = {}   # host -> its bundle's version
+        self.primary_ip: pulumi.Output[str] = pulumi.Output.from_input("")
 
     def subnet(self, replica: int) -> str:
         return self.settings.subnet_ids[replica % len(self.settings.subnet_ids)]
@@ -169,8 +171,6 @@ class _Hosts:
         self.versions[name] = value.apply(version_of)
         return secret(f"{name}-files", cfg, value, f"pg-platform {name} host config bundle",
                       _tags(cfg, name), self.opts)
-
-    versions: dict[str, pulumi.Output[str]]
 
     def instance(self, host: Host, eni: aws.ec2.NetworkInterface,
                  secret_id: pulumi.Output[str],
@@ -215,8 +215,6 @@ class _Hosts:
                 delete_before_replace=True)))
         return [inst, attachment]
 
-    primary_ip: pulumi.Output[str]
-
 
 def _dsn(host: pulumi.Input[str], port: int, user: str, password: pulumi.Input[str],
          database: str, ca_file: str) -> pulumi.Output[str]:
@@ -244,7 +242,6 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     ca_file = str(state_dir(cfg) / "ca.crt")
     ca_local = CaFile("tls-ca-file", ca_file, ca, opts=child)
     hosts = _Hosts(cfg, settings, parent, sg, bundle.cloud_passwords(pws), backups, ca)
-    hosts.versions = {}
     names = [Host(replica=i, volume_id="", secret_id="") for i in range(cfg.replicas + 1)]
     enis = [hosts.interface(h.name, h.replica) for h in names]
     ips = [e.private_ip for e in enis]

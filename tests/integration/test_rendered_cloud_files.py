@@ -148,8 +148,9 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
         os.chmod(auth, 0o644)
         port = hostctl.free_port()
         tls = write_tls(tmp)
-        real_tls = {ud.TLS.cert_file: tls.cert_file, ud.TLS.key_file: tls.key_file,
-                    ud.TLS.ca_file: tls.ca_file}
+        real_tls = {host.cert_file: tls.cert_file for host in (ud.TLS, dk.POOLER_TLS)}
+        real_tls.update({host.key_file: tls.key_file for host in (ud.TLS, dk.POOLER_TLS)})
+        real_tls.update({host.ca_file: tls.ca_file for host in (ud.TLS, dk.POOLER_TLS)})
         for path in real_tls.values():
             os.chmod(path, 0o644)     # pgbouncer runs as the service user here
         inis = {
@@ -193,8 +194,10 @@ def test_boot_scripts_parse_in_bash(prod: config.PlatformConfig,
                                   input=files[ud.APPLIER],
                                   capture_output=True, text=True, timeout=30)
         assert compiled.returncode == 0, compiled.stderr
-        scripts.append(dk.server_files(dev, dev.docker or DockerSettings(), replica)[
-            "/etc/pg-platform/start.sh"])
+        docker_files = dk.server_files(dev, dev.docker or DockerSettings(), replica)
+        scripts.append(docker_files["/etc/pg-platform/start.sh"])
+        if not replica:
+            scripts.append(docker_files["/etc/pg-platform/finish-init.sh"])
     for script in [*scripts, "if then fi\n"]:
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True,
                                 timeout=30)

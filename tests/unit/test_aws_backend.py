@@ -197,6 +197,14 @@ def test_user_data_holds_identity_packages_and_applier_only(prod: cm.Run) -> Non
         assert "OnUnitInactiveSec" in files["/etc/systemd/system/pg-platform-apply.timer"]
 
 
+def test_user_data_fits_ec2s_limit(prod: cm.Run) -> None:
+    """16 KiB before base64; past it the same document goes gzip-compressed."""
+    for inst in prod.mocks.of_type(INSTANCE):
+        packed = inst.get("userDataBase64")
+        raw = base64.b64decode(packed) if packed else inst.get("userData").encode()
+        assert len(raw) <= ud.USER_DATA_LIMIT, inst.name
+
+
 def test_unpinned_packages_are_refused_naming_them() -> None:
     raw = {**RAW, "aws": {**RAW["aws"], "package_versions": {"pgbouncer": "1.18.0-1"}}}
     with pytest.raises(ConfigError, match="package_versions: no version for postgresql-15"):

@@ -132,3 +132,26 @@ def test_rotation_reaches_database_pooler_passfiles_and_secret_store(base: cm.Ru
         assert json.loads(before)["password"] != json.loads(now)["password"]
         assert json.loads(now)["password"] == after.mocks.password(role)
     assert cm.plain(after.outputs["app_dsn"]) != cm.plain(base.outputs["app_dsn"])
+
+
+def _dev(raw: dict[str, Any]) -> dict[str, Any]:
+    """The same settings for the dev stack: no aws section, a posix repository."""
+    out = {k: copy.deepcopy(v) for k, v in raw.items() if k != "aws"}
+    out["backup"] = {k: v for k, v in out.get("backup", {}).items() if k != "s3"}
+    return out
+
+
+DEV_CHANGES = {name: _dev(raw) for name, raw in CHANGES.items() if name != "an SSH key"}
+DEV_BASE = _dev(RAW)
+
+
+@pytest.mark.parametrize("change", sorted(DEV_CHANGES))
+def test_dev_keeps_its_volumes(change: str) -> None:
+    """Dev converges by replacing containers (deleted first); its data volumes stay."""
+    before, after = cm.run(DEV_BASE, "dev"), cm.run(DEV_CHANGES[change], "dev")
+    old = {r.name: r for r in before.mocks.of_type("docker:index/volume:Volume")}
+    new = {r.name: r for r in after.mocks.of_type("docker:index/volume:Volume")}
+    for name in set(old) & set(new):
+        for key in ("name", "driver", "driverOpts", "labels"):
+            assert old[name].get(key) == new[name].get(key), (change, name, key)
+    assert {"primary-volume", "backup-volume", "replica-1-volume"} <= set(old) & set(new)
