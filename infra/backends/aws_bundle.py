@@ -36,6 +36,11 @@ from infra.render.roles_sql import bootstrap_script
 EXPORTER_UNIT = "prometheus-postgres-exporter.service"
 EXPORTER_DEFAULTS = "/etc/default/prometheus-postgres-exporter"
 EXPORTER_PASSFILE = "/var/lib/prometheus/.pgpass"
+BOUNCER_EXPORTER_UNIT = "prometheus-pgbouncer-exporter.service"
+BOUNCER_EXPORTER_CONF = "/etc/prometheus-pgbouncer-exporter.conf"
+BOUNCER_EXPORTER_DROP_IN = ("/etc/systemd/system/prometheus-pgbouncer-exporter.service.d/"
+                            "pg-platform.conf")
+BOUNCER_EXPORTER_PASSFILE = f"{ud.SECRET_DIR}/pgbouncer-exporter.pgpass"
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,29 @@ def _exporter_files(cfg: PlatformConfig, pw: CloudPasswords,
     ]
 
 
+def _pooler_exporter_files(cfg: PlatformConfig, pw: CloudPasswords,
+                           addresses: HostAddresses) -> list[BundleFile]:
+    """Debian's PgBouncer exporter (runs as postgres) on the admin console over verified
+    TLS; libpq reads the admin password from a passfile named in the unit, not argv/env."""
+    restart = (f"restart:{BOUNCER_EXPORTER_UNIT}",)
+    conf = ("# Rendered by pg-platform (infra/backends/aws_bundle.py). Do not edit.\n"
+            f"port = 9127\nhost = 0.0.0.0\npgbouncer-host = {addresses.own}\n"
+            f"pgbouncer-port = {cfg.pooler.port}\npgbouncer-user = {cfg.pooler.admin_user}\n"
+            "licence-location = /usr/share/doc/prometheus-pgbouncer-exporter/copyright\n")
+    drop_in = ("# Rendered by pg-platform (infra/backends/aws_bundle.py). Do not edit.\n"
+               f"[Service]\nEnvironment=PGPASSFILE={BOUNCER_EXPORTER_PASSFILE} "
+               f"PGSSLMODE=verify-full PGSSLROOTCERT={ud.TLS.ca_file}\n")
+    return [
+        BundleFile(BOUNCER_EXPORTER_CONF, conf, "root", "0644", restart),
+        BundleFile(BOUNCER_EXPORTER_DROP_IN, drop_in, "root", "0644",
+                   ("daemon-reload", *restart)),
+        BundleFile(BOUNCER_EXPORTER_PASSFILE, pgpass([(addresses.own, str(cfg.pooler.port),
+                                                       "pgbouncer", cfg.pooler.admin_user,
+                                                       pw.pooler_admin)]),
+                   "postgres", "0600", restart),
+    ]
+
+
 def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
                 pw: CloudPasswords, tls: HostTls, bucket: str) -> str:
     """The JSON bundle of one host (see infra/hostagent/apply.py for what it means)."""
@@ -163,7 +191,8 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
         files.append(BundleFile(ud.AUTH_FILE, userlist_txt(users), "postgres", "0600",
                                 (f"reload:{PGBOUNCER_UNIT}",)))
         sql = bootstrap_script(bootstrap_spec(cfg, pw))
-        enable.insert(0, PGBOUNCER_UNIT)
+        files += _pooler_exporter_files(cfg, pw, addresses)
+        enable[:0] = [PGBOUNCER_UNIT, BOUNCER_EXPORTER_UNIT]
     files += extra_files(cfg, host, addresses)
     postgres = {"unit": POSTGRES_UNIT, "socket_dir": ud.SOCKET_DIR, "port": pg.port,
                 "os_user": "postgres"}

@@ -440,3 +440,22 @@ def test_data_volumes_are_protected_and_retained(cfg: config.PlatformConfig) -> 
     assert opts.protect is True and opts.retain_on_delete is True
     loose = volume_options(config.load({**RAW, "allow_data_loss": True}, "prod"), parent, guard)
     assert loose.protect is False and loose.retain_on_delete is True
+
+
+def test_exporters_log_in_as_their_roles_over_tls_with_passfiles(prod: cm.Run) -> None:
+    addr = ips(prod)
+    for i, host in enumerate(("primary", "replica-1", "replica-2")):
+        files = bundle_files(prod, host)
+        defaults = files["/etc/default/prometheus-postgres-exporter"]["content"]
+        assert f"host={addr[i]} " in defaults and f"user={roles.MONITOR} " in defaults
+        assert "sslmode=verify-full" in defaults and "password" not in defaults
+        passfile = files["/var/lib/prometheus/.pgpass"]
+        assert passfile["owner"] == "prometheus" and passfile["mode"] == "0600"
+        assert prod.mocks.password(roles.MONITOR) in passfile["content"]
+    primary = bundle_files(prod, "primary")
+    conf = primary["/etc/prometheus-pgbouncer-exporter.conf"]["content"]
+    assert f"pgbouncer-host = {addr[0]}\n" in conf and "password" not in conf
+    assert "PGSSLMODE=verify-full" in primary[
+        "/etc/systemd/system/prometheus-pgbouncer-exporter.service.d/pg-platform.conf"]["content"]
+    assert "prometheus-pgbouncer-exporter.service" in bundle(prod, "primary")["enable"]
+    assert "/etc/prometheus-pgbouncer-exporter.conf" not in bundle_files(prod, "replica-1")

@@ -10,6 +10,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import config, render, scram
+from infra import errors as config_errors
 from infra.backends import docker as backend
 from infra.backends.local_layout import state_dir
 from policy import validators
@@ -296,3 +297,13 @@ def test_a_rotation_reaches_roles_userlist_and_passfiles() -> None:
     assert "finish-init.sh" in start
     assert ({v.get("name") for v in before.mocks.of_type("docker:index/volume:Volume")}
             == {v.get("name") for v in after.mocks.of_type("docker:index/volume:Volume")})
+
+
+def test_an_image_pinned_by_digest_is_used_as_given_and_a_bad_digest_refused() -> None:
+    pinned = "timescale/timescaledb-ha:pg15@sha256:" + "ab" * 32
+    run = cm.run({**RAW, "docker": {**RAW["docker"], "image": pinned}}, "dev")
+    assert run.mocks.of_type("docker:index/remoteImage:RemoteImage")[0].get("name") == pinned
+    assert backend.BACKEND.versions(config.load(
+        {**RAW, "docker": {**RAW["docker"], "image": pinned}}, "dev")) == (15,)
+    with pytest.raises(config_errors.ConfigError, match=r"docker.image=.*@sha256"):
+        config.load({**RAW, "docker": {**RAW["docker"], "image": pinned[:-2]}}, "dev")
