@@ -64,6 +64,10 @@ def wait_for_hosts(props: dict[str, Any], *, client: Any = None,
                 continue
             if status.get("version") == version and status.get("ok"):
                 del pending[host]
+            elif status.get("version") == version and status.get("phase") == "setup":
+                # pgp-setup retries by itself (a replica waiting for its primary, a
+                # mirror down): keep waiting, and name the error if time runs out.
+                last[host] = f"setup failing: {status.get('error')}"
             elif status.get("version") == version:
                 raise ProcessError(f"host {host} failed to apply bundle {version[:12]}: "
                                    f"{status.get('error')}; see journalctl -u "

@@ -91,3 +91,12 @@ def test_login_wait_names_the_host_and_the_route() -> None:
                                 clock=lambda: t[0])
     assert "127.0.0.1:1" in str(err.value) and "platform_owner" in str(err.value)
     assert "route" in str(err.value)
+
+
+def test_a_setup_failure_is_waited_out_and_named_at_the_timeout() -> None:
+    setup = {"version": "v2", "ok": False, "phase": "setup",
+             "error": "pgp-setup line 80 exited 1"}
+    clock = wait([{P: ok("v2"), R: setup}, {P: ok("v2"), R: ok("v2")}])
+    assert clock.t == converge.POLL_SECONDS     # the unit retried and succeeded
+    with pytest.raises(ProcessError, match=r"replica-1 \(setup failing: pgp-setup line 80"):
+        wait([{P: ok("v2"), R: setup}])

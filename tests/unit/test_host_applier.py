@@ -210,3 +210,14 @@ def test_the_applier_imports_nothing_from_the_project() -> None:
     text = Path(apply.__file__).read_text()
     assert "from infra" not in text and "import infra" not in text
     assert os.access(apply.__file__, os.R_OK)
+
+
+def test_setup_failure_is_reported_as_setup(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle()))
+    reports: list[dict[str, object]] = []
+    monkeypatch.setattr(apply, "report", lambda _b, status: reports.append(status))
+    assert apply.main(["--bundle-file", str(path), "--report-setup-failure", "line 9"]) == 0
+    assert reports[0]["phase"] == "setup" and reports[0]["ok"] is False
+    assert reports[0]["version"] == bundle()["version"]
