@@ -39,7 +39,7 @@ POOLER_AUTH = "pgbouncer_auth"
 SUPERUSER_EXTENSIONS = ("pg_stat_statements", "postgis", "timescaledb")
 # Large-object creation is open to PUBLIC by default: a tenant could store
 # data outside its schema, unseen by its quotas and by RLS.
-_LO_FUNCTIONS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)",
+LO_FUNCTIONS = ("lo_creat(integer)", "lo_create(oid)", "lo_from_bytea(oid, bytea)",
                  "lo_import(text)", "lo_import(text, oid)")
 
 _COMMON = "NOSUPERUSER NOBYPASSRLS"
@@ -156,7 +156,7 @@ def cluster_step(conn: psycopg.Connection[Any], spec: Bootstrap) -> None:
 def database_step(conn: psycopg.Connection[Any], spec: Bootstrap) -> None:
     """Inside the platform database, still as the superuser: extensions and revokes."""
     conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    for fn in _LO_FUNCTIONS:
+    for fn in LO_FUNCTIONS:
         conn.execute(f"REVOKE EXECUTE ON FUNCTION pg_catalog.{fn} FROM PUBLIC")
     preload = str(conn.execute("SHOW shared_preload_libraries").fetchone()[0])  # type: ignore[index]
     available = {str(r[0]) for r in conn.execute(

@@ -1,16 +1,17 @@
 """The aws backend (stack prod): EC2 hosts in an existing VPC, backups in S3.
 
 A security group that admits the database and pooler ports only from the
-configured CIDRs and security groups (and replication between its own
-members); a primary and its replicas, each with IMDSv2 required, an encrypted
-root volume and a separate encrypted gp3 data volume; cloud-init user-data
-that installs and configures everything from the shared renderings; the backup
-bucket, the instance role and the secrets (see aws_storage).
+configured CIDRs and security groups (SSH and the exporters from their own
+CIDRs only); a primary and its replicas, each with IMDSv2 required, its own
+instance role, an encrypted root volume and a separate, protected, encrypted
+gp3 data volume; the backup bucket and the secrets (see aws_storage).
 
-Secrets never travel in user-data: each host's secret files sit in a Secrets
-Manager bundle that cloud-init fetches at boot with the instance role
-(see aws_userdata). The user-data itself is therefore plain, and stays
-reviewable in `pulumi preview`.
+Hosts converge in place (docs/day2.md): user-data is the same on every day-2
+change (aws_userdata), and everything that changes reaches a running host as
+its versioned config bundle in its own Secrets Manager secret (aws_bundle),
+which the host pulls and applies. `pulumi up` then waits until every host
+reports the new version (converge.HostsConverged), or fails naming the host.
+TLS everywhere: one CA per stack, one certificate per host (infra/cloud_tls).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import cast
 import pulumi
 import pulumi_aws as aws
 
+from infra import dsn, roles
+from infra.backends import aws_bundle as bundle
 from infra.backends import rendered_checks
 from infra.backends.aws_storage import (
     bucket,
@@ -34,15 +37,17 @@ from infra.backends.aws_userdata import (
     fits,
     gzip_base64,
     host_files,
-    secret_bundle,
     testinfra_hosts,
     user_data,
 )
+from infra.backends.aws_volumes import VolumeGuard, volume_options
 from infra.backends.base import Endpoints, LocalFiles
-from infra.backends.cloud_files import PasswordOutputs, dsn
-from infra.config import AwsSettings, PlatformConfig
+from infra.backends.converge import HostsConverged, status_key
+from infra.backends.host_bundle import version_of
+from infra.backends.local_layout import state_dir
+from infra.cloud_tls import CaFile, HostCertificate, StackCa
+from infra.config import AwsSettings, PlatformConfig, exporter_ports
 from infra.passwords import Password
-from infra.render.roles import Passwords
 
 
 def _tags(cfg: PlatformConfig, name: str) -> dict[str, str]:
@@ -50,26 +55,36 @@ def _tags(cfg: PlatformConfig, name: str) -> dict[str, str]:
             "managed-by": "pulumi"}
 
 
+def _ingress(sg: aws.ec2.SecurityGroup, label: str, port: int, cidrs: tuple[str, ...],
+             child: pulumi.ResourceOptions) -> None:
+    for i, cidr in enumerate(cidrs):
+        v6 = ":" in cidr
+        aws.vpc.SecurityGroupIngressRule(
+            f"{label}-from-cidr-{i}", security_group_id=sg.id, ip_protocol="tcp",
+            from_port=port, to_port=port, cidr_ipv6=cidr if v6 else None,
+            cidr_ipv4=None if v6 else cidr, description=f"{label} from {cidr}", opts=child)
+
+
 def security_group(cfg: PlatformConfig, settings: AwsSettings,
                    opts: pulumi.ResourceOptions) -> aws.ec2.SecurityGroup:
-    """Ingress on 5432/6432 from allowed sources only; egress for packages, S3, secrets."""
+    """Ingress on 5432/6432 from allowed sources only, SSH from `ssh_cidrs`, the exporters
+    from `prometheus_cidrs`; egress for packages, S3 and secrets."""
     sg = aws.ec2.SecurityGroup(
         "db-sg", vpc_id=settings.vpc_id, tags=_tags(cfg, "db"),
         description=f"pg-platform {cfg.stack}: PostgreSQL and PgBouncer", opts=opts)
     child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=sg))
     ports = {"pg": cfg.postgres.port, "pooler": cfg.pooler.port}
     for label, port in ports.items():
-        for i, cidr in enumerate(settings.allowed_cidrs):
-            v6 = ":" in cidr
-            aws.vpc.SecurityGroupIngressRule(
-                f"{label}-from-cidr-{i}", security_group_id=sg.id, ip_protocol="tcp",
-                from_port=port, to_port=port, cidr_ipv6=cidr if v6 else None,
-                cidr_ipv4=None if v6 else cidr, description=f"{label} from {cidr}", opts=child)
+        _ingress(sg, label, port, settings.allowed_cidrs, child)
         for group in settings.allowed_security_groups:
             aws.vpc.SecurityGroupIngressRule(
                 f"{label}-from-{group}", security_group_id=sg.id, ip_protocol="tcp",
                 from_port=port, to_port=port, referenced_security_group_id=group,
                 description=f"{label} from {group}", opts=child)
+    _ingress(sg, "ssh", 22, settings.ssh_cidrs, child)
+    for label, port in zip(("pg-exporter", "pgbouncer-exporter"), exporter_ports(cfg),
+                           strict=True):
+        _ingress(sg, label, port, settings.prometheus_cidrs, child)
     # Members reach each other: replication, and PgBouncer's read-only pool on replicas.
     aws.vpc.SecurityGroupIngressRule(
         "pg-from-members", security_group_id=sg.id, ip_protocol="tcp",
@@ -88,10 +103,15 @@ def security_group(cfg: PlatformConfig, settings: AwsSettings,
     return sg
 
 
-def _passwords(cfg: PlatformConfig, child: pulumi.ResourceOptions) -> PasswordOutputs:
+def passwords(cfg: PlatformConfig,
+              child: pulumi.ResourceOptions) -> dict[str, pulumi.Output[str]]:
+    """Every generated password by role; `pg-platform:rotation` bumps give new ones."""
     pg = cfg.postgres
-    names = (pg.owner_role, pg.app_role, pg.replication_role, cfg.pooler.admin_user)
-    return PasswordOutputs(*[Password(f"{n}-password", opts=child).value for n in names])
+    names = {"owner": pg.owner_role, "app": pg.app_role, "replicator": pg.replication_role,
+             "pooler_admin": cfg.pooler.admin_user, "monitor": roles.MONITOR,
+             "tenant_admin": roles.TENANT_ADMIN}
+    return {key: Password(f"{role}-password", rotation=cfg.rotation, opts=child).value
+            for key, role in names.items()}
 
 
 def _plain_user_data(text: str) -> str | None:
@@ -103,8 +123,16 @@ def _packed_user_data(text: str) -> str | None:
     return None if fits(text) else gzip_base64(text)
 
 
+def cert_hosts(ips: list[str], replica: int) -> list[str]:
+    """The names a host's certificate carries: its address and, on a replica, the read-only
+    pool's whole host list, which PgBouncer 1.18 checks literally under verify-full."""
+    if replica and len(ips) > 2:
+        return [ips[replica], ",".join(ips[1:])]
+    return [ips[replica]]
+
+
 class _Hosts:
-    """One host at a time: network interface, secret bundle, data volume, instance.
+    """One host at a time: interface, certificate, bundle, role, data volume, instance.
 
     Each host's interface is made first, so every private address is known before
     any instance exists: replicas name the primary, and the primary's PgBouncer
@@ -112,11 +140,13 @@ class _Hosts:
     """
 
     def __init__(self, cfg: PlatformConfig, settings: AwsSettings, parent: pulumi.Resource,
-                 sg: aws.ec2.SecurityGroup, every: pulumi.Output[Passwords],
-                 bucket_name: pulumi.Output[str]) -> None:
+                 sg: aws.ec2.SecurityGroup, every: pulumi.Output[bundle.CloudPasswords],
+                 backups: aws.s3.BucketV2, ca: StackCa) -> None:
         self.cfg, self.settings, self.sg, self.every = cfg, settings, sg, every
-        self.bucket_name = bucket_name
+        self.backups, self.ca, self.parent = backups, ca, parent
         self.opts = pulumi.ResourceOptions(parent=parent)
+        self.versions: dict[str, pulumi.Output[str]] = {}   # host -> its bundle's version
+        self.primary_ip: pulumi.Output[str] = pulumi.Output.from_input("")
 
     def subnet(self, replica: int) -> str:
         return self.settings.subnet_ids[replica % len(self.settings.subnet_ids)]
@@ -127,30 +157,40 @@ class _Hosts:
             description=f"pg-platform {self.cfg.stack} {name}", tags=_tags(self.cfg, name),
             opts=self.opts)
 
-    def bundle(self, name: str, replica: int,
-               primary_ip: pulumi.Output[str]) -> aws.secretsmanager.Secret:
-        cfg = self.cfg
-        value = pulumi.Output.all(self.every, primary_ip).apply(
-            lambda a: secret_bundle(cfg, a[0], replica, a[1]))
-        return secret(f"{name}-files", cfg, value, f"pg-platform {name} host secret files",
+    def bundle(self, host: Host, ips: pulumi.Output[list[str]]) -> aws.secretsmanager.Secret:
+        """The host's bundle in its own secret; the certificate is the host's own."""
+        cfg, name = self.cfg, host.name
+        cert = HostCertificate(f"{name}-tls", self.ca,
+                               ips.apply(lambda a: cert_hosts(a, host.replica)),
+                               opts=self.opts)
+        value = pulumi.Output.all(self.every, ips, self.backups.bucket, self.ca.ca_cert,
+                                  cert.cert, cert.key).apply(
+            lambda a: bundle.host_bundle(
+                with_bucket(cfg, a[2]), host,
+                bundle.HostAddresses(own=a[1][host.replica], primary=a[1][0],
+                                     replicas=tuple(a[1][1:])),
+                a[0], bundle.HostTls(ca_cert=a[3], cert=a[4], key=a[5]), a[2]))
+        self.versions[name] = value.apply(version_of)
+        return secret(f"{name}-files", cfg, value, f"pg-platform {name} host config bundle",
                       _tags(cfg, name), self.opts)
 
-    def instance(self, name: str, replica: int, eni: aws.ec2.NetworkInterface,
-                 secret_id: pulumi.Output[str], primary_ip: pulumi.Output[str],
-                 replica_ips: list[pulumi.Output[str]],
-                 profile: aws.iam.InstanceProfile) -> aws.ec2.Instance:
-        cfg, s = self.cfg, self.settings
-        az = aws.ec2.get_subnet_output(id=self.subnet(replica)).availability_zone
+    def instance(self, host: Host, eni: aws.ec2.NetworkInterface,
+                 secret_id: pulumi.Output[str],
+                 profile: aws.iam.InstanceProfile) -> list[pulumi.Resource]:
+        cfg, s, name = self.cfg, self.settings, host.name
+        az = aws.ec2.get_subnet_output(id=self.subnet(host.replica)).availability_zone
+        guard = VolumeGuard(f"{name}-data-guard", volume=f"{name}-data",
+                            availability_zone=az, kms_key_id=s.kms_key_arn,
+                            allow_data_loss=cfg.allow_data_loss, opts=self.opts)
         volume = aws.ebs.Volume(
             f"{name}-data", availability_zone=az, size=s.data_volume_gb, type="gp3",
             iops=s.data_volume_iops, throughput=s.data_volume_throughput, encrypted=True,
             kms_key_id=s.kms_key_arn or None, tags=_tags(cfg, f"{name}-data"),
-            opts=self.opts)
-        text = pulumi.Output.all(self.bucket_name, volume.id, secret_id, primary_ip,
-                                 *replica_ips).apply(
-            lambda a: user_data(with_bucket(cfg, a[0]),
-                                Host(replica=replica, volume_id=a[1], secret_id=a[2],
-                                     primary_host=a[3] if replica else ""), tuple(a[4:])))
+            opts=volume_options(cfg, self.parent, guard))
+        text = pulumi.Output.all(volume.id, secret_id, self.primary_ip).apply(
+            lambda a: user_data(cfg, Host(replica=host.replica, volume_id=a[0],
+                                          secret_id=a[1],
+                                          primary_host=a[2] if host.replica else "")))
         # An Output of None leaves the argument unset; the other one carries the text.
         plain = cast("pulumi.Output[str]", text.apply(_plain_user_data))
         packed = cast("pulumi.Output[str]", text.apply(_packed_user_data))
@@ -159,10 +199,9 @@ class _Hosts:
             network_interfaces=[aws.ec2.InstanceNetworkInterfaceArgs(
                 network_interface_id=eni.id, device_index=0)],
             user_data=plain, user_data_base64=packed,
-            # Data lives on its own volume and the address on its own interface, so a
-            # new host takes both over: changed files reach a host by replacement, as
-            # cloud-init runs once per instance.
-            user_data_replace_on_change=True,
+            # User-data never changes on day 2 (it names the host, not its config): the
+            # bundle carries changes to the running host, which is never replaced for them.
+            user_data_replace_on_change=False,
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
                 http_tokens="required", http_endpoint="enabled", http_put_response_hop_limit=1),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
@@ -171,58 +210,82 @@ class _Hosts:
             monitoring=True, tags=_tags(cfg, name),
             opts=pulumi.ResourceOptions.merge(self.opts, pulumi.ResourceOptions(
                 delete_before_replace=True)))
-        aws.ec2.VolumeAttachment(
+        attachment = aws.ec2.VolumeAttachment(
             f"{name}-data-attachment", device_name=DEVICE_NAME, volume_id=volume.id,
             instance_id=inst.id, stop_instance_before_detaching=True,
             opts=pulumi.ResourceOptions.merge(self.opts, pulumi.ResourceOptions(
                 delete_before_replace=True)))
-        return inst
+        return [inst, attachment]
+
+
+def _dsn(host: pulumi.Input[str], port: int, user: str, password: pulumi.Input[str],
+         database: str, ca_file: str) -> pulumi.Output[str]:
+    """Clients verify the server's certificate and address against the stack's CA."""
+    return dsn.output(host=host, port=port, user=user, password=password, dbname=database,
+                      sslmode="verify-full", sslrootcert=ca_file)
 
 
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
-    """Bucket, role, secrets, security group and hosts; returns how to reach them."""
+    """Bucket, secrets, security group, CA and hosts; waits for the hosts to converge."""
     settings = cfg.aws
     if settings is None:
         raise ValueError("the aws backend needs pg-platform:aws settings")
     pg = cfg.postgres
     check_bucket = cfg.backup.s3.bucket if cfg.backup.s3 and cfg.backup.s3.bucket else \
         "pgp-bucket-made-by-up"  # the name the bucket gets is known only after it is made
+    replica_ips = tuple(f"10.0.0.{2 + r}" for r in range(cfg.replicas))
     for i in range(cfg.replicas + 1):
+        host = Host(replica=i, volume_id="", secret_id="", primary_host="10.0.0.1" if i else "")
         rendered_checks.check_files(cfg, f"host-{i}", host_files(
-            with_bucket(cfg, check_bucket),
-            Host(replica=i, volume_id="", secret_id="", primary_host="10.0.0.1" if i else ""),
-            tuple(f"10.0.0.{2 + r}" for r in range(cfg.replicas))))
+            with_bucket(cfg, check_bucket), host, replica_ips,
+            replica_ips[i - 1] if i else "10.0.0.1"))
     child = pulumi.ResourceOptions(parent=parent)
-    pws = _passwords(cfg, child)
-    for role, value in ((pg.owner_role, pws.owner), (pg.app_role, pws.app),
-                        (pg.replication_role, pws.replicator),
-                        (cfg.pooler.admin_user, pws.pooler_admin)):
-        role_secret(role, cfg, value, _tags(cfg, role), child)
+    pws = passwords(cfg, child)
+    pg_names = {"owner": pg.owner_role, "app": pg.app_role, "replicator": pg.replication_role,
+                "pooler_admin": cfg.pooler.admin_user, "monitor": roles.MONITOR,
+                "tenant_admin": roles.TENANT_ADMIN}
+    for key, role in pg_names.items():
+        role_secret(role, cfg, pws[key], _tags(cfg, role), child)
     sg = security_group(cfg, settings, child)
     backups = bucket(cfg, _tags(cfg, "backups"), child)
-    hosts = _Hosts(cfg, settings, parent, sg, pws.all(), backups.bucket)
-    names = ["primary", *[f"replica-{i}" for i in range(1, cfg.replicas + 1)]]
-    enis = [hosts.interface(n, i) for i, n in enumerate(names)]
+    ca = StackCa("tls-ca", cfg.stack, opts=child)
+    ca_file = str(state_dir(cfg) / "ca.crt")
+    ca_local = CaFile("tls-ca-file", ca_file, ca, opts=child)
+    hosts = _Hosts(cfg, settings, parent, sg, bundle.cloud_passwords(pws), backups, ca)
+    names = [Host(replica=i, volume_id="", secret_id="") for i in range(cfg.replicas + 1)]
+    enis = [hosts.interface(h.name, h.replica) for h in names]
     ips = [e.private_ip for e in enis]
-    bundles = [hosts.bundle(n, i, ips[0]) for i, n in enumerate(names)]
-    profile = instance_profile(cfg, backups, bundles, _tags(cfg, "instance"), child)
-    instances = [hosts.instance(n, i, enis[i], bundles[i].arn, ips[0], ips[1:], profile)
-                 for i, n in enumerate(names)]
-    primary_ip = ips[0]
+    hosts.primary_ip = ips[0]
+    all_ips = pulumi.Output.all(*ips).apply(list)
+    made: list[pulumi.Resource] = [ca_local]
+    for h in names:
+        host_secret = hosts.bundle(h, all_ips)
+        profile = instance_profile(cfg, h.name, backups, host_secret,
+                                   status_key(cfg.stack, h.name), _tags(cfg, h.name), child,
+                                   repository=not h.replica)
+        made += [host_secret, *hosts.instance(h, enis[h.replica], host_secret.arn, profile)]
+    owner_dsn = _dsn(ips[0], pg.port, pg.owner_role, pws["owner"], pg.database, ca_file)
+    versions = pulumi.Output.all(*hosts.versions.values()).apply(
+        lambda v: dict(zip(hosts.versions, v, strict=True)))
+    converged = HostsConverged("hosts-converged", stack=cfg.stack, bucket=backups.bucket,
+                               region=settings.region, versions=versions, dsn=owner_dsn,
+                               opts=pulumi.ResourceOptions(parent=parent, depends_on=made))
+    instances = [r for r in made if isinstance(r, aws.ec2.Instance)]
     return Endpoints(
-        primary_dsn=dsn(pg.owner_role, pws.owner, primary_ip, pg.port, pg.database),
-        app_dsn=dsn(pg.app_role, pws.app, primary_ip, pg.port, pg.database),
+        primary_dsn=owner_dsn,
+        app_dsn=_dsn(ips[0], pg.port, pg.app_role, pws["app"], pg.database, ca_file),
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(*[
-            dsn(pg.app_role, pws.app, ip, pg.port, pg.database) for ip in ips[1:]])),
-        pooler_dsn=dsn(pg.app_role, pws.app, primary_ip, cfg.pooler.port, pg.database),
-        pooler_admin_dsn=dsn(cfg.pooler.admin_user, pws.pooler_admin, primary_ip,
-                             cfg.pooler.port, "pgbouncer"),
-        # The hosts do not use TLS yet (issue #17 issues their certificates).
-        ca_cert=pulumi.Output.from_input(""),
+            _dsn(ip, pg.port, pg.app_role, pws["app"], pg.database, ca_file)
+            for ip in ips[1:]])),
+        pooler_dsn=_dsn(ips[0], cfg.pooler.port, pg.app_role, pws["app"], pg.database, ca_file),
+        pooler_admin_dsn=_dsn(ips[0], cfg.pooler.port, cfg.pooler.admin_user,
+                              pws["pooler_admin"], "pgbouncer", ca_file),
+        ca_cert=ca.ca_cert,
         primary_id=instances[0].id,
         testinfra_hosts=pulumi.Output.all(backups.bucket, *ips).apply(
             lambda a: testinfra_hosts(with_bucket(cfg, a[0]), list(a[1:]))),
-        ready=[instances[0]],
+        ready=[converged],
+        monitor_dsn=_dsn(ips[0], pg.port, roles.MONITOR, pws["monitor"], pg.database, ca_file),
     )
 
 

@@ -3,8 +3,8 @@
 Least privilege is the point of this module: the bucket is private, versioned,
 encrypted and TLS-only; the instance role may touch only the pgBackRest
 repository path in it (the policy pgBackRest documents) and read only the
-hosts' own secret bundles, never the per-role password secrets, which exist for
-operators and applications.
+host's own secret bundle (one role per host), never the per-role password
+secrets, which exist for operators and applications.
 """
 
 from __future__ import annotations
@@ -84,20 +84,26 @@ def bucket(cfg: PlatformConfig, tags: dict[str, str],
     return b
 
 
-def instance_policy(bucket_arn: str, prefix: str, secret_arns: list[str],
-                    kms_key_arn: str) -> str:
-    """The instance role's only permissions, as pgBackRest documents them for S3."""
+def instance_policy(bucket_arn: str, prefix: str, secret_arn: str, status_key: str,
+                    kms_key_arn: str, *, repository: bool) -> str:
+    """One host's only permissions: its own bundle, its own status object and, on the
+    primary (`repository`), the pgBackRest path as pgBackRest documents it for S3."""
     statements: list[dict[str, Any]] = [
-        {"Sid": "ListRepoRoot", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": bucket_arn,
-         "Condition": {"StringEquals": {"s3:prefix": ["", prefix], "s3:delimiter": ["/"]}}},
-        {"Sid": "ListRepo", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": bucket_arn, "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}},
-        {"Sid": "RepoObjects", "Effect": "Allow", "Action": _S3_OBJECT_ACTIONS,
-         "Resource": f"{bucket_arn}/{prefix}/*"},
-        {"Sid": "HostSecrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-         "Resource": sorted(secret_arns)},
+        {"Sid": "OwnBundle", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": secret_arn},
+        {"Sid": "OwnStatus", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": f"{bucket_arn}/{status_key}"},
     ]
+    if repository:
+        statements += [
+            {"Sid": "ListRepoRoot", "Effect": "Allow", "Action": "s3:ListBucket",
+             "Resource": bucket_arn,
+             "Condition": {"StringEquals": {"s3:prefix": ["", prefix], "s3:delimiter": ["/"]}}},
+            {"Sid": "ListRepo", "Effect": "Allow", "Action": "s3:ListBucket",
+             "Resource": bucket_arn, "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}}},
+            {"Sid": "RepoObjects", "Effect": "Allow", "Action": _S3_OBJECT_ACTIONS,
+             "Resource": f"{bucket_arn}/{prefix}/*"},
+        ]
     if kms_key_arn:
         statements.append({"Sid": "UseKey", "Effect": "Allow",
                            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
@@ -105,25 +111,28 @@ def instance_policy(bucket_arn: str, prefix: str, secret_arns: list[str],
     return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
 
-def instance_profile(cfg: PlatformConfig, b: aws.s3.BucketV2,
-                     host_secrets: list[aws.secretsmanager.Secret], tags: dict[str, str],
-                     opts: pulumi.ResourceOptions) -> aws.iam.InstanceProfile:
+def instance_profile(cfg: PlatformConfig, host: str, b: aws.s3.BucketV2,
+                     host_secret: aws.secretsmanager.Secret, status_key: str,
+                     tags: dict[str, str], opts: pulumi.ResourceOptions,
+                     *, repository: bool) -> aws.iam.InstanceProfile:
+    """One role and profile per host: a replica cannot read the primary's bundle."""
     assert cfg.aws is not None
-    role = aws.iam.Role("instance-role", assume_role_policy=json.dumps({
+    role = aws.iam.Role(f"{host}-role", assume_role_policy=json.dumps({
         "Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
             "Action": "sts:AssumeRole"}]}), tags=tags, opts=opts)
     child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=role))
     prefix, kms = repo_prefix(cfg), cfg.aws.kms_key_arn
-    aws.iam.RolePolicy("instance-policy", role=role.id, policy=pulumi.Output.all(
-        b.arn, *[s.arn for s in host_secrets]).apply(
-            lambda arns: instance_policy(arns[0], prefix, list(arns[1:]), kms)), opts=child)
+    aws.iam.RolePolicy(f"{host}-policy", role=role.id, policy=pulumi.Output.all(
+        b.arn, host_secret.arn).apply(
+            lambda arns: instance_policy(arns[0], prefix, arns[1], status_key, kms,
+                                         repository=repository)), opts=child)
     if cfg.aws.ssm_managed:
-        # Session Manager instead of SSH: no key pairs, no port 22.
+        # Session Manager where the AMI has an agent; SSH keys otherwise (aws.ssh_public_keys).
         aws.iam.RolePolicyAttachment(
-            "instance-ssm", role=role.name,
+            f"{host}-ssm", role=role.name,
             policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", opts=child)
-    return aws.iam.InstanceProfile("instance-profile", role=role.name, tags=tags, opts=child)
+    return aws.iam.InstanceProfile(f"{host}-profile", role=role.name, tags=tags, opts=child)
 
 
 def secret(name: str, cfg: PlatformConfig, value: pulumi.Output[str], description: str,

@@ -1,51 +1,55 @@
-"""Cloud-init user-data for the prod hosts, and the secret files each host fetches at boot.
+"""What each prod host is given: a stable user-data, and the files of its config bundle.
 
-Pure functions of settings and a few provider-computed strings (the primary's
-address, the data volume's id, the secret's ARN), called inside `Output.apply`.
-The user-data carries only non-secret files, the same renderings the local
-stack writes; everything derived from a password goes into the host's Secrets
-Manager bundle instead (`secret_bundle`), which the instance role may read.
-EC2 keeps user-data readable to anyone allowed `ec2:DescribeInstanceAttribute`
-and to every process on the host through the metadata service, which is why
-no secret may land in it.
+User-data is written once per instance and changing it stops the instance, so
+it carries only what never changes on day 2 (docs/day2.md): the host's
+identity (role, data volume, bundle secret, primary's address), the pinned
+packages, the systemd units, the setup script and the applier (pgp-apply).
+Every rendered config file goes into the host's bundle instead
+(infra/backends/aws_bundle.py), which the applier converges in place.
+
+Pure functions of settings and provider-computed strings, called inside
+`Output.apply`. No secret may land in user-data: EC2 shows it to anyone allowed
+`ec2:DescribeInstanceAttribute` and to every process on the host.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
-import json
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from infra import render
 from infra.backends.base import slot_name
 from infra.backends.cloud_files import inventory_entry
+from infra.backends.host_bundle import POSTGRES_UNIT
 from infra.config import PlatformConfig
-from infra.render.backup_timers import backup_timer_files, timer_units
-from infra.render.passfile import host_pgpass
-from infra.render.roles import Passwords, bootstrap_sql, userlist
+from infra.hostagent import apply as applier
+from infra.render.backup_timers import backup_timer_files
 
 USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
 DATA_MOUNT = "/var/lib/postgresql"
-PASSFILE = f"{DATA_MOUNT}/.pgpass"
 CONF_DIR = "/etc/pg-platform"
+SECRET_DIR = f"{CONF_DIR}/secret"
+# On the root volume, never the data volume: it must not land in data snapshots.
+PASSFILE = f"{SECRET_DIR}/pgpass"
 SOCKET_DIR = "/var/run/postgresql"
 PGBACKREST_CONF = f"{CONF_DIR}/pgbackrest.conf"
 DEVICE_NAME = "/dev/sdf"
-# Where pgp-setup installs the pooler's and the schedule's files (templates/pgp-setup.sh.j2).
 POOLER_INI = "/etc/pgbouncer/pgbouncer.ini"
 AUTH_FILE = "/etc/pgbouncer/userlist.txt"
-POSTGRES_UNIT = "pg-platform-postgresql.service"  # templates/cloud-init.yaml.j2
-# The SSH login of the hosts for the testinfra suite: the AMI is Debian 12 (aws.ami),
-# whose cloud images log in as `admin`; the stack settings name no other.
-LOGIN_USER = "admin"
+POOLER_LIMITS = "/etc/systemd/system/pgbouncer.service.d/pg-platform.conf"
+TLS = render.TlsFiles(cert_file=f"{CONF_DIR}/tls/server.crt",
+                      key_file=f"{CONF_DIR}/tls/server.key", ca_file=f"{CONF_DIR}/tls/ca.crt")
+APPLIER = "/usr/local/lib/pg-platform/pgp_apply.py"
+APPLIER_SOURCE = Path(applier.__file__)
 
 
 @dataclass(frozen=True)
 class Host:
-    """What one host's files depend on; `replica` 0 is the primary."""
+    """What one host's user-data depends on; `replica` 0 is the primary."""
 
     replica: int
     volume_id: str
@@ -55,6 +59,10 @@ class Host:
     @property
     def role(self) -> str:
         return "replica" if self.replica else "primary"
+
+    @property
+    def name(self) -> str:
+        return f"replica-{self.replica}" if self.replica else "primary"
 
     @property
     def slot(self) -> str:
@@ -77,64 +85,81 @@ def backup_paths() -> render.BackupPaths:
 
 
 def hba_networks(cfg: PlatformConfig) -> tuple[str, ...]:
-    """The VPC (replicas, clients behind allowed security groups) plus allowed CIDRs."""
+    """The VPC (the pooler's own connection to its primary, replicas, clients behind allowed
+    security groups) plus the allowed CIDRs."""
     assert cfg.aws is not None
     return tuple(dict.fromkeys((cfg.aws.vpc_cidr, *cfg.aws.allowed_cidrs)))
 
 
 def standby(cfg: PlatformConfig, host: Host) -> render.Standby:
     return render.Standby(primary_host=host.primary_host, primary_port=cfg.postgres.port,
-                          user=cfg.postgres.replication_role, slot=host.slot, passfile=PASSFILE)
+                          user=cfg.postgres.replication_role, slot=host.slot, passfile=PASSFILE,
+                          sslrootcert=TLS.ca_file)
 
 
-def pooler_ini(cfg: PlatformConfig, replica_hosts: tuple[str, ...]) -> str:
-    """PgBouncer on the primary host: the local server read-write, replicas read-only."""
+def pooler_ini(cfg: PlatformConfig, primary_host: str, replica_hosts: tuple[str, ...]) -> str:
+    """PgBouncer on the primary host. It reaches its primary at the host's private address,
+    which pg_hba admits (the VPC) and the certificate names, never 127.0.0.1."""
     paths = render.PoolerPaths(auth_file=AUTH_FILE, socket_dir=SOCKET_DIR)
-    targets = render.PoolerTargets(listen_address="0.0.0.0", primary_host="127.0.0.1",
+    targets = render.PoolerTargets(listen_address="0.0.0.0", primary_host=primary_host,
                                    primary_port=cfg.postgres.port, replica_hosts=replica_hosts,
                                    replica_port=cfg.postgres.port)
-    return render.pgbouncer_ini(cfg, paths, targets)
+    return render.pgbouncer_ini(cfg, paths, targets, TLS)
 
 
-def host_files(cfg: PlatformConfig, host: Host,
-               replica_hosts: tuple[str, ...] = ()) -> dict[str, str]:
-    """The non-secret files a host receives, by path (the shared renderings)."""
+def pooler_nofile(cfg: PlatformConfig) -> int:
+    """File descriptors PgBouncer may need: every client, every server connection to the
+    primary and each replica, and some for logs and sockets (Debian's unit gives 1024)."""
+    servers = cfg.postgres.max_connections * (1 + cfg.replicas)
+    return cfg.pooler.max_client_conn + servers + 128
+
+
+def pooler_limits(cfg: PlatformConfig) -> str:
+    return ("# Rendered by pg-platform (infra/backends/aws_userdata.py). Do not edit.\n"
+            "# pooler.max_client_conn plus server connections; Debian's unit leaves 1024.\n"
+            f"[Service]\nLimitNOFILE={pooler_nofile(cfg)}\n")
+
+
+def host_files(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] = (),
+               self_ip: str = "") -> dict[str, str]:
+    """The non-secret rendered files of one host, by the path they are installed at.
+
+    `self_ip` is the host's private address (the primary's PgBouncer dials it).
+    """
     paths = host_paths(cfg, host)
     files = {
         f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
-            cfg, paths, timescaledb=True, listen="0.0.0.0",
+            cfg, paths, timescaledb=True, listen="0.0.0.0", tls=TLS,
             standby=standby(cfg, host) if host.replica else None),
         f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, hba_networks(cfg),
-            ident_map=False, tls=False),
+                                                      ident_map=False, tls=True),
     }
     if not host.replica:
         files[PGBACKREST_CONF] = render.pgbackrest_conf(cfg, paths, backup_paths())
         files.update(backup_timers(cfg))
-        files[f"{CONF_DIR}/pgbouncer.ini"] = pooler_ini(cfg, replica_hosts)
+        files[POOLER_INI] = pooler_ini(cfg, self_ip or host.primary_host or "127.0.0.1",
+                                       replica_hosts)
+        files[POOLER_LIMITS] = pooler_limits(cfg)
     return files
 
 
 def backup_timers(cfg: PlatformConfig) -> dict[str, str]:
-    """The primary's scheduled backups: a systemd timer and service per backup type,
-    written by cloud-init and enabled by pgp-setup (infra/render/backup_timers.py)."""
-    return backup_timer_files(cfg, PGBACKREST_CONF, passfile=PASSFILE,
-                              postgres_unit=POSTGRES_UNIT)
+    """The primary's scheduled backups: a systemd timer and service per backup type
+    (infra/render/backup_timers.py); pgBackRest logs in as break-glass by socket peer."""
+    return backup_timer_files(cfg, PGBACKREST_CONF, passfile=None, postgres_unit=POSTGRES_UNIT)
 
 
-def testinfra_hosts(cfg: PlatformConfig, ips: list[str],
-                    user: str = LOGIN_USER) -> list[dict[str, Any]]:
+def testinfra_hosts(cfg: PlatformConfig, ips: list[str]) -> list[dict[str, Any]]:
     """The hosts for the testinfra suite; `cfg` carries the bucket's name, `ips` the
-    private addresses, primary first. PgBouncer runs on the primary's host.
-
-    `files` are the texts `host_files` gives user-data (cloud-init writes them verbatim)
-    and pgp-setup's copies of them; the Secrets Manager bundle's files are left out.
-    """
+    private addresses, primary first. PgBouncer runs on the primary's host; the login
+    user is the AMI's (`aws.login_user`). Secret files are left out."""
+    assert cfg.aws is not None
     replica_ips = tuple(ips[1:])
-    spec = [f"ssh://{user}@{ip}" for ip in ips]
+    spec = [f"ssh://{cfg.aws.login_user}@{ip}" for ip in ips]
     files = [host_files(cfg, Host(replica=i, volume_id="", secret_id="",
-                                  primary_host=ips[0] if i else ""), replica_ips)
+                                  primary_host=ips[0] if i else ""), replica_ips, ips[i])
              for i in range(len(ips))]
-    ini = files[0][f"{CONF_DIR}/pgbouncer.ini"]
+    ini = files[0].pop(POOLER_INI)
     return [
         inventory_entry("primary", "primary", spec[0], files[0], data_dir=data_dir(cfg),
                         pgbackrest_config=PGBACKREST_CONF),
@@ -146,28 +171,32 @@ def testinfra_hosts(cfg: PlatformConfig, ips: list[str],
 
 
 def host_env(cfg: PlatformConfig, host: Host) -> list[tuple[str, str]]:
+    """The host's identity: none of it changes on day 2, so user-data stays the same."""
     assert cfg.aws is not None
     pg = cfg.postgres
     env = {
-        "ROLE": host.role, "PG_VERSION": str(pg.version), "PG_PORT": str(pg.port),
-        "DATA_MOUNT": DATA_MOUNT, "DATA_DIR": data_dir(cfg), "PASSFILE": PASSFILE,
-        "VOLUME_ID": host.volume_id, "DEVICE_NAME": DEVICE_NAME,
-        "SECRET_ID": host.secret_id, "AWS_REGION": cfg.aws.region,
-        "OWNER_ROLE": pg.owner_role, "REPLICATION_ROLE": pg.replication_role,
-        "STANZA": cfg.backup.stanza, "PRIMARY_HOST": host.primary_host, "SLOT": host.slot,
+        "ROLE": host.role, "HOST_NAME": host.name, "PG_VERSION": str(pg.version),
+        "PG_PORT": str(pg.port), "DATA_MOUNT": DATA_MOUNT, "DATA_DIR": data_dir(cfg),
+        "PASSFILE": PASSFILE, "CA_FILE": TLS.ca_file, "VOLUME_ID": host.volume_id,
+        "DEVICE_NAME": DEVICE_NAME, "SECRET_ID": host.secret_id, "AWS_REGION": cfg.aws.region,
+        "REPLICATION_ROLE": pg.replication_role, "STANZA": cfg.backup.stanza,
+        "PGBACKREST_CONF": PGBACKREST_CONF, "PRIMARY_HOST": host.primary_host,
+        "SLOT": host.slot, "POSTGRES_UNIT": POSTGRES_UNIT, "APPLIER": APPLIER,
     }
     return [(k, shlex.quote(v)) for k, v in env.items()]
 
 
-def user_data(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] = ()) -> str:
-    """The #cloud-config document for one host."""
-    setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version,
-                          backup_timers=timer_units(cfg))
+def user_data(cfg: PlatformConfig, host: Host) -> str:
+    """The #cloud-config document for one host; the same on every day-2 change."""
+    assert cfg.aws is not None
+    pins = cfg.aws.pins(cfg.postgres.version)
+    setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version)
     return render.render(
         "cloud-init.yaml.j2", role=host.role, stack=cfg.stack, secret_id=host.secret_id,
-        host_env=host_env(cfg, host), files=sorted(host_files(cfg, host, replica_hosts).items()),
+        host_env=host_env(cfg, host), pins=[f"{n}={v}" for n, v in pins],
         pg_version=cfg.postgres.version, data_mount=DATA_MOUNT, data_dir=data_dir(cfg),
-        passfile=PASSFILE, setup_script=setup)
+        conf_dir=CONF_DIR, setup_script=setup, applier_path=APPLIER,
+        applier_source=APPLIER_SOURCE.read_text(), postgres_unit=POSTGRES_UNIT)
 
 
 def fits(text: str) -> bool:
@@ -177,20 +206,3 @@ def fits(text: str) -> bool:
 def gzip_base64(text: str) -> str:
     """Cloud-init reads gzip user-data; mtime 0 keeps it stable from run to run."""
     return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode("ascii")
-
-
-def secret_bundle(cfg: PlatformConfig, pw: Passwords, replica: int, primary_host: str) -> str:
-    """The JSON the host's pgp-fetch-secrets writes out: passfile, and on the primary the
-    initdb password, the bootstrap SQL and PgBouncer's auth file."""
-    files = [{"path": PASSFILE, "owner": "postgres", "mode": "0600",
-              "content": host_pgpass(cfg, pw, primary_host, primary=not replica)}]
-    if not replica:
-        files += [
-            {"path": f"{CONF_DIR}/secret/superuser-password", "owner": "postgres",
-             "mode": "0600", "content": pw.owner + "\n"},
-            {"path": f"{CONF_DIR}/secret/bootstrap.sql", "owner": "postgres", "mode": "0600",
-             "content": bootstrap_sql(cfg, pw)},
-            {"path": AUTH_FILE, "owner": "postgres", "mode": "0600",
-             "content": userlist(cfg, pw)},
-        ]
-    return json.dumps({"files": files}, sort_keys=True)

@@ -196,13 +196,16 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     child = pulumi.ResourceOptions(parent=parent)
     # Break-glass only: the bootstrap step and the providers; exported as superuser_dsn.
     super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value
-    owner_pw = Password(f"{pg.owner_role}-password", opts=child).value
-    app_pw = Password(f"{pg.app_role}-password", opts=child).value
-    repl_pw = Password(f"{pg.replication_role}-password", opts=child).value
-    monitor_pw = Password(f"{roles.MONITOR}-password", opts=child).value
-    tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", opts=child).value
-    pooler_auth_pw = Password(f"{roles.POOLER_AUTH}-password", opts=child).value
-    admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child).value
+    # `pg-platform:rotation` gives these new values; ALTER ROLE (with a verifier), the
+    # pooler's auth file, the replicas' passfiles and the outputs follow in place.
+    rot = cfg.rotation
+    owner_pw = Password(f"{pg.owner_role}-password", rotation=rot, opts=child).value
+    app_pw = Password(f"{pg.app_role}-password", rotation=rot, opts=child).value
+    repl_pw = Password(f"{pg.replication_role}-password", rotation=rot, opts=child).value
+    monitor_pw = Password(f"{roles.MONITOR}-password", rotation=rot, opts=child).value
+    tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", rotation=rot, opts=child).value
+    pooler_auth_pw = Password(f"{roles.POOLER_AUTH}-password", rotation=rot, opts=child).value
+    admin_pw = Password(f"{cfg.pooler.admin_user}-password", rotation=rot, opts=child).value
     tenant_key = Password("tenant-password-key", opts=child).value
     # One CA and one server certificate naming every address clients dial (infra/tls.py).
     tls = layout(cfg).tls

@@ -23,9 +23,9 @@ from pulumi.dynamic import (
 
 from infra import render
 from infra.backends import local_move
-from infra.backends.local_postgres import refuse_data_loss
 from infra.backup import stanza
 from infra.backup.restore import remove_all
+from infra.data_loss import refuse_data_loss
 from infra.hostctl import drift
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.resource_types import keep_urn

@@ -28,7 +28,8 @@ from pulumi.dynamic import (
 
 from infra import hostctl, roles, scram
 from infra.backends import local_move, local_renames
-from infra.errors import ConfigError, ProcessError
+from infra.data_loss import refuse_data_loss
+from infra.errors import ProcessError
 from infra.hostctl import drift
 from infra.resource_types import keep_urn
 
@@ -38,22 +39,6 @@ PROVIDER_VERSION = "3"
 # Inputs whose change means a new data directory; every other change is an update
 # (a new data_dir is a move: local_move).
 _REPLACE_KEYS = ("superuser",)
-
-
-def refuse_data_loss(replaces: list[str], olds: dict[str, Any], news: dict[str, Any], *,
-                     what: str, keys: dict[str, str]) -> None:
-    """Stop a preview whose replace would delete data, unless the stack allows it.
-
-    The error names the setting, the old and new value and the safe ways; it is
-    raised in diff, so nothing has changed when the user reads it.
-    """
-    if not replaces or news.get("allow_data_loss"):
-        return
-    key = replaces[0]
-    raise ConfigError(
-        f"{keys[key]}: changing {olds.get(key)!r} to {news.get(key)!r} would "
-        f"delete {what}. Keep the old value, or move the data yourself (`make destroy` "
-        "after a backup), or set pg-platform:allow_data_loss: true to accept the loss")
 
 
 def _server(props: dict[str, Any]) -> hostctl.Server:

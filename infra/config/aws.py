@@ -20,6 +20,15 @@ _AWS_ID = {
 }
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_LOGIN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_SSH_KEY = re.compile(
+    r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+( [^\n]*)?$")
+_PIN = re.compile(r"^[A-Za-z0-9.+~:-]+$")
+# What user-data installs on every host; each must be pinned in `aws.package_versions`,
+# so a rebuilt host gets the versions the running ones have (docs/day2.md).
+PACKAGES = ("postgresql-{v}", "postgresql-{v}-postgis-3", "timescaledb-2-postgresql-{v}",
+            "pgbouncer", "pgbackrest", "prometheus-postgres-exporter",
+            "prometheus-pgbouncer-exporter")
 _KMS = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+$")
 
 
@@ -44,6 +53,22 @@ class AwsSettings:
     noncurrent_version_days: int = 30
     secret_recovery_days: int = 7
     ssm_managed: bool = True
+    # Access path: the AMI's login user (Debian's cloud images: `admin`), the SSH keys
+    # allowed to log in as it, and who may reach port 22.
+    login_user: str = "admin"
+    ssh_public_keys: tuple[str, ...] = ()
+    ssh_cidrs: tuple[str, ...] = ()
+    # Who may scrape the exporters (9187, 9127): the Prometheus servers' networks.
+    prometheus_cidrs: tuple[str, ...] = ()
+    # apt versions of PACKAGES ({v}: postgres.version), e.g. {"pgbouncer": "1.18.0-1+deb12u1"}.
+    package_versions: tuple[tuple[str, str], ...] = ()
+
+    def pins(self, pg_version: int) -> tuple[tuple[str, str], ...]:
+        """(package, version) for every package the hosts install, in install order."""
+        check_pins(self, pg_version)
+        found = dict(self.package_versions)
+        return tuple((name, found[name]) for name in
+                     (p.format(v=pg_version) for p in PACKAGES))
 
 
 def _ids(sec: Section, name: str, kind: str, *, required: bool = False) -> tuple[str, ...]:
@@ -56,6 +81,41 @@ def _ids(sec: Section, name: str, kind: str, *, required: bool = False) -> tuple
             raise ConfigError(f"{sec.where(f'{name}[{i}]')}={item!r}: listed twice")
         out.append(item)
     return tuple(out)
+
+
+def _keys(sec: Section) -> tuple[str, ...]:
+    out = []
+    for i, item in enumerate(sec.list("ssh_public_keys")):
+        if not isinstance(item, str) or not _SSH_KEY.match(item.strip()):
+            raise ConfigError(f"{sec.where(f'ssh_public_keys[{i}]')}: expected one OpenSSH "
+                              "public key line ('ssh-ed25519 AAAA... comment')")
+        out.append(item.strip())
+    return tuple(out)
+
+
+def _pins(sec: Section) -> tuple[tuple[str, str], ...]:
+    raw = sec.get("package_versions", {}) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{sec.where('package_versions')}={raw!r}: expected a mapping of "
+                          "apt package names to versions")
+    pins = []
+    for name, version in sorted(raw.items()):
+        if not isinstance(version, str) or not _PIN.match(version):
+            raise ConfigError(f"{sec.where(f'package_versions.{name}')}={version!r}: expected "
+                              "an apt version such as '1.18.0-1+deb12u1' (apt-cache policy "
+                              f"{name} on a host lists them)")
+        pins.append((str(name), version))
+    return tuple(pins)
+
+
+def check_pins(settings: AwsSettings, pg_version: int) -> None:
+    """Every package the hosts install is pinned: a rebuilt host must not get newer ones."""
+    have = dict(settings.package_versions)
+    missing = [p.format(v=pg_version) for p in PACKAGES if p.format(v=pg_version) not in have]
+    if missing:
+        raise ConfigError(f"pg-platform:aws.package_versions: no version for {', '.join(missing)}"
+                          "; pin every package the hosts install (apt-cache policy NAME on a "
+                          "host lists the candidates)")
 
 
 def parse_aws(sec: Section, backend: str) -> AwsSettings | None:
@@ -90,6 +150,14 @@ def parse_aws(sec: Section, backend: str) -> AwsSettings | None:
                                         1, 3650),
         secret_recovery_days=sec.int("secret_recovery_days", d.secret_recovery_days, 7, 30),
         ssm_managed=sec.flag("ssm_managed", d.ssm_managed, strings=True),
+        login_user=sec.pattern("login_user", d.login_user, _LOGIN,
+                               "the AMI's login user, such as 'admin' (Debian) or 'ubuntu'"),
+        ssh_public_keys=_keys(sec),
+        ssh_cidrs=tuple(cidr(sec.where(f"ssh_cidrs[{i}]"), c)
+                        for i, c in enumerate(sec.list("ssh_cidrs"))),
+        prometheus_cidrs=tuple(cidr(sec.where(f"prometheus_cidrs[{i}]"), c)
+                               for i, c in enumerate(sec.list("prometheus_cidrs"))),
+        package_versions=_pins(sec),
     )
     sec.finish()
     return settings if need else None

@@ -16,6 +16,8 @@ from infra.errors import ConfigError
 DEFAULT_IMAGE = "timescale/timescaledb-ha:pg15"
 IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 _ALLOWED_IMAGE = "an image reference such as 'timescale/timescaledb-ha:pg15'"
+# Pinned: `name:tag@sha256:<64 hex>` (docker buildx imagetools inspect NAME:TAG shows it).
+DIGEST = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ def parse_docker(sec: Section, backend: str) -> DockerSettings | None:
     d = DockerSettings()
     image = sec.pattern("image", d.image, IMAGE, _ALLOWED_IMAGE, required=True)
     pooler = sec.pattern("pooler_image", d.pooler_image, IMAGE, _ALLOWED_IMAGE)
+    for name, value in (("image", image), ("pooler_image", pooler)):
+        if "@" in value and not DIGEST.match(value):
+            raise ConfigError(f"{sec.where(name)}={value!r}: a pinned image ends in "
+                              "'@sha256:' and 64 lowercase hex digits")
     subnet = cidr(sec.where("network_subnet"), sec.get("network_subnet", d.network_subnet))
     if ipaddress.ip_network(subnet).num_addresses < 8:
         raise ConfigError(f"{sec.where('network_subnet')}={subnet!r}: too small; allowed are "

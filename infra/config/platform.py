@@ -61,6 +61,10 @@ class PlatformConfig:
     # database) is refused in preview unless this is true.
     allow_data_loss: bool = False
     timescaledb: TimescaleSettings = field(default_factory=TimescaleSettings)
+    # Bumping it gives every generated role password a new value, which reaches the
+    # database (ALTER ROLE with a SCRAM verifier), PgBouncer's auth file, the
+    # passfiles and the secret store in place (docs/day2.md).
+    rotation: int = 0
 
     @property
     def max_wal_senders(self) -> int:
@@ -92,12 +96,14 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     backup = parse_backup(top.section("backup"), backend, aws.region if aws else None)
     monitoring = parse_monitoring(top.section("monitoring"))
     timescaledb = parse_timescaledb(top.section("timescaledb"))
+    rotation = top.int("rotation", d["rotation"], 0, 1_000_000)
     top.finish()
     cfg = PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                          replicas=replicas, state_dir=state_dir, tenants=tenants,
                          docker=docker, aws=aws, pooler=pooler, backup=backup,
                          monitoring=monitoring, tenant_quota=tenant_quota,
-                         allow_data_loss=allow_data_loss, timescaledb=timescaledb)
+                         allow_data_loss=allow_data_loss, timescaledb=timescaledb,
+                         rotation=rotation)
     check_collisions(service_ports(cfg.backend, cfg.replicas, postgres, pooler, monitoring,
                                    exporter_ports(cfg)))
     return cfg

@@ -29,6 +29,7 @@ _PARAM_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 RESERVED_PARAMS = frozenset({
     "port", "listen_addresses", "unix_socket_directories", "hba_file", "data_directory",
     "password_encryption", "archive_command", "archive_mode", "wal_level",
+    "max_slot_wal_keep_size",
 })
 
 
@@ -48,6 +49,9 @@ class PostgresSettings:
     maintenance_work_mem: str = "64MB"
     effective_cache_size: str = "512MB"
     parameters: tuple[tuple[str, str], ...] = ()
+    # Most WAL a replication slot may hold back; a slot past it is invalidated rather
+    # than filling the disk (a removed or stalled replica's slot).
+    max_slot_wal_keep_size: str = "64GB"
 
 
 def _roles(sec: Section, d: PostgresSettings) -> tuple[str, str, str]:
@@ -113,11 +117,14 @@ def parse_postgres(sec: Section) -> PostgresSettings:
         maintenance_work_mem=sec.memory("maintenance_work_mem", d.maintenance_work_mem),
         effective_cache_size=sec.memory("effective_cache_size", d.effective_cache_size),
         parameters=params,
+        max_slot_wal_keep_size=sec.memory("max_slot_wal_keep_size", d.max_slot_wal_keep_size),
     )
     for own, (lo, hi) in MEMORY_BOUNDS.items():
         value = getattr(settings, own)
         if not memory_bytes(lo) <= memory_bytes(value) <= memory_bytes(hi):
             raise ConfigError(f"{sec.where(own)}={value!r}: allowed range is {lo} to {hi}")
         pgparams.check_own_key(own, value, sec.where(own), version)
+    pgparams.check_own_key("max_slot_wal_keep_size", settings.max_slot_wal_keep_size,
+                           sec.where("max_slot_wal_keep_size"), version)
     sec.finish()
     return settings

@@ -24,7 +24,11 @@ from infra.render.backup_timers import on_calendar
 
 RAW: dict[str, Any] = {
     "aws": {"region": "eu-west-1", "vpc_id": "vpc-0123456789abcdef0", "vpc_cidr": "10.0.0.0/16",
-            "subnet_ids": ["subnet-0123456789abcdef0"], "ami": "ami-0123456789abcdef0"},
+            "subnet_ids": ["subnet-0123456789abcdef0"], "ami": "ami-0123456789abcdef0",
+            "package_versions": {p: "1.0-1" for p in (
+                "postgresql-15", "postgresql-15-postgis-3", "timescaledb-2-postgresql-15",
+                "pgbouncer", "pgbackrest", "prometheus-postgres-exporter",
+                "prometheus-pgbouncer-exporter")}},
     "backup": {"s3": {"bucket": "acme-pg-backups"},
                "schedule": {"full": "30 2 1 1,4,7,10 *", "diff": "0 1 * * 1-6",
                             "incr": "*/15 * * * *"}},
@@ -62,15 +66,21 @@ def test_on_calendar_fires_exactly_when_cron_does(cron: str) -> None:
 
 
 def _primary_units(tmp: Path) -> list[Path]:
-    """The systemd units the prod primary's user-data writes, under `tmp`."""
+    """The systemd units of the prod primary, under `tmp`: user-data's, and the backup
+    timers its config bundle carries."""
+    cfg = config.load(RAW, "prod")
     host = ud.Host(replica=0, volume_id="vol-0123456789abcdef0",
                    secret_id="arn:aws:secretsmanager:eu-west-1:123456789012:secret:x")
-    doc = yaml.safe_load(ud.user_data(config.load(RAW, "prod"), host, ()))
+    doc = yaml.safe_load(ud.user_data(cfg, host))
+    units = {f["path"]: f["content"] for f in doc["write_files"]}
+    units.update(ud.host_files(cfg, host, (), "10.0.0.1"))
     out = []
-    for f in doc["write_files"]:
-        if f["path"].startswith("/etc/systemd/system/"):
-            path = tmp / Path(f["path"]).name
-            path.write_text(f["content"])
+    for unit, content in units.items():
+        name = Path(unit).name
+        if unit.startswith("/etc/systemd/system/pg-platform-") and (
+                name.startswith("pg-platform-backup-") or name == ud.POSTGRES_UNIT):
+            path = tmp / name
+            path.write_text(content)
             out.append(path)
     return out
 
@@ -85,10 +95,10 @@ def test_systemd_verifies_the_primary_units_and_refuses_a_broken_one(tmp_path: P
     tmp = tmp_path
     units = _primary_units(tmp)
     names = sorted(p.name for p in units)
-    assert names == sorted([
+    assert names == sorted({
         "pg-platform-postgresql.service",
         *[f"pg-platform-backup-{k}.{u}" for k in ("full", "diff", "incr")
-          for u in ("service", "timer")]])
+          for u in ("service", "timer")]})
     proc = _verify(units)
     # verify reports unknown keys and values as warnings only: a clean unit prints nothing.
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")

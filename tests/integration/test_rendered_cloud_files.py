@@ -24,13 +24,14 @@ from infra.backends import aws_userdata as ud
 from infra.backends import docker as dk
 from infra.config import DockerSettings
 from infra.render.roles import Passwords, bootstrap_sql, userlist
-from tests.support import RunningServer, scratch_dir
+from tests.support import RunningServer, scratch_dir, write_tls
+from tests.unit.test_aws_backend import PINS
 
 RAW: dict[str, Any] = {
     "replicas": 2,
     "aws": {"region": "eu-west-1", "vpc_id": "vpc-0123456789abcdef0", "vpc_cidr": "10.0.0.0/16",
             "subnet_ids": ["subnet-0123456789abcdef0"], "allowed_cidrs": ["10.20.0.0/16"],
-            "ami": "ami-0123456789abcdef0"},
+            "ami": "ami-0123456789abcdef0", "package_versions": PINS},
     "backup": {"s3": {"bucket": "acme-pg-backups"}},
 }
 PW = Passwords(owner="owner-pw-1", app="app-pw-2", replicator="repl-pw-3",
@@ -51,7 +52,7 @@ def _user_data(cfg: config.PlatformConfig, replica: int) -> str:
     host = ud.Host(replica=replica, volume_id="vol-0123456789abcdef0",
                    secret_id="arn:aws:secretsmanager:eu-west-1:123456789012:secret:x",
                    primary_host="10.0.1.10" if replica else "")
-    return ud.user_data(cfg, host, ("10.0.1.11", "10.0.1.12") if not replica else ())
+    return ud.user_data(cfg, host)
 
 
 def _cloud_init_schema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -146,9 +147,15 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
         auth.write_text(userlist(prod, PW))
         os.chmod(auth, 0o644)
         port = hostctl.free_port()
+        tls = write_tls(tmp)
+        real_tls = {host.cert_file: tls.cert_file for host in (ud.TLS, dk.POOLER_TLS)}
+        real_tls.update({host.key_file: tls.key_file for host in (ud.TLS, dk.POOLER_TLS)})
+        real_tls.update({host.ca_file: tls.ca_file for host in (ud.TLS, dk.POOLER_TLS)})
+        for path in real_tls.values():
+            os.chmod(path, 0o644)     # pgbouncer runs as the service user here
         inis = {
-            "aws": ud.host_files(prod, ud.Host(0, "vol-1", "arn"), ("10.0.1.11",))[
-                "/etc/pg-platform/pgbouncer.ini"],
+            "aws": ud.host_files(prod, ud.Host(0, "vol-1", "arn"), ("10.0.1.11",),
+                                 "10.0.1.10")[ud.POOLER_INI],
             "docker": dk.pooler_files(dev, dk.Layout("pgp-dev", 5432, 2, 6432)),
         }
         for name, ini in inis.items():
@@ -158,13 +165,20 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
                 f"auth_file = {auth}" if line.startswith("auth_file =") else
                 f"listen_port = {port}" if line.startswith("listen_port =") else
                 "unix_socket_dir = " + str(tmp) if line.startswith("unix_socket_dir =") else
-                line for line in ini.splitlines()) + "\n"
+                _with_tls_files(line, real_tls) for line in ini.splitlines()) + "\n"
             alive, out = _pgbouncer_runs(text, tmp, port)
             assert alive, f"{name}: {out}"
         alive, out = _pgbouncer_runs(text.replace("pool_mode =", "pool_mood ="), tmp, port)
         assert not alive and "pool_mood" in out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _with_tls_files(line: str, real: dict[str, str]) -> str:
+    """The hosts' TLS paths (in their bundles) point at this test's certificate files."""
+    for host_path, here in real.items():
+        line = line.replace(host_path, here)
+    return line
 
 
 def test_boot_scripts_parse_in_bash(prod: config.PlatformConfig,
@@ -174,13 +188,16 @@ def test_boot_scripts_parse_in_bash(prod: config.PlatformConfig,
         files = {f["path"]: f["content"]
                  for f in yaml.safe_load(_user_data(prod, replica))["write_files"]}
         scripts.append(files["/usr/local/sbin/pgp-setup"])
-        compiled = subprocess.run(["python3", "-c", "import sys; compile(sys.stdin.read(), "
-                                   "'pgp-fetch-secrets', 'exec')"],
-                                  input=files["/usr/local/sbin/pgp-fetch-secrets"],
+        # Debian's python3 (not the venv's) compiles the applier the hosts run.
+        compiled = subprocess.run(["/usr/bin/python3", "-c", "import sys; compile("
+                                   "sys.stdin.read(), 'pgp_apply', 'exec')"],
+                                  input=files[ud.APPLIER],
                                   capture_output=True, text=True, timeout=30)
         assert compiled.returncode == 0, compiled.stderr
-        scripts.append(dk.server_files(dev, dev.docker or DockerSettings(), replica)[
-            "/etc/pg-platform/start.sh"])
+        docker_files = dk.server_files(dev, dev.docker or DockerSettings(), replica)
+        scripts.append(docker_files["/etc/pg-platform/start.sh"])
+        if not replica:
+            scripts.append(docker_files["/etc/pg-platform/finish-init.sh"])
     for script in [*scripts, "if then fi\n"]:
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True,
                                 timeout=30)

@@ -8,6 +8,7 @@ secrets still marked. Tests then look at the recorded graph.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 AZ = "eu-west-1a"
 # infra/passwords.py: Password(Resource, module="secrets", name="Password")
 PASSWORD = "pulumi-python:dynamic/secrets:Password"
+STACK_CA = "pulumi-python:dynamic/tls:StackCa"
+HOST_CERT = "pulumi-python:dynamic/tls:HostCertificate"
 
 
 def is_secret(value: Any) -> bool:
@@ -49,6 +52,20 @@ def contains_secret(value: Any) -> bool:
     return False
 
 
+def _id(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:17]
+
+
+def _host_index(name: str) -> int:
+    """primary-eni 0, replica-N-eni N (the hosts' order), anything else after them."""
+    host = name.removesuffix("-eni")
+    if host == "primary":
+        return 0
+    if host.startswith("replica-") and host[8:].isdigit():
+        return int(host[8:])
+    return 50 + int(_id(name), 16) % 100
+
+
 @dataclass
 class Recorded:
     typ: str
@@ -67,18 +84,26 @@ class Recorder(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
-        index = len(self.resources)
         rid = f"{args.name}-id"
         if args.typ == PASSWORD:
-            outputs["value"] = f"pw-{args.name}-{index:02d}"
+            # Stable per name and rotation, as the real provider's values are per stack.
+            outputs["value"] = f"pw-{args.name}-r{args.inputs.get('rotation', 0)}"
+        elif args.typ == STACK_CA:
+            outputs.update(caCert=f"ca-cert-{args.name}", caKey=f"ca-key-{args.name}",
+                           ca_cert=f"ca-cert-{args.name}", ca_key=f"ca-key-{args.name}")
+        elif args.typ == HOST_CERT:
+            hosts = ",".join(args.inputs.get("hosts") or [])
+            outputs.update(cert=f"cert-{args.name}-{hosts}", key=f"key-{args.name}")
         elif args.typ == "aws:ec2/networkInterface:NetworkInterface":
-            outputs["privateIp"] = f"10.0.1.{10 + index}"
-            rid = f"eni-{index:017x}"
+            # By host, not by registration order: the same host keeps its address and
+            # ids whatever else a config change adds, as it does in AWS.
+            outputs["privateIp"] = f"10.0.1.{10 + _host_index(args.name)}"
+            rid = f"eni-{_id(args.name)}"
         elif args.typ == "aws:ec2/instance:Instance":
             outputs["availabilityZone"] = AZ
-            rid = f"i-{index:017x}"
+            rid = f"i-{_id(args.name)}"
         elif args.typ == "aws:ebs/volume:Volume":
-            rid = f"vol-{index:017x}"
+            rid = f"vol-{_id(args.name)}"
         elif args.typ.startswith("aws:"):
             outputs.setdefault("arn", f"arn:aws:mock:::{args.name}")
             outputs.setdefault("name", f"{args.name}-autonamed")   # Pulumi's auto-naming

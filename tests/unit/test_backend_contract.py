@@ -48,8 +48,11 @@ def test_every_backend_exports_the_same_outputs(run: tuple[str, cm.Run]) -> None
     assert conninfo_to_dict(out["pooler_admin_dsn"])["dbname"] == "pgbouncer"
     assert len(out["replica_dsns"]) == 2
     # local: the CA made by infra/tls.py's provider, which mocks do not run (the engine
-    # tests read the real PEM); docker and aws: "" until issue #17 gives them TLS.
-    assert out["ca_cert"] == (None if backend == "local" else "")
+    # tests read the real PEM); docker and aws: the stack CA (infra/cloud_tls.py), which
+    # the mocks name after its resource. Every DSN verifies the server against it.
+    assert out["ca_cert"] == (None if backend == "local" else "ca-cert-tls-ca")
+    for name in DSNS:
+        assert conninfo_to_dict(out[name])["sslmode"] == "verify-full", (backend, name)
     roles = sorted(h["role"] for h in out["testinfra_hosts"])
     assert roles == ["pooler", "primary", "replica", "replica"], (backend, roles)
     for host in out["testinfra_hosts"]:

@@ -10,7 +10,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import config, render, scram
+from infra import errors as config_errors
 from infra.backends import docker as backend
+from infra.backends.local_layout import state_dir
 from policy import validators
 from tests.infra.inventory import exported_inventory
 from tests.unit import cloud_mocks as cm
@@ -66,7 +68,12 @@ def test_ports_on_loopback_healthchecks_and_policies(dev: cm.Run) -> None:
     for c in dev.mocks.of_type(CONTAINER):
         ports = c.get("ports")
         assert ports and all(p["ip"] == "127.0.0.1" for p in ports), c.name
-        assert c.get("healthcheck")["tests"][:2] == ["CMD", "pg_isready"]
+        tests = c.get("healthcheck")["tests"]
+        assert tests[:3] == ["CMD", "bash", "-c"], c.name
+        # The final server only: the temporary ones listen on the socket, not on TCP.
+        assert "pg_isready -q -h 127.0.0.1" in tests[3]
+        if c.name != "pooler":
+            assert tests[3].startswith(f"test -e {backend.READY} && "), c.name
         published[c.name] = ports[0]["external"]
     assert published == {"primary": 5432, "replica-1": 5433, "replica-2": 5434, "pooler": 6432}
     for r in dev.mocks.resources:
@@ -95,16 +102,18 @@ def test_files_equal_the_shared_renderings(dev: cm.Run, cfg: config.PlatformConf
                              pgbackrest_config="/etc/pg-platform/pgbackrest.conf")
     primary = {k: cm.plain(v) for k, v in uploads(dev.mocks.one(CONTAINER, "primary")).items()}
     assert primary["/etc/pg-platform/postgresql.conf"] == render.postgresql_conf(
-        cfg, paths, timescaledb=True, listen="*")
+        cfg, paths, timescaledb=True, listen="*", tls=backend.SERVER_TLS)
     assert primary["/etc/pg-platform/pg_hba.conf"] == render.pg_hba_conf(
-        cfg, ("172.28.16.0/24",), ident_map=False, tls=False)  # no certificates yet (#17)
+        cfg, ("172.28.16.0/24",), ident_map=False, tls=True)
+    assert "\nhost " not in primary["/etc/pg-platform/pg_hba.conf"]
     assert primary["/etc/pg-platform/pgbackrest.conf"] == render.pgbackrest_conf(
         cfg, paths, backend.backup_paths())
     pooler = {k: cm.plain(v) for k, v in uploads(dev.mocks.one(CONTAINER, "pooler")).items()}
     assert pooler["/etc/pg-platform/pgbouncer.ini"] == render.pgbouncer_ini(
         cfg, render.PoolerPaths(auth_file="/etc/pg-platform/userlist.txt", socket_dir="/tmp"),
         render.PoolerTargets(listen_address="*", primary_host="primary", primary_port=5432,
-                             replica_hosts=("replica-1", "replica-2"), replica_port=5432))
+                             replica_hosts=("replica-1", "replica-2"), replica_port=5432),
+        backend.POOLER_TLS)
     app, admin = dev.mocks.password("app"), dev.mocks.password("pgbouncer_admin")
     assert pooler["/etc/pg-platform/userlist.txt"] == render.userlist_txt(
         render.pooler_users(cfg, app, admin))
@@ -121,14 +130,17 @@ def test_replicas_stream_from_the_primary(dev: cm.Run, cfg: config.PlatformConfi
             in conf
         assert f"primary_slot_name = 'replica_{i}'" in conf
         assert "archive_mode = off" in conf     # only the primary archives WAL
-        assert f"pg_basebackup -h primary -p 5432 -U {cfg.postgres.replication_role}" in \
-            files["/etc/pg-platform/start.sh"]
-        assert f"-S replica_{i}" in files["/etc/pg-platform/start.sh"]
+        assert "sslmode=verify-full sslrootcert=/etc/pg-platform/tls/ca.crt'" in conf
+        start = files["/etc/pg-platform/start.sh"]
+        assert (f'PRIMARY="host=primary port=5432 user={cfg.postgres.replication_role} '
+                'sslmode=verify-full') in start
+        assert f"-X stream -C -S replica_{i}" in start and "gave up after" in start
 
 
 def test_secrets_stay_secret(dev: cm.Run, cfg: config.PlatformConfig) -> None:
     passwords = [dev.mocks.password(r) for r in
-                 (cfg.postgres.owner_role, "app", "replicator", "pgbouncer_admin")]
+                 (cfg.postgres.owner_role, "app", "replicator", "pgbouncer_admin",
+                  "platform_monitor", "tenant_admin")]
     for r in dev.mocks.resources:
         if r.typ.startswith("pulumi-python:dynamic"):
             continue
@@ -139,9 +151,15 @@ def test_secrets_stay_secret(dev: cm.Run, cfg: config.PlatformConfig) -> None:
     for name in ("primary", "replica-1", "pooler"):
         assert cm.is_secret(dev.mocks.one(CONTAINER, name).inputs["uploads"]), name
     primary = uploads(dev.mocks.one(CONTAINER, "primary"))
-    sql = cm.plain(primary["/docker-entrypoint-initdb.d/10-bootstrap.sql"])
+    sql = cm.plain(primary["/etc/pg-platform/roles.sql"])
     assert scram.verifier("app", passwords[1]) in sql and passwords[1] not in sql
-    assert cm.plain(primary["/etc/pg-platform/superuser-password"]) == passwords[0]
+    assert all(pw not in sql for pw in passwords)
+    # No superuser password exists: the break-glass role logs in by peer on the socket only.
+    assert not any("superuser-password" in path for path in primary)
+    envs = dev.mocks.one(CONTAINER, "primary").get("envs")
+    assert "POSTGRES_USER=postgres" in envs
+    assert not any(e.startswith(("POSTGRES_PASSWORD", "POSTGRES_DB")) for e in envs)
+    assert all(pw not in cm.plain(primary["/etc/pg-platform/pgpass"]) for pw in passwords)
     replica_pgpass = cm.plain(uploads(dev.mocks.one(CONTAINER, "replica-1"))[
         "/etc/pg-platform/pgpass"])
     assert passwords[0] not in replica_pgpass and passwords[2] in replica_pgpass
@@ -164,7 +182,8 @@ def test_outputs_match_the_local_stack_names(dev: cm.Run) -> None:
     def app_at(port: int, user: str = "app", password: str = app,
                dbname: str = "platform") -> dict[str, str]:
         return {"host": "127.0.0.1", "port": str(port), "user": user, "password": password,
-                "dbname": dbname}
+                "dbname": dbname, "sslmode": "verify-full",
+                "sslrootcert": str(state_dir(config.load(RAW, "dev")) / "ca.crt")}
 
     assert conninfo_to_dict(out["app_dsn"]) == app_at(5432)
     assert conninfo_to_dict(out["pooler_dsn"]) == app_at(6432)
@@ -202,9 +221,10 @@ def test_testinfra_hosts_hash_what_the_containers_receive(dev: cm.Run,
         assert host["spec"] == f"docker://{container.get('name')}" == f"docker://pgp-dev-{name}"
         assert host["service_user"] == "postgres"
         sent = {p: cm.plain(c) for p, c in uploads(container).items()}
-        # Every non-secret upload is listed, with the digest of exactly what was sent.
+        # Every non-secret rendered upload is listed, with the digest of exactly what was
+        # sent; certificates are made at `up` by the stack's CA, not rendered.
         assert host["files"] == {p: sha256(c) for p, c in sent.items()
-                                 if p not in SECRET_UPLOADS}, name
+                                 if p not in SECRET_UPLOADS | set(backend.TLS_UPLOADS)}, name
     assert by_name["primary"]["data_dir"] == "/home/postgres/pgdata/data"
     assert by_name["primary"]["pgbackrest_config"] == "/etc/pg-platform/pgbackrest.conf"
     assert "/etc/pg-platform/postgresql.conf" in by_name["replica-1"]["files"]
@@ -216,8 +236,7 @@ def test_testinfra_hosts_hash_what_the_containers_receive(dev: cm.Run,
     _no_secret_in(dev, cfg, hosts)
 
 
-SECRET_UPLOADS = {"/etc/pg-platform/pgpass", "/etc/pg-platform/superuser-password",
-                  "/docker-entrypoint-initdb.d/10-bootstrap.sql", "/etc/pg-platform/userlist.txt"}
+SECRET_UPLOADS = backend.SECRET_UPLOADS
 
 
 def _no_secret_in(run: cm.Run, cfg: config.PlatformConfig, hosts: list[dict[str, Any]]) -> None:
@@ -238,3 +257,53 @@ def test_testinfra_hosts_parse_as_the_suite_reads_them(dev: cm.Run) -> None:
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_containers_are_deleted_before_their_replacement(dev: cm.Run) -> None:
+    import pulumi
+
+    parent = pulumi.ComponentResource.__new__(pulumi.ComponentResource)
+    assert backend.container_options(parent, []).delete_before_replace is True
+
+
+def test_tls_on_every_container_with_its_own_certificate(dev: cm.Run) -> None:
+    certs = {r.name: cm.plain(r.inputs["hosts"]) for r in dev.mocks.of_type(cm.HOST_CERT)}
+    assert certs == {
+        "primary-tls": ["primary", "127.0.0.1", "localhost"],
+        "replica-1-tls": ["replica-1", "127.0.0.1", "localhost", "replica-1,replica-2"],
+        "replica-2-tls": ["replica-2", "127.0.0.1", "localhost", "replica-1,replica-2"],
+        "pooler-tls": ["pooler", "127.0.0.1", "localhost"]}
+    for name in ("primary", "replica-1", "pooler"):
+        sent = uploads(dev.mocks.one(CONTAINER, name))
+        assert cm.plain(sent["/etc/pg-platform/tls/server.key"]) == f"key-{name}-tls"
+        assert cm.is_secret(dev.mocks.one(CONTAINER, name).inputs["uploads"])
+    assert dev.outputs["ca_cert"] == "ca-cert-tls-ca"
+    pooler = dev.mocks.one(CONTAINER, "pooler")
+    limit = pooler.get("ulimits")[0]
+    assert limit["name"] == "nofile" and limit["soft"] >= 500 + 200
+
+
+def test_a_rotation_reaches_roles_userlist_and_passfiles() -> None:
+    before, after = cm.run(RAW, "dev"), cm.run({**RAW, "rotation": 1}, "dev")
+    for name, path in (("primary", "/etc/pg-platform/roles.sql"),
+                       ("pooler", "/etc/pg-platform/userlist.txt"),
+                       ("replica-1", "/etc/pg-platform/pgpass")):
+        old = cm.plain(uploads(before.mocks.one(CONTAINER, name))[path])
+        new = cm.plain(uploads(after.mocks.one(CONTAINER, name))[path])
+        assert old != new, (name, path)
+    # The primary runs the roles script on every start (start.sh), so the replaced
+    # container's first start sets the new verifiers; the data volumes stay.
+    start = cm.plain(uploads(after.mocks.one(CONTAINER, "primary"))["/etc/pg-platform/start.sh"])
+    assert "finish-init.sh" in start
+    assert ({v.get("name") for v in before.mocks.of_type("docker:index/volume:Volume")}
+            == {v.get("name") for v in after.mocks.of_type("docker:index/volume:Volume")})
+
+
+def test_an_image_pinned_by_digest_is_used_as_given_and_a_bad_digest_refused() -> None:
+    pinned = "timescale/timescaledb-ha:pg15@sha256:" + "ab" * 32
+    run = cm.run({**RAW, "docker": {**RAW["docker"], "image": pinned}}, "dev")
+    assert run.mocks.of_type("docker:index/remoteImage:RemoteImage")[0].get("name") == pinned
+    assert backend.BACKEND.versions(config.load(
+        {**RAW, "docker": {**RAW["docker"], "image": pinned}}, "dev")) == (15,)
+    with pytest.raises(config_errors.ConfigError, match=r"docker.image=.*@sha256"):
+        config.load({**RAW, "docker": {**RAW["docker"], "image": pinned[:-2]}}, "dev")
