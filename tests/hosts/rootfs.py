@@ -39,6 +39,8 @@ PACKAGES = (
     "ca-certificates", "curl", "gnupg", "python3-boto3", "xfsprogs", "nvme-cli", "cron",
     "procps", "iproute2", "systemd", "openssh-server", "sudo",
     f"postgresql-{PG_MAJOR}", f"postgresql-{PG_MAJOR}-postgis-3", "pgbouncer", "pgbackrest",
+    # The exporters day2's bootstrap installs (issue 17 point 5).
+    "prometheus-postgres-exporter", "prometheus-pgbouncer-exporter",
 )
 TIMESCALE_PACKAGE = f"timescaledb-2-postgresql-{PG_MAJOR}"
 _BUILD_VERSION = "1"   # bump when the customisation below changes
@@ -104,6 +106,14 @@ def _customise(root: Path, work: Path) -> None:
     _run([*chroot, "apt-get", "clean"])
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()          # each host makes its own at first boot, as cloud-init does
+
+
+def installed(root: Path) -> dict[str, str]:
+    """Every package installed in the rootfs, with its version (dpkg's own database)."""
+    out = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
+                          "-f=${Package} ${Version}\n"], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
 def ensure(base: Path) -> tuple[Path, float]:

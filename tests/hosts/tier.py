@@ -27,7 +27,6 @@ from typing import Any
 
 import yaml
 
-from infra.backends.aws_userdata import LOGIN_USER
 from infra.schema.resource import SchemaProvider
 from infra.timescaledb.resource import PoliciesProvider
 from tests.hosts import cleanup, program, rootfs
@@ -39,12 +38,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / ".tools" / "hosts"
 BOOT_TIMEOUT = 600.0
 BOOT_UNITS = ("cron.service", "pgbouncer.service")
-# EC2 launches the hosts at once (no replica depends on the primary instance). Main's
-# replica bootstrap tries pg_basebackup once, as soon as the primary answers, before
-# the primary has created its roles, and never retries (finding F2 in
-# docs/testing.md): until the bootstrap waits for the role, the tier boots the
-# primary first.
-PARALLEL_BOOT = False
+# A bootstrap run by a retrying unit (day2's) is started by runcmd without waiting;
+# the host is up when the unit leaves its mark.
+SETUP_UNIT = "/etc/systemd/system/pg-platform-setup.service"
+SETUP_DONE = "/var/lib/pg-platform/setup-done"
+SETUP_LOG = "/var/log/pg-platform-setup.log"
+
+
+def retrying_bootstrap(user_data: str) -> bool:
+    return SETUP_UNIT in user_data
 
 
 def sweep_stale() -> None:
@@ -95,10 +97,15 @@ class Tier:
                     "built (debootstrap)" if self.timings.rootfs_built else "cached", took)
         self.network.create(self.ledger)
         names = ["primary", "replica-1"]
-        ips = {n: self.network.address(11 + i) for i, n in enumerate(names)}
-        vols = {n: f"vol-0{self.run_id}{i:012x}" for i, n in enumerate(names)}
-        raw = program.settings(self.network.subnet)
-        self.rendered = r = program.render(raw, ips, vols)
+        self.ips = {n: self.network.address(11 + i) for i, n in enumerate(names)}
+        self.vols = {n: f"vol-0{self.run_id}{i:012x}" for i, n in enumerate(names)}
+        self._ssh_key()
+        self.installed = rootfs.installed(root)
+        raw = program.settings(self.network.subnet, self.public_key, self.installed,
+                               str(self.run_dir / "state"))
+        self.state: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.rendered = r = program.render(raw, self.ips, self.vols, self.state)
+        self._ssh_config()
         self.world = World(self.run_dir, self.ledger, self.network.address(1),
                            self.network.address(2), r.cfg.aws.region if r.cfg.aws else "",
                            r.bucket)
@@ -109,7 +116,6 @@ class Tier:
         logger.info("aws: moto behind socat TLS on %s:443 (bucket %s, %d secret bundles); "
                     "package sites on %s:443", self.network.address(1), r.bucket,
                     len(r.hosts), self.network.address(2))
-        self._ssh_key()
         for i, plan in enumerate(r.hosts):
             vol = Volume(self.run_dir / f"{plan.name}.volume", plan.volume_id)
             vol.attach(self.ledger)
@@ -117,21 +123,45 @@ class Tier:
                 name=plan.name, index=i, ip=plan.ip, instance_id=f"i-0{self.run_id}{i:012x}",
                 rootfs=root, run_dir=self.run_dir, volume=vol, network=self.network,
                 ledger=self.ledger, run_id=self.run_id))
-        if PARALLEL_BOOT:
-            self.boot_all(self.hosts)
+        if retrying_bootstrap(r.hosts[0].user_data):
+            self.boot_all(self.hosts)     # as EC2 launches them: at once
         else:
+            # Main's replica bootstrap tries pg_basebackup once, as soon as the primary
+            # answers and before the primary has made its roles, and never retries
+            # (finding F2, docs/testing.md): the primary goes first.
+            logger.info("FINDING F2: the bootstrap runs once, so a replica launched with "
+                        "the primary races its roles; booting the primary first")
             for h in self.hosts:
                 self.boot(h)
         self.schema_step()
+
+    @property
+    def login_user(self) -> str:
+        """The SSH login the program exports for its hosts (testinfra_hosts' ssh:// spec)."""
+        spec = str(self.outputs["testinfra_hosts"][0]["spec"])
+        return spec.removeprefix("ssh://").split("@", 1)[0]
 
     def _ssh_key(self) -> None:
         key = self.run_dir / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "host-tier",
                         "-f", str(key)], check=True)
+
+    def _ssh_config(self) -> None:
+        key = self.run_dir / "id_ed25519"
         (self.run_dir / "ssh_config").write_text(
-            f"Host {self.network.prefix}.*\n  User {LOGIN_USER}\n  IdentityFile {key}\n"
+            f"Host {self.network.prefix}.*\n  User {self.login_user}\n  IdentityFile {key}\n"
             "  IdentitiesOnly yes\n  BatchMode yes\n  StrictHostKeyChecking accept-new\n"
             f"  UserKnownHostsFile {self.run_dir / 'known_hosts'}\n  ConnectTimeout 10\n")
+
+    @property
+    def public_key(self) -> str:
+        return (self.run_dir / "id_ed25519.pub").read_text()
+
+    @property
+    def keys_in_bundle(self) -> bool:
+        """Day2 delivers SSH keys in each host's bundle (pg-platform:aws.ssh_public_keys)."""
+        assert self.rendered is not None
+        return "ssh_public_keys" in self.rendered.raw["aws"]
 
     @property
     def ssh_config(self) -> Path:
@@ -172,10 +202,13 @@ class Tier:
                    self.world.ca_file.read_text())
         host.run(["update-ca-certificates"])
         self._system_boot(host)
-        doc = yaml.safe_load(self.plan(host).user_data)
-        pub = (self.run_dir / "id_ed25519.pub").read_text()
+        user_data = self.plan(host).user_data
+        doc = yaml.safe_load(user_data)
+        # No key in the bundle: the stack has no access path (issue 17), so the key
+        # goes where an EC2 key pair would, to cloud-init's default user.
+        key = "" if self.keys_in_bundle else self.public_key
         host.write("/var/lib/cloud/instance/cloud-config.json", json.dumps(
-            {"default_user": LOGIN_USER, "ssh_key": pub, **doc}), 0o600)
+            {"default_user": self.login_user, "ssh_key": key, **doc}), 0o600)
         log = host.top / "cloud-init.log"
         proc = host.run(["/usr/bin/python3", "/usr/local/lib/pgp-harness/cloud-init",
                          "/var/lib/cloud/instance/cloud-config.json"], check=False,
@@ -183,10 +216,22 @@ class Tier:
         if proc.returncode:
             raise RuntimeError(f"{host.name}: first boot failed ({proc.returncode}); "
                                f"end of {log}:\n{proc.stdout}")
+        if retrying_bootstrap(user_data):
+            self._wait_setup(host, started)
         took = time.monotonic() - started
         self.timings.boot[f"{host.name}.{host.generation}"] = took
         logger.info("boot %s (%s, generation %d): user-data ran in %.0fs; log %s",
                     host.name, host.ip, host.generation, took, log)
+
+    @staticmethod
+    def _wait_setup(host: Host, started: float) -> None:
+        while not host.path(SETUP_DONE).exists():
+            if time.monotonic() - started > BOOT_TIMEOUT:
+                log = host.path(SETUP_LOG)
+                tail = log.read_text()[-3000:] if log.exists() else "(no setup log)"
+                raise RuntimeError(f"{host.name}: pg-platform-setup did not finish in "
+                                   f"{BOOT_TIMEOUT:.0f}s; end of {SETUP_LOG}:\n{tail}")
+            time.sleep(1)
 
     @staticmethod
     def _system_boot(host: Host) -> None:
@@ -217,6 +262,19 @@ class Tier:
         subprocess.run(["ssh-keygen", "-R", host.ip, "-f", str(self.run_dir / "known_hosts")],
                        capture_output=True, check=False)
         self.boot(host)
+
+    def rerender(self, changes: dict[str, Any]) -> program.Rendered:
+        """The program again with `changes` merged into the settings (a day-2 `up`);
+        same addresses, ids and TLS material. Becomes the tier's current rendering."""
+        assert self.rendered is not None
+        raw = json.loads(json.dumps(self.rendered.raw))
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                raw.setdefault(key, {}).update(value)
+            else:
+                raw[key] = value
+        self.rendered = program.render(raw, self.ips, self.vols, self.state)
+        return self.rendered
 
     # -- access -------------------------------------------------------------------
     def host(self, name: str) -> Host:
