@@ -41,7 +41,7 @@ def make_handler(meta: dict[str, str], role: str) -> type[BaseHTTPRequestHandler
             self.end_headers()
             self.wfile.write(data)
 
-        def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+        def do_PUT(self) -> None:
             if self.path != "/latest/api/token":
                 self.reply(404, "not found")
                 return
@@ -57,7 +57,7 @@ def make_handler(meta: dict[str, str], role: str) -> type[BaseHTTPRequestHandler
             tokens[token] = time.monotonic() + ttl
             self.reply(200, token)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             token = self.headers.get(TOKEN_HEADER, "")
             if tokens.get(token, 0.0) < time.monotonic():
                 self.reply(401, "")

@@ -43,7 +43,7 @@ def tier() -> Iterator[Tier]:
         yield t
     finally:
         left = t.down()
-        logger.info("host-tier down: %s", "clean" if not left else left)
+        logger.info("host-tier down: %s", left if left else "clean")
         assert not left, left
 
 
@@ -144,5 +144,6 @@ def test_7_rebuilt_primary_keeps_its_data(tier: Tier) -> None:
     streamed = steps.wait_until("the replica streaming from the rebuilt primary",
                                 lambda: steps.streaming(tier, "after rebuild"), 120)
     _log(7, "rebuilt primary keeps its data", started,
-         f"new rootfs copy (generation {primary.generation}), same volume {primary.volume.volume_id}"
-         f", booted in {rebuilt:.0f}s; the row written before is there; {login}; {streamed}")
+         f"new rootfs copy (generation {primary.generation}), same volume "
+         f"{primary.volume.volume_id}, booted in {rebuilt:.0f}s; the row written before "
+         f"is there; {login}; {streamed}")

@@ -53,7 +53,7 @@ def sweep_stale() -> None:
     """Runs whose harness died and whose watchdog did not finish (e.g. a reboot)."""
     for ledger in (BASE / "runs").glob("*/ledger.jsonl"):
         owner = ledger.parent / "owner"
-        pid, started = (owner.read_text().split() + ["0", ""])[:2] if owner.exists() else \
+        pid, started = ([*owner.read_text().split(), "0", ""])[:2] if owner.exists() else \
             ("0", "")
         if not cleanup.alive(int(pid), started):
             left = cleanup.sweep(ledger)
@@ -240,6 +240,9 @@ class Tier:
         Debian's pgbouncer.service with its packaged configuration). The rest of
         multi-user.target (e2scrub, pstore, nvmf, timers) plays no part here."""
         host.run(["systemd-tmpfiles", "--create", "--boot"])
+        # tmpfiles' --boot made /run/nologin ("System is booting up"); at the end of a
+        # boot systemd-user-sessions.service removes it, and then logins work.
+        host.run(["rm", "-f", "/run/nologin"])
         for unit in BOOT_UNITS:
             proc = host.run(["systemctl", "start", unit], check=False)
             if proc.returncode:

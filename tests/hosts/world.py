@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -97,7 +98,7 @@ class World:
         for ip in (self.aws_ip, self.mirror_ip):
             _wait_port(ip, 443)
 
-    def client(self, service: str):  # type: ignore[no-untyped-def]
+    def client(self, service: str) -> Any:
         """A boto3 client for moto, straight to its loopback port (the harness's side)."""
         return boto3.client(service, region_name=self.region,
                             endpoint_url=f"http://127.0.0.1:{self.moto_port}",

@@ -8,6 +8,8 @@ output for dev (docker://) and prod (ssh://). See docs/testing.md.
 from __future__ import annotations
 
 import contextlib
+import json
+import shlex
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +153,37 @@ def as_owner(dsn: str, outputs: dict[str, Any]) -> str:
     """`dsn`'s server, as the owner role of primary_dsn (replica DSNs are the app role's)."""
     owner = conninfo_to_dict(outputs["primary_dsn"])
     return make_conninfo(dsn, user=str(owner["user"]), password=str(owner["password"]))
+
+
+def superuser_rows(host: Host, cfg: config.PlatformConfig, outputs: dict[str, Any],
+                   ca_file: Path, sql: str) -> list[dict[str, Any]]:
+    """`sql`'s rows (as JSON objects) read with superuser rights on `host`'s server.
+
+    Where the stack exports a break-glass DSN (local), through it; where it does not
+    (prod: the superuser logs in only by peer on the host's socket), over the host's
+    own testinfra connection, as the service user, the way an operator would.
+    """
+    wrapped = f"SELECT coalesce(json_agg(row_to_json(q)), '[]'::json)::text FROM ({sql}) q"
+    dsn = outputs.get("superuser_dsn")
+    if dsn and host.role == "primary":
+        with connect(dsn, ca_file) as conn:
+            row = conn.execute(wrapped).fetchone()
+        assert row is not None
+        text = str(row[0])
+    else:
+        r = remote(host)
+        cmd = shlex.join(["psql", "-X", "-At", "-p", str(cfg.postgres.port), "-d", "postgres",
+                          "-c", wrapped])
+        if r.user().name != host.service_user:
+            cmd = f"runuser -u {shlex.quote(host.service_user)} -- {cmd}"
+        text = str(r.check_output(cmd))
+    rows: list[dict[str, Any]] = json.loads(text)
+    return rows
+
+
+def privileged_stats(outputs: dict[str, Any]) -> bool:
+    """Whether stats_dsn's role sees other sessions' statistics (pg_monitor or more)."""
+    return bool(outputs.get("monitor_dsn") or outputs.get("superuser_dsn"))
 
 
 def stats_dsn(outputs: dict[str, Any]) -> str:
