@@ -197,19 +197,17 @@ class Host:
         self.ledger.process(proc.pid, f"{self.name} imds")
         self.procs.append(proc)
         deadline = time.monotonic() + 15
-        while self.run(["sh", "-c", "exec 3<>/dev/tcp/169.254.169.254/80"],
-                       check=False, shell_bash=True).returncode:
+        while self.run(["bash", "-c", "exec 3<>/dev/tcp/169.254.169.254/80"],
+                       check=False).returncode:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: the IMDS emulator did not start: "
                                    f"{(self.top / 'imds.log').read_text()[-800:]}")
             time.sleep(0.1)
 
     def run(self, argv: list[str], *, check: bool = True, input: str | None = None,
-            timeout: float = 300, user: str = "", shell_bash: bool = False,
+            timeout: float = 300, user: str = "",
             log: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run argv inside the host (all its namespaces and its root), clean environment."""
-        if shell_bash:
-            argv = ["bash", *argv[1:]]
         if user:
             argv = ["runuser", "-u", user, "--", *argv]
         full = ["nsenter", "-t", str(self.pid), "-m", "-n", "-p", "-u", "-r", "-w", "--",

@@ -59,7 +59,8 @@ def host_timescaledb() -> list[Path]:
 
 def cache_key() -> str:
     h = hashlib.sha256()
-    h.update(f"{_BUILD_VERSION} {SUITE} {MIRROR} {' '.join(PACKAGES)}\n".encode())
+    h.update(f"{_BUILD_VERSION} {SUITE} {MIRROR} {' '.join(PACKAGES)} "
+             f"{host_postgres_version()}\n".encode())
     for path in host_timescaledb():
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
@@ -116,6 +117,21 @@ def installed(root: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
+def host_postgres_version() -> str:
+    return subprocess.run(["dpkg-query", "-W", "-f=${Version}", f"postgresql-{PG_MAJOR}"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def check_postgres_matches(root: Path) -> None:
+    """The rootfs's server must be the host's: TimescaleDB was built for that one."""
+    inside = installed(root).get(f"postgresql-{PG_MAJOR}", "")
+    host = host_postgres_version()
+    if inside != host:
+        raise RuntimeError(f"the rootfs has postgresql-{PG_MAJOR} {inside or 'missing'}, the "
+                           f"machine {host}: TimescaleDB is built for the machine's; bookworm "
+                           "main must carry the same version (never upgrade the machine's)")
+
+
 def ensure(base: Path) -> tuple[Path, float]:
     """The cached root file system (made when missing) and the seconds it took here."""
     started = time.monotonic()
@@ -134,6 +150,7 @@ def ensure(base: Path) -> tuple[Path, float]:
     _run(["unshare", "--mount", "--propagation", "private", "--", "debootstrap",
           "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(target), MIRROR],
          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    check_postgres_matches(target)
     _customise(target, build)
     (target / ".complete").write_text(f"{key}\n")
     for old in base.glob("rootfs-*"):
