@@ -23,7 +23,7 @@ PY := $(ROOT)/.venv/bin/python
 PGP_TIMESCALEDB_SOURCE ?= $(wildcard $(ROOT)/../shared/vendor/timescaledb-2.28.3.tar.gz)
 export PGP_TIMESCALEDB_SOURCE
 
-.PHONY: bootstrap stack up preview preview-clean refresh destroy test test-unit test-fast lint bench drill status
+.PHONY: bootstrap stack up preview preview-clean refresh destroy test test-unit test-fast lint bench drill status test-hosts
 
 bootstrap:
 	@scripts/bootstrap
@@ -66,6 +66,14 @@ test-fast: bootstrap
 
 test: bootstrap
 	$(PY) -m pytest
+
+# The host tier (docs/testing.md "Host tier"): the prod program's rendered bootstrap run
+# for real on debootstrapped Debian hosts in namespaces; root only, about 10 minutes
+# on a fresh machine (the root file system is cached under .tools/hosts).
+test-hosts: bootstrap
+	@scripts/bootstrap-hosts
+	$(PY) -m pytest tests/hosts -p no:cacheprovider -o log_cli=true --log-cli-level=INFO \
+	  --log-cli-format='%(asctime)s %(message)s' --log-cli-date-format='%H:%M:%S'
 
 lint: bootstrap
 	$(PY) -m ruff check .

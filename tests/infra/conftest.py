@@ -8,6 +8,8 @@ output for dev (docker://) and prod (ssh://). See docs/testing.md.
 from __future__ import annotations
 
 import contextlib
+import json
+import shlex
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,13 @@ import testinfra
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import config
-from tests.infra.inventory import Host, StackAccess, exported_inventory, local_inventory
+from tests.infra.inventory import (
+    Host,
+    StackAccess,
+    StackSnapshot,
+    exported_inventory,
+    local_inventory,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--stack", default="local", help="the stack whose hosts to check")
     group.addoption("--project-dir", default=str(ROOT), type=Path,
                     help="the Pulumi project folder holding Pulumi.<stack>.yaml")
+    group.addoption("--stack-json", default=None, type=Path,
+                    help="read settings, outputs and passwords from this file instead of "
+                         "a Pulumi stack (tests/infra/inventory.py StackSnapshot)")
     group.addoption("--max-lag-seconds", default=5.0, type=float,
                     help="how long a replica may take to replay a fresh write")
     group.addoption("--max-full-backup-age-hours", default=8 * 24.0, type=float,
@@ -36,19 +47,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(the default schedule takes one weekly)")
 
 
+# How testinfra reaches ssh:// hosts: pytest-testinfra's own --ssh-config,
+# --ssh-identity-file, --sudo and --sudo-user, passed to every host `remote` makes.
+_REMOTE: dict[str, Any] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for opt in ("ssh_config", "ssh_identity_file", "sudo", "sudo_user"):
+        value = config.getoption(opt, default=None)
+        if value:
+            _REMOTE[opt] = value
+
+
 @pytest.fixture(scope="session")
-def access(pytestconfig: pytest.Config) -> StackAccess:
+def access(pytestconfig: pytest.Config) -> StackAccess | StackSnapshot:
+    snapshot = pytestconfig.getoption("stack_json")
+    if snapshot:
+        return StackSnapshot(Path(snapshot))
     return StackAccess(stack=pytestconfig.getoption("stack"),
                        project_dir=Path(pytestconfig.getoption("project_dir")).resolve())
 
 
 @pytest.fixture(scope="session")
-def cfg(access: StackAccess) -> config.PlatformConfig:
+def cfg(access: StackAccess | StackSnapshot) -> config.PlatformConfig:
     return access.config()
 
 
 @pytest.fixture(scope="session")
-def outputs(access: StackAccess) -> dict[str, Any]:
+def outputs(access: StackAccess | StackSnapshot) -> dict[str, Any]:
     out = access.outputs()
     if not out.get("primary_dsn"):
         raise RuntimeError(f"stack {access.stack!r} has no primary_dsn output: is it up?")
@@ -56,7 +82,7 @@ def outputs(access: StackAccess) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def passwords(access: StackAccess) -> dict[str, str]:
+def passwords(access: StackAccess | StackSnapshot) -> dict[str, str]:
     return access.generated_passwords()
 
 
@@ -92,7 +118,10 @@ def replica_hosts(hosts: list[Host], cfg: config.PlatformConfig) -> list[Host]:
 
 
 def remote(host: Host) -> Any:
-    """The testinfra host object for an inventory entry (cached by testinfra)."""
+    """The testinfra host object for an inventory entry (cached by testinfra), with the
+    command line's SSH options and sudo for ssh:// hosts."""
+    if host.spec.startswith(("ssh://", "paramiko://")):
+        return testinfra.get_host(host.spec, **_REMOTE)
     return testinfra.get_host(host.spec)
 
 
@@ -124,6 +153,37 @@ def as_owner(dsn: str, outputs: dict[str, Any]) -> str:
     """`dsn`'s server, as the owner role of primary_dsn (replica DSNs are the app role's)."""
     owner = conninfo_to_dict(outputs["primary_dsn"])
     return make_conninfo(dsn, user=str(owner["user"]), password=str(owner["password"]))
+
+
+def superuser_rows(host: Host, cfg: config.PlatformConfig, outputs: dict[str, Any],
+                   ca_file: Path, sql: str) -> list[dict[str, Any]]:
+    """`sql`'s rows (as JSON objects) read with superuser rights on `host`'s server.
+
+    Where the stack exports a break-glass DSN (local), through it; where it does not
+    (prod: the superuser logs in only by peer on the host's socket), over the host's
+    own testinfra connection, as the service user, the way an operator would.
+    """
+    wrapped = f"SELECT coalesce(json_agg(row_to_json(q)), '[]'::json)::text FROM ({sql}) q"
+    dsn = outputs.get("superuser_dsn")
+    if dsn and host.role == "primary":
+        with connect(dsn, ca_file) as conn:
+            row = conn.execute(wrapped).fetchone()
+        assert row is not None
+        text = str(row[0])
+    else:
+        r = remote(host)
+        cmd = shlex.join(["psql", "-X", "-At", "-p", str(cfg.postgres.port), "-d", "postgres",
+                          "-c", wrapped])
+        if r.user().name != host.service_user:
+            cmd = f"runuser -u {shlex.quote(host.service_user)} -- {cmd}"
+        text = str(r.check_output(cmd))
+    rows: list[dict[str, Any]] = json.loads(text)
+    return rows
+
+
+def privileged_stats(outputs: dict[str, Any]) -> bool:
+    """Whether stats_dsn's role sees other sessions' statistics (pg_monitor or more)."""
+    return bool(outputs.get("monitor_dsn") or outputs.get("superuser_dsn"))
 
 
 def stats_dsn(outputs: dict[str, Any]) -> str:

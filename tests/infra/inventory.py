@@ -95,6 +95,33 @@ class StackAccess:
         return found
 
 
+@dataclass(frozen=True)
+class StackSnapshot:
+    """A stack's settings, outputs and generated passwords from one JSON file (0600),
+    for hosts whose stack has no Pulumi state here: the host tier renders the prod
+    program under mocks (tests/hosts) and writes {"stack", "config", "outputs",
+    "passwords"}. The suite reads the same `testinfra_hosts` output from it."""
+
+    path: Path
+
+    def _data(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.path.read_text())
+        return loaded
+
+    @property
+    def stack(self) -> str:
+        return str(self._data()["stack"])
+
+    def config(self) -> config.PlatformConfig:
+        return config.load(self._data()["config"], self.stack)
+
+    def outputs(self) -> dict[str, Any]:
+        return SecretDict(self._data()["outputs"])
+
+    def generated_passwords(self) -> dict[str, str]:
+        return SecretDict(self._data()["passwords"])
+
+
 def _plain(value: Any) -> Any:
     """A decrypted secret in an exported state is {<sig>: ..., "plaintext": "<json>"}."""
     if isinstance(value, dict) and "plaintext" in value:

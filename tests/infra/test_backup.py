@@ -12,7 +12,7 @@ import pytest
 
 from infra import config
 from infra.render.backup_timers import timer_units
-from tests.infra.conftest import connect, remote
+from tests.infra.conftest import connect, remote, superuser_rows
 from tests.infra.inventory import Host
 
 
@@ -46,12 +46,12 @@ def test_a_recent_full_backup_exists(primary: Host, cfg: config.PlatformConfig,
 def test_archiving_works(primary: Host, cfg: config.PlatformConfig, outputs: dict[str, Any],
                          ca_file: Path) -> None:
     """Close a WAL segment; it must reach the repository, with no archiver failure."""
-    # pg_switch_wal is the superuser's: break-glass where the stack has it (local).
-    with connect(outputs.get("superuser_dsn") or outputs["primary_dsn"], ca_file) as conn:
+    with connect(outputs["primary_dsn"], ca_file) as conn:
         conn.execute("SELECT txid_current()")  # so the segment is not empty
-        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        assert row is not None
-        segment = row[0]
+    # pg_switch_wal is the superuser's: break-glass (a DSN on local, peer on the host).
+    segment = superuser_rows(primary, cfg, outputs, ca_file,
+                             "SELECT pg_walfile_name(pg_switch_wal()) AS segment")[0]["segment"]
+    with connect(outputs["primary_dsn"], ca_file) as conn:
         deadline = time.monotonic() + 60
         while True:
             stat = conn.execute("SELECT last_archived_wal, failed_count, last_failed_wal "

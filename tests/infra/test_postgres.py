@@ -9,7 +9,7 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import config
-from tests.infra.conftest import connect, remote, stats_dsn
+from tests.infra.conftest import connect, remote, stats_dsn, superuser_rows
 from tests.infra.inventory import Host
 
 # ss -ltnpH: "LISTEN 0 244 127.0.0.1:5432 0.0.0.0:* users:(("postgres",pid=10,fd=6))"
@@ -43,12 +43,26 @@ def postgres_hosts(primary: Host, replica_hosts: list[Host],
             *zip(replica_hosts, outputs["replica_dsns"], strict=True)]
 
 
+def configured_addresses(dsn: str, ca_file: Path) -> set[str]:
+    """address:port for each entry of the server's own listen_addresses."""
+    with connect(dsn, ca_file) as conn:
+        row = conn.execute("SELECT current_setting('listen_addresses'), "
+                           "current_setting('port')").fetchone()
+    assert row is not None
+    wildcard = {"*": "0.0.0.0", "0.0.0.0": "0.0.0.0"}
+    return {f"{wildcard.get(a.strip(), a.strip())}:{row[1]}" for a in str(row[0]).split(",")}
+
+
 def test_postgres_listens_where_configured_and_nowhere_else(
         cfg: config.PlatformConfig, primary: Host, replica_hosts: list[Host],
-        outputs: dict[str, Any]) -> None:
+        outputs: dict[str, Any], ca_file: Path) -> None:
+    """Each postmaster listens on exactly its listen_addresses; on local that is the
+    address its DSN names (prod binds 0.0.0.0, as aws_userdata renders it)."""
     for host, dsn in postgres_hosts(primary, replica_hosts, outputs):
-        want = expected_address(dsn)
-        assert listening(host, postmaster_pid(host)) == {want}, host.name
+        want = configured_addresses(dsn, ca_file)
+        assert listening(host, postmaster_pid(host)) == want, host.name
+        if cfg.backend == "local":
+            assert want == {expected_address(dsn)}, host.name
     if cfg.backend == "local":
         assert expected_address(outputs["primary_dsn"]) == \
             f"{cfg.postgres.listen_address}:{cfg.postgres.port}"
@@ -71,10 +85,18 @@ def test_version_and_extensions_are_as_configured(cfg: config.PlatformConfig,
     assert ("timescaledb" in preload.split(",")) == ("timescaledb" in available)
 
 
-def test_pg_hba_has_no_trust_and_only_scram(primary: Host, replica_hosts: list[Host],
+def hba_path(host: Host) -> str:
+    """The host's pg_hba.conf: the rendered one the inventory names (prod keeps it in
+    /etc/pg-platform), else the data directory's."""
+    named = [p for p in host.files if p.endswith("/pg_hba.conf")]
+    return named[0] if named else f"{host.data_dir}/pg_hba.conf"
+
+
+def test_pg_hba_has_no_trust_and_only_scram(cfg: config.PlatformConfig, primary: Host,
+                                            replica_hosts: list[Host],
                                             outputs: dict[str, Any], ca_file: Path) -> None:
     for host in [primary, *replica_hosts]:
-        text = remote(host).file(f"{host.data_dir}/pg_hba.conf").content_string
+        text = remote(host).file(hba_path(host)).content_string
         entries = [line.split() for line in text.splitlines()
                    if line.strip() and not line.lstrip().startswith("#")]
         assert entries, f"{host.name}: pg_hba.conf has no entries"
@@ -84,18 +106,20 @@ def test_pg_hba_has_no_trust_and_only_scram(primary: Host, replica_hosts: list[H
         assert all(e[2] == "postgres" and e[3] == "peer" for e in entries if e[0] == "local")
         assert not any("trust" in e for e in entries)
     # What the server loaded; pg_hba_file_rules is the superuser's (break-glass) to read.
-    with connect(outputs.get("superuser_dsn") or outputs["primary_dsn"], ca_file) as conn:
-        rules = conn.execute("SELECT type, auth_method, error FROM pg_hba_file_rules").fetchall()
-    assert rules and not any(r[2] for r in rules)
-    assert {r[1] for r in rules if r[0] != "local"} == {"scram-sha-256"}
-    assert {r[1] for r in rules if r[0] == "local"} <= {"peer"}
+    rules = superuser_rows(primary, cfg, outputs, ca_file,
+                           "SELECT type, auth_method, error FROM pg_hba_file_rules")
+    assert rules and not any(r["error"] for r in rules)
+    assert {r["auth_method"] for r in rules if r["type"] != "local"} == {"scram-sha-256"}
+    assert {r["auth_method"] for r in rules if r["type"] == "local"} <= {"peer"}
 
 
-def test_password_encryption_is_scram(outputs: dict[str, Any], ca_file: Path) -> None:
-    with connect(outputs.get("superuser_dsn") or outputs["primary_dsn"], ca_file) as conn:
+def test_password_encryption_is_scram(cfg: config.PlatformConfig, primary: Host,
+                                      outputs: dict[str, Any], ca_file: Path) -> None:
+    with connect(outputs["primary_dsn"], ca_file) as conn:
         assert conn.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
-        bad = conn.execute("SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL "
-                           "AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'").fetchall()
+    bad = superuser_rows(primary, cfg, outputs, ca_file,
+                         "SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL "
+                         "AND rolpassword NOT LIKE 'SCRAM-SHA-256$%'")
     assert bad == []
 
 

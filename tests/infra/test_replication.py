@@ -9,27 +9,53 @@ from typing import Any
 import pytest
 
 from infra import config
-from tests.infra.conftest import as_monitor, connect, stats_dsn
+from tests.infra.conftest import (
+    as_monitor,
+    connect,
+    privileged_stats,
+    stats_dsn,
+    superuser_rows,
+)
+from tests.infra.inventory import Host
+
+
+def senders_and_slots(cfg: config.PlatformConfig, primary: Host, outputs: dict[str, Any],
+                      ca_file: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """pg_stat_replication's fields are shown to pg_monitor members only: through the
+    monitor DSN where the stack has one, else as the superuser on the primary's host."""
+    senders_sql = "SELECT application_name, state, sync_state FROM pg_stat_replication"
+    with connect(stats_dsn(outputs), ca_file) as conn:
+        slots = conn.execute("SELECT slot_name, slot_type, active FROM pg_replication_slots "
+                             "ORDER BY 1").fetchall()
+        if privileged_stats(outputs):
+            return conn.execute(senders_sql + " ORDER BY 1").fetchall(), slots
+    rows = superuser_rows(primary, cfg, outputs, ca_file, senders_sql)
+    return sorted((r["application_name"], r["state"], r["sync_state"]) for r in rows), slots
+
+
+def wal_receiver(cfg: config.PlatformConfig, replica: Host, dsn: str, outputs: dict[str, Any],
+                 ca_file: Path) -> tuple[Any, ...] | None:
+    sql = "SELECT status, slot_name FROM pg_stat_wal_receiver"
+    if privileged_stats(outputs):
+        with connect(as_monitor(dsn, outputs), ca_file) as conn:
+            return conn.execute(sql).fetchone()
+    rows = superuser_rows(replica, cfg, outputs, ca_file, sql)
+    return (rows[0]["status"], rows[0]["slot_name"]) if rows else None
 
 
 def test_every_replica_streams_through_an_active_slot(cfg: config.PlatformConfig,
+                                                      primary: Host, replica_hosts: list[Host],
                                                       outputs: dict[str, Any],
                                                       ca_file: Path) -> None:
-    with connect(stats_dsn(outputs), ca_file) as conn:
-        senders = conn.execute("SELECT application_name, state, sync_state "
-                               "FROM pg_stat_replication ORDER BY 1").fetchall()
-        slots = conn.execute("SELECT slot_name, slot_type, active FROM pg_replication_slots "
-                             "ORDER BY 1").fetchall()
+    senders, slots = senders_and_slots(cfg, primary, outputs, ca_file)
     assert len(outputs["replica_dsns"]) == cfg.replicas
     assert [s[1] for s in senders] == ["streaming"] * cfg.replicas, senders
     physical = [s for s in slots if s[1] == "physical"]
     assert len(physical) == cfg.replicas and all(s[2] for s in physical), slots
-    for dsn in outputs["replica_dsns"]:
-        # pg_stat_wal_receiver shows its fields to privileged roles only.
-        with connect(as_monitor(dsn, outputs), ca_file) as conn:
+    for host, dsn in zip(replica_hosts, outputs["replica_dsns"], strict=True):
+        with connect(dsn, ca_file) as conn:
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
-            status = conn.execute("SELECT status, slot_name FROM pg_stat_wal_receiver"
-                                  ).fetchone()
+        status = wal_receiver(cfg, host, dsn, outputs, ca_file)
         assert status is not None and status[0] == "streaming"
         assert status[1] in {s[0] for s in physical}
 

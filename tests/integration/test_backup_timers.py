@@ -19,6 +19,7 @@ import yaml
 
 from infra import config
 from infra.backends import aws_userdata as ud
+from infra.backends.host_bundle import POSTGRES_UNIT
 from infra.backup import schedule
 from infra.render.backup_timers import on_calendar
 
@@ -78,7 +79,7 @@ def _primary_units(tmp: Path) -> list[Path]:
     for unit, content in units.items():
         name = Path(unit).name
         if unit.startswith("/etc/systemd/system/pg-platform-") and (
-                name.startswith("pg-platform-backup-") or name == ud.POSTGRES_UNIT):
+                name.startswith("pg-platform-backup-") or name == POSTGRES_UNIT):
             path = tmp / name
             path.write_text(content)
             out.append(path)
