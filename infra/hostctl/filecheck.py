@@ -102,19 +102,23 @@ def pgbouncer_scratch_ini(text: str, directory: Path) -> str:
     stand_in: dict[str, str] | None = None
     out: list[str] = []
     section = ""
+    scratch = {"listen_addr": "", "unix_socket_dir": str(directory),
+               "pidfile": str(directory / "pgbouncer.pid"),
+               "logfile": str(directory / "pgbouncer.log"),
+               "auth_file": str(directory / "userlist.txt")}
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             section = stripped[1:-1].strip().lower()
+            if section == "pgbouncer":  # every scratch key first; the file's own are replaced
+                out.append(line)
+                out.extend(f"{name} = {value}" for name, value in scratch.items())
+                continue
         m = _INI_LINE.match(line)
         if section == "pgbouncer" and m:
             name, value = m.group(1), m.group(2)
-            scratch = {"listen_addr": "", "unix_socket_dir": str(directory),
-                       "pidfile": str(directory / "pgbouncer.pid"),
-                       "logfile": str(directory / "pgbouncer.log"),
-                       "auth_file": str(directory / "userlist.txt")}
             if name in _SCRATCH_KEYS:
-                line = f"{name} = {scratch[name]}"
+                continue
             elif name in _TLS_FILE_KEYS and not Path(value).is_file():
                 stand_in = stand_in or _scratch_tls(directory)
                 kind = "key" if name.endswith("key_file") else (
@@ -137,13 +141,12 @@ def check_pgbouncer_ini(text: str, where: str, timeout: float = 15.0) -> None:
         write_file(d / "run" / "userlist.txt", "")
         ini = d / "pgbouncer.ini"
         write_file(ini, pgbouncer_scratch_ini(text, d / "run"))
-        log = d / "run" / "pgbouncer.log"
         with open(d / "stderr", "wb") as err:
             proc = subprocess.Popen(service_cmd([binary, str(ini)]), stdin=subprocess.DEVNULL,
                                     stdout=err, stderr=err, start_new_session=True)
 
         def settled() -> bool:
-            up = log.exists() and "process up" in log.read_text(errors="replace")
+            up = "process up" in (d / "stderr").read_text(errors="replace")
             return up or proc.poll() is not None
 
         wait_until(settled, timeout)

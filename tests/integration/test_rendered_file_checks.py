@@ -8,12 +8,13 @@ zone that does not exist), before any resource is made.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from infra import config
-from infra.backends import local, rendered_checks
+from infra.backends import docker, local, rendered_checks
 from infra.backends.local_layout import layout
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
@@ -26,6 +27,20 @@ from tests.support import scratch_dir
 def cfg() -> PlatformConfig:
     return config.load({"replicas": 2, "state_dir": str(scratch_dir("pgp-fc-") / "state"),
                         "postgres": {"port": 61432}}, "checks")
+
+
+def _our_checks() -> list[int]:
+    """Check processes (runuser or pgbouncer) this test process started, still alive."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"pgp-check-" in cmdline and ppid == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _files(cfg: PlatformConfig) -> dict[str, dict[str, str]]:
@@ -42,8 +57,7 @@ def test_the_rendered_files_pass_their_tools(cfg: PlatformConfig) -> None:
     for node, texts in files.items():
         rendered_checks.check_files(cfg, node, texts)
     # Nothing is left running: the pgbouncer check stops what it started.
-    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
-                if b"pgp-check-" in p.read_bytes()]
+    assert _our_checks() == []
 
 
 @pytest.mark.parametrize(("line", "words"), [
@@ -103,3 +117,21 @@ def test_preview_stops_on_a_value_only_the_server_refuses() -> None:
         assert not list(stack.state_dir.glob("*")), "a resource was made before the refusal"
     finally:
         stack.remove()
+
+
+def test_a_pooler_ini_without_pid_and_log_files_is_checked_too(tmp_path: Path) -> None:
+    """docker's and aws's pgbouncer.ini name no pidfile or logfile: the scratch copy does."""
+    dev = config.load({"replicas": 1}, "dev")
+    text = docker.pooler_files(dev, docker.Layout(prefix="p", port=5432, replicas=1,
+                                                  pooler_port=6432))
+    assert "pidfile" not in text
+    scratch = filecheck.pgbouncer_scratch_ini(text, tmp_path)
+    keys = [ln.split("=")[0].strip() for ln in scratch.splitlines() if "=" in ln
+            and not ln.startswith(";")]
+    for key in ("pidfile", "logfile", "listen_addr", "unix_socket_dir", "auth_file"):
+        assert keys.count(key) == 1, (key, scratch)
+    assert f"pidfile = {tmp_path / 'pgbouncer.pid'}" in scratch
+    filecheck.check_pgbouncer_ini(text, "dev pooler")
+    with pytest.raises(ConfigError, match="unknown parameter: pgbouncer/auth_typo"):
+        filecheck.check_pgbouncer_ini(text + "auth_typo = trust\n", "dev pooler")
+    assert _our_checks() == []

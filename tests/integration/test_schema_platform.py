@@ -69,17 +69,17 @@ def test_tenants_created_from_config_and_at_run_time_then_updated(
     # A tenant added at run time through the registry's function, and a new
     # tenant file: one survey finds all three tenants' work.
     rows(fresh_db.dsn, "SELECT public.create_tenant('initech', 'Initech', 'free')")
-    (sql_dir / "tenant" / "V0003__user_locale.sql").write_text(
+    (sql_dir / "tenant" / "V0100__user_locale.sql").write_text(
         "ALTER TABLE ${tenant_schema}.users ADD COLUMN locale text NOT NULL DEFAULT 'en';\n")
     renamed = [{**TENANTS[0], "plan": "enterprise"}, TENANTS[1]]
     o2 = engine.Options.build(sql_dir, renamed)
     p = engine.plan(fresh_db.dsn, o2)
     assert [t.slug for t in p.unregistered] == ["acme"]
     assert {w.schema: [m.script for m in w.pending] for w in p.tenant_work} == {
-        "tenant_acme": ["V0003__user_locale.sql"],
-        "tenant_globex": ["V0003__user_locale.sql"],
+        "tenant_acme": ["V0100__user_locale.sql"],
+        "tenant_globex": ["V0100__user_locale.sql"],
         "tenant_initech": ["V0001__tenant_template.sql", "V0002__tenant_role.sql",
-                           "V0003__user_locale.sql"]}
+                           "V0003__tenant_pooler_login.sql", "V0100__user_locale.sql"]}
 
     second = engine.apply(fresh_db.dsn, o2)
     assert second.tenants_created == ["tenant_initech"] and second.tenants_migrated == 3
