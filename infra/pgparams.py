@@ -208,6 +208,14 @@ def _check_value(s: Setting, value: str) -> str | None:
     return None
 
 
+def _lookup(cat: dict[str, Setting], name: str) -> Setting | None:
+    """PostgreSQL's setting names are case-insensitive: `timezone` is `TimeZone`."""
+    found = cat.get(name)
+    if found is None:
+        found = next((s for n, s in cat.items() if n.lower() == name.lower()), None)
+    return found
+
+
 def check(name: str, value: str, where: str, version: int) -> None:
     """:raises ConfigError: naming `where` (the key), the value, and why or what is allowed."""
     why = forbidden_reason(name)
@@ -223,7 +231,7 @@ def check(name: str, value: str, where: str, version: int) -> None:
     cat = catalogue(version)
     if cat is None:
         return
-    s = cat.get(name)
+    s = _lookup(cat, name)
     if s is None:
         close = sorted(n for n in cat if n.startswith(name[:4]))[:5]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -239,7 +247,7 @@ def check(name: str, value: str, where: str, version: int) -> None:
 def check_own_key(name: str, value: str, where: str, version: int) -> None:
     """A setting with its own key (e.g. postgres.work_mem): type and range only."""
     cat = catalogue(version)
-    s = cat.get(name) if cat else None
+    s = _lookup(cat, name) if cat else None
     if s is None:
         return
     problem = _check_value(s, value)

@@ -59,3 +59,12 @@ def test_valid_parameters_pass() -> None:
         "statement_timeout": "30s", "log_min_messages": "warning", "random_page_cost": 1.1,
         "jit": False, "temp_buffers": "16MB", "pg_stat_statements.max": 5000}}}, "test")
     assert dict(cfg.postgres.parameters)["jit"] == "off"
+
+
+def test_names_match_the_catalogue_case_insensitively() -> None:
+    """The catalogue spells it `TimeZone`; PostgreSQL reads `timezone` as the same setting."""
+    cfg = config.load({"postgres": {"parameters": {"timezone": "UTC",
+                                                   "datestyle": "ISO, MDY"}}}, "test")
+    assert dict(cfg.postgres.parameters)["timezone"] == "UTC"
+    with pytest.raises(ConfigError, match=r"parameters\.datestyle.*allowed|not a PostgreSQL"):
+        config.load({"postgres": {"parameters": {"datestyles": "ISO"}}}, "test")
