@@ -112,20 +112,15 @@ def _pgbackrest(tier: Tier, *args: str) -> str:
 
 
 def backup_to_s3(tier: Tier) -> str:
-    """The first boot's full backup, then the rendered schedule's own incr command."""
+    """The first boot's full backup, then the schedule's incr unit, started by hand."""
     before = json.loads(_pgbackrest(tier, "--output=json", "info"))[0]["backup"]
     assert any(b["type"] == "full" for b in before), f"no full backup after boot: {before}"
-    cron = tier.host("primary").path("/etc/cron.d/pg-platform-pgbackrest").read_text()
-    env = [ln for ln in cron.splitlines() if "=" in ln.split(" ")[0] and not ln.startswith("#")]
-    job = next(ln for ln in cron.splitlines() if ln.strip().endswith("--type=incr backup"))
-    fields = job.split(None, 6)
-    user, command = fields[5], fields[6]
-    # The schedule's backups start on a spread checkpoint (no --start-fast); flush first
-    # so the step does not wait out 0.9 x checkpoint_timeout for the schema's pages.
-    psql_as_postgres(tier.host("primary"), "CHECKPOINT")
+    # The schedule's incr, as its timer would start it: the unit's own ExecStart and User=.
+    unit = "pg-platform-backup-incr.service"
+    text = tier.host("primary").path(f"/etc/systemd/system/{unit}").read_text()
+    user = next(ln.split("=", 1)[1] for ln in text.splitlines() if ln.startswith("User="))
     started = time.monotonic()
-    tier.host("primary").run(["runuser", "-u", user, "--", "env", *env, "sh", "-c", command],
-                             timeout=600)
+    tier.host("primary").run(["systemctl", "start", unit], timeout=600)
     took = time.monotonic() - started
     after = json.loads(_pgbackrest(tier, "--output=json", "info"))[0]["backup"]
     assert len(after) == len(before) + 1 and after[-1]["type"] == "incr", after

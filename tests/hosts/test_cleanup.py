@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tests.hosts import cleanup
-from tests.hosts.tier import BASE, ROOT
+from tests.hosts.tier import ROOT, RUNS
 
 CHILD = """
 import logging, sys
@@ -60,7 +60,7 @@ def test_a_killed_harness_leaves_nothing_behind() -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
-    run_dir = BASE / "runs" / run_id
+    run_dir = RUNS / run_id
     ledger = run_dir / "ledger.jsonl"
     try:
         deadline = time.monotonic() + 600

@@ -35,7 +35,10 @@ from tests.hosts.world import World
 
 logger = logging.getLogger("host-tier")
 ROOT = Path(__file__).resolve().parents[2]
-BASE = ROOT / ".tools" / "hosts"
+BASE = ROOT / ".tools" / "hosts"  # the cached root file systems
+# Each run's files (ledger, volumes, keys, the program's state_dir): under .state/,
+# where pg-platform:state_dir may point.
+RUNS = ROOT / ".state" / "host-tier"
 BOOT_TIMEOUT = 600.0
 BOOT_UNITS = ("cron.service", "pgbouncer.service")
 # A bootstrap run by a retrying unit (day2's) is started by runcmd without waiting;
@@ -51,7 +54,7 @@ def retrying_bootstrap(user_data: str) -> bool:
 
 def sweep_stale() -> None:
     """Runs whose harness died and whose watchdog did not finish (e.g. a reboot)."""
-    for ledger in (BASE / "runs").glob("*/ledger.jsonl"):
+    for ledger in (RUNS).glob("*/ledger.jsonl"):
         owner = ledger.parent / "owner"
         pid, started = ([*owner.read_text().split(), "0", ""])[:2] if owner.exists() else \
             ("0", "")
@@ -59,7 +62,7 @@ def sweep_stale() -> None:
             left = cleanup.sweep(ledger)
             if left:
                 raise RuntimeError(f"stale host-tier run {ledger.parent}: {left}")
-    for run in (BASE / "runs").glob("*"):
+    for run in (RUNS).glob("*"):
         if run.is_dir() and not (run / "ledger.jsonl").exists():
             shutil.rmtree(run, ignore_errors=True)
 
@@ -80,7 +83,7 @@ class Tier:
     world: World | None = None
 
     def __post_init__(self) -> None:
-        self.run_dir = BASE / "runs" / self.run_id
+        self.run_dir = RUNS / self.run_id
         self.ledger = cleanup.Ledger(self.run_dir / "ledger.jsonl")
         # A /24 per run, picked from the run id; 10.213.0.0/16 is the tier's.
         self.network = Network(bridge=f"pgp{self.run_id}br",
