@@ -121,6 +121,9 @@ def etcd_conf(cfg: PlatformConfig, member: EtcdMember, members: Sequence[EtcdMem
         "initial-cluster-token": f"pg-platform-{cfg.stack}",
         "initial-cluster-state": "new",
         "enable-v2": False,
+        # A --config-file turns the gRPC gateway off by default; Patroni's etcd3 client
+        # speaks JSON to it at /v3.
+        "enable-grpc-gateway": True,
         "client-transport-security": sec(),
         "peer-transport-security": sec(),
         # Loopback and LAN round trips are sub-millisecond; etcd's defaults (100/1000 ms).
@@ -235,3 +238,26 @@ def dynamic_config(cfg: PlatformConfig, node: PatroniNode, *, timescaledb: bool,
                                      timescaledb=timescaledb, tls=tls))
     dcs: dict[str, Any] = doc["bootstrap"]["dcs"]
     return dcs
+
+
+@dataclass(frozen=True)
+class ProxyTargets:
+    """Where HAProxy listens (read-write on `port`, read-only on `port + 1`)."""
+
+    listen_address: str
+    port: int
+    stats_socket: str
+
+
+def haproxy_cfg(nodes: Sequence[PatroniNode], targets: ProxyTargets,
+                tls: render.TlsFiles) -> str:
+    """HAProxy in TCP mode: each listener sends clients to the nodes Patroni's REST API
+    reports for that role (GET /primary, /replica: 200 or 503). TLS to PostgreSQL stays
+    end to end; the health checks verify Patroni's certificate against the platform CA.
+    A node marked down has its sessions cut, so PgBouncer reconnects to the new leader
+    instead of writing into a demoted node."""
+    for value in (targets.listen_address, targets.stats_socket, tls.ca_file,
+                  *(n.host for n in nodes)):
+        if any(c.isspace() or c in "#'\"\\" for c in value):
+            raise RenderError(f"haproxy.cfg: {value!r} contains a space, quote, '#' or '\\'")
+    return render.render("haproxy.cfg.j2", nodes=nodes, targets=targets, tls=tls)

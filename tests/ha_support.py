@@ -6,10 +6,22 @@ from the same renderers and process control the local backend uses.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import signal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from infra import config, pgctl, render, render_ha, tls
+from infra.backends.local_postgres import DatabaseProvider
+from infra.hostctl.daemon import wait_until
 from infra.hostctl.etcd import EtcdCluster, LocalMember
+from infra.hostctl.haproxy import HaProxy
+from infra.hostctl.patroni import PatroniProcess
+from infra.pooler import PgBouncer
+from tests.support import scratch_dir
 
 ETCD_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
@@ -45,3 +57,165 @@ def etcd_cluster(cfg: config.PlatformConfig, base: Path, files: render.TlsFiles,
     cluster.write([render_ha.etcd_conf(cfg, m.member, members, str(m.data_dir), files)
                    for m in cluster.members])
     return cluster
+
+
+NODE_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+
+
+def patroni_nodes(cfg: config.PlatformConfig, base: Path, count: int, pg_port: int,
+                  rest_port: int, *, pgbackrest_config: str | None = None,
+                  ) -> list[render_ha.PatroniNode]:
+    out = []
+    for i, host in enumerate(NODE_HOSTS[:count], start=1):
+        name = f"pg-{i}"
+        data = str(base / name)
+        out.append(render_ha.PatroniNode(
+            name=name, host=host, port=pg_port, restapi_port=rest_port,
+            paths=render.HostPaths(data_dir=data, socket_dir=str(base / f"run-{name}"),
+                                   pgbackrest_config=pgbackrest_config),
+            pgpass=str(base / "patroni" / f"{name}.pgpass"), config_dir=data))
+    return out
+
+
+@dataclass
+class HaStack:
+    """etcd (3 members), Patroni nodes, HAProxy and PgBouncer, all real processes."""
+
+    base: Path
+    cfg: config.PlatformConfig
+    files: render.TlsFiles
+    etcd: EtcdCluster
+    nodes: list[render_ha.PatroniNode]
+    procs: dict[str, PatroniProcess]
+    proxy: HaProxy
+    bouncer: PgBouncer
+    passwords: dict[str, str]
+
+    def node_dsn(self, name: str, db: str | None = None) -> str:
+        n = next(n for n in self.nodes if n.name == name)
+        pg = self.cfg.postgres
+        return (pgctl.Server(Path("/"), n.port, n.host).dsn(
+            pg.owner_role, self.passwords["owner"], db or pg.database)
+            + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
+
+    def pooler_dsn(self, db: str | None = None) -> str:
+        pg = self.cfg.postgres
+        return (pgctl.Server(Path("/"), self.cfg.pooler.port, pg.listen_address).dsn(
+            pg.app_role, self.passwords["app"], db or pg.database)
+            + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
+
+    def admin_dsn(self) -> str:
+        return (pgctl.Server(Path("/"), self.cfg.pooler.port, self.cfg.postgres.listen_address)
+                .dsn(self.cfg.pooler.admin_user, self.passwords["admin"], "pgbouncer")
+                + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
+
+    @property
+    def any_config(self) -> Path:
+        """A patroni.yml patronictl can use (every node's names the same cluster)."""
+        return next(iter(self.procs.values())).config_file
+
+    def leader(self) -> str | None:
+        for name, p in self.procs.items():
+            if p.probe("/primary") == 200:
+                return name
+        return None
+
+    def render_node(self, node: render_ha.PatroniNode) -> str:
+        members = render_ha.etcd_members(ETCD_HOSTS, self.cfg.ha.etcd_client_port,
+                                         self.cfg.ha.etcd_peer_port)
+        return render_ha.patroni_yml(self.cfg, node, members, self.secrets,
+                                     timescaledb=False, tls=self.files)
+
+    @property
+    def secrets(self) -> render_ha.HaSecrets:
+        return render_ha.HaSecrets(self.passwords["owner"], self.passwords["replication"],
+                                   self.passwords["restapi"])
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.bouncer.stop()
+        with contextlib.suppress(Exception):
+            self.proxy.stop()
+        for p in self.procs.values():
+            with contextlib.suppress(Exception):
+                p.stop()
+            pid = p.postmaster_pid()
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        self.etcd.stop()
+
+
+def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wait: int = 5,
+             retry_timeout: int = 5, max_connections: int = 50) -> HaStack:
+    """Start a whole HA cluster in a scratch directory and wait until every node runs."""
+    base = scratch_dir("pgp-ha-")
+    taken: set[int] = set()
+    hosts = ("127.0.0.1", *ETCD_HOSTS)
+    cport, pport, pgport, rport, hport, bport = (free_port_on(hosts, taken) for _ in range(6))
+    while not pgctl.port_free("127.0.0.1", hport + 1):
+        hport = free_port_on(hosts, taken)
+    settings: dict[str, Any] = {
+        "state_dir": str(base),
+        "postgres": {"max_connections": max_connections},
+        "pooler": {"port": bport, "default_pool_size": 10, "max_client_conn": 200,
+                   "query_wait_timeout": 60},
+        "ha": {"manager": "patroni", "synchronous": synchronous, "ttl": ttl,
+               "loop_wait": loop_wait, "retry_timeout": retry_timeout,
+               "etcd_client_port": cport, "etcd_peer_port": pport, "restapi_port": rport,
+               "haproxy_port": hport},
+    }
+    cfg = config.load(settings, "hatest")
+    pw = {k: secrets.token_urlsafe(24) for k in ("owner", "app", "replication", "admin",
+                                                 "restapi")}
+    files = write_tls(base, hosts)
+    etcd = etcd_cluster(cfg, base, files, cport, pport)
+    nodes = patroni_nodes(cfg, base, count, pgport, rport)
+    pdir = pgctl.make_dir(base / "patroni", 0o700)
+    procs = {n.name: PatroniProcess(n.name, n.host, n.restapi_port, pdir / f"{n.name}.yml",
+                                    Path(n.paths.data_dir), files) for n in nodes}
+    run = pgctl.make_dir(base / "run", 0o755)
+    proxy = HaProxy(config_file=base / "haproxy" / "haproxy.cfg",
+                    stats_socket=base / "haproxy" / "stats.sock", host="127.0.0.1", port=hport)
+    pooler_dir = pgctl.make_dir(base / "pgbouncer", 0o700)
+    bouncer = PgBouncer(ini_path=pooler_dir / "pgbouncer.ini",
+                        pid_file=pooler_dir / "pgbouncer.pid", host="127.0.0.1", port=bport,
+                        log_file=pooler_dir / "pgbouncer.log")
+    stack = HaStack(base, cfg, files, etcd, nodes, procs, proxy, bouncer, pw)
+    try:
+        etcd.start()
+        for n in nodes:
+            pgctl.make_dir(Path(n.paths.socket_dir), 0o755)
+            procs[n.name].write_config(stack.render_node(n))
+        first = procs[nodes[0].name]
+        first.start()
+        first.wait_running()
+        DatabaseProvider._apply({
+            "host": nodes[0].host, "port": nodes[0].port, "data_dir": n.paths.data_dir,
+            "superuser": cfg.postgres.owner_role, "superuser_password": pw["owner"],
+            "database": cfg.postgres.database, "app_role": cfg.postgres.app_role,
+            "app_password": pw["app"]})
+        for n in nodes[1:]:
+            procs[n.name].start()
+        for n in nodes[1:]:
+            procs[n.name].wait_running(timeout=120)
+        proxy.write_config(render_ha.haproxy_cfg(nodes, render_ha.ProxyTargets(
+            "127.0.0.1", hport, str(proxy.stats_socket)), files))
+        proxy.check_config()
+        proxy.start()
+        wait_until(lambda: proxy.servers_up("primary") == [nodes[0].name], timeout=15,
+                   what="HAProxy sees the leader")
+        paths = render.PoolerPaths(auth_file=str(pooler_dir / "userlist.txt"),
+                                   socket_dir=str(run), pid_file=str(bouncer.pid_file),
+                                   log_file=str(bouncer.log_file))
+        targets = render.PoolerTargets(listen_address="127.0.0.1", primary_host="127.0.0.1",
+                                       primary_port=hport, replica_hosts=("127.0.0.1",),
+                                       replica_port=hport + 1)
+        pgctl.write_file(Path(paths.auth_file), render.userlist_txt(
+            render.pooler_users(cfg, pw["app"], pw["admin"])))
+        pgctl.write_file(bouncer.ini_path, render.pgbouncer_ini(cfg, paths, targets, files))
+        bouncer.start()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

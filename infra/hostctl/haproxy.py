@@ -1,0 +1,80 @@
+"""HAProxy in front of the Patroni nodes, and its stats socket.
+
+The socket tells which servers HAProxy itself considers up, which is what a
+planned switchover must wait for before PgBouncer resumes: Patroni's REST
+answer changes first, HAProxy follows within one check interval.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra import pgctl
+from infra.errors import ProcessError
+from infra.hostctl.daemon import Daemon, wait_until
+
+HAPROXY = "/usr/sbin/haproxy"
+
+
+@dataclass(frozen=True)
+class HaProxy:
+    config_file: Path
+    stats_socket: Path
+    host: str
+    port: int
+
+    @property
+    def daemon(self) -> Daemon:
+        # -db: stay in the foreground (Daemon detaches it); -W would fork a master.
+        return Daemon(argv=(HAPROXY, "-db", "-f", str(self.config_file)),
+                      pid_file=self.config_file.with_suffix(".pid"),
+                      log_file=self.config_file.with_suffix(".log"))
+
+    def write_config(self, text: str) -> None:
+        pgctl.make_dir(self.config_file.parent, 0o700)
+        pgctl.write_file(self.config_file, text, 0o600)
+
+    def check_config(self) -> None:
+        pgctl.run([HAPROXY, "-c", "-q", "-f", str(self.config_file)],
+                  what=f"haproxy -c of {self.config_file}")
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self.daemon.is_running():
+            return
+        pgctl.make_dir(self.stats_socket.parent, 0o700)
+        self.daemon.start()
+        try:
+            wait_until(lambda: pgctl.port_open(self.host, self.port), timeout=timeout,
+                       what=f"haproxy on {self.host}:{self.port}")
+        except ProcessError as exc:
+            raise ProcessError(f"{exc}; log: {self.daemon.log_tail()}") from None
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+    def servers_up(self, backend: str = "primary") -> list[str]:
+        """Server names HAProxy has UP in `backend` (its `show stat` CSV)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(str(self.stats_socket))
+                s.sendall(b"show stat\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+        except OSError:
+            return []
+        lines = data.decode(errors="replace").splitlines()
+        if not lines:
+            return []
+        header = lines[0].lstrip("# ").split(",")
+        up = []
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND",
+                                                                          "BACKEND"):
+                if str(row.get("status", "")).startswith("UP"):
+                    up.append(row["svname"])
+        return up

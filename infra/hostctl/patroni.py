@@ -1,0 +1,137 @@
+"""Patroni processes on this machine, their REST API, and patronictl.
+
+Patroni reads its own patroni.yml (0600, service user): the passwords it holds
+never reach a process environment or a command line. Its REST API runs TLS with
+the platform certificate; GET endpoints are open (HAProxy checks /primary and
+/replica), changing ones need the REST password from the same file, which
+patronictl reads from there too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infra import pgctl, render
+from infra.errors import ProcessError
+from infra.hostctl.daemon import Daemon, wait_until
+
+PATRONI = "/usr/bin/patroni"
+PATRONICTL = "/usr/bin/patronictl"
+
+
+def _ctx(tls: render.TlsFiles) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=tls.ca_file)
+
+
+@dataclass(frozen=True)
+class PatroniProcess:
+    name: str
+    host: str
+    restapi_port: int
+    config_file: Path
+    data_dir: Path
+    tls: render.TlsFiles
+
+    @property
+    def daemon(self) -> Daemon:
+        return Daemon(argv=(PATRONI, str(self.config_file)),
+                      pid_file=self.config_file.with_suffix(".pid"),
+                      log_file=self.config_file.with_suffix(".log"))
+
+    @property
+    def rest_url(self) -> str:
+        return f"https://{self.host}:{self.restapi_port}"
+
+    def write_config(self, text: str) -> None:
+        pgctl.make_dir(self.config_file.parent, 0o700)
+        pgctl.write_file(self.config_file, text, 0o600)
+
+    def start(self) -> None:
+        if not self.daemon.is_running():
+            if not pgctl.port_free(self.host, self.restapi_port):
+                raise ProcessError(f"Patroni {self.name}: REST port {self.host}:"
+                                   f"{self.restapi_port} is already in use")
+            # initdb and the create-replica methods accept an empty 0700 directory.
+            pgctl.make_dir(self.data_dir.parent, 0o755)
+            if not self.data_dir.exists():
+                pgctl.make_dir(self.data_dir, 0o700)
+            self.daemon.start()
+
+    def reload(self) -> None:
+        """Patroni re-reads patroni.yml on SIGHUP."""
+        import signal
+
+        self.daemon.signal(signal.SIGHUP)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM: Patroni stops PostgreSQL (fast) and releases the leader key."""
+        self.daemon.stop(timeout=timeout)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def status(self) -> dict[str, Any] | None:
+        """GET /patroni: role, state, timeline, xlog; None when the API does not answer."""
+        return self._get("/patroni")[1]
+
+    def probe(self, path: str) -> int:
+        """The HTTP status HAProxy would see for `path` (/primary, /replica); 0 when down."""
+        return self._get(path)[0]
+
+    def _get(self, path: str) -> tuple[int, dict[str, Any] | None]:
+        try:
+            with urllib.request.urlopen(self.rest_url + path, context=_ctx(self.tls),  # noqa: S310
+                                        timeout=2) as resp:
+                return int(resp.status), json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                return int(exc.code), json.loads(exc.read() or b"{}")
+            except ValueError:
+                return int(exc.code), None
+        except (OSError, ValueError):
+            return 0, None
+
+    def wait_running(self, timeout: float = 90.0) -> None:
+        try:
+            wait_until(lambda: (self.status() or {}).get("state") == "running",
+                       timeout=timeout, what=f"Patroni {self.name} running", interval=0.25)
+        except ProcessError as exc:
+            raise ProcessError(f"{exc}; log: {self.daemon.log_tail()}") from None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def patronictl(config_file: Path, *args: str, timeout: float = 120.0) -> str:
+    """Run patronictl with a node's patroni.yml; the output, or ProcessError with it."""
+    proc = subprocess.run([PATRONICTL, "-c", str(config_file), *args], capture_output=True,
+                          text=True, timeout=timeout, check=False, cwd="/")
+    if proc.returncode != 0:
+        raise ProcessError(f"patronictl {' '.join(args)} failed (exit {proc.returncode}): "
+                           f"{(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+def members(config_file: Path) -> list[dict[str, Any]]:
+    """`patronictl list -f json`: Member, Host, Role, State, TL, Lag in MB."""
+    out: list[dict[str, Any]] = json.loads(patronictl(config_file, "list", "-f", "json"))
+    return out
+
+
+def leader(config_file: Path) -> str | None:
+    for m in members(config_file):
+        if m.get("Role") == "Leader":
+            return str(m["Member"])
+    return None
