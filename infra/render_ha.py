@@ -145,7 +145,7 @@ def _split_parameters(conf: dict[str, str]) -> tuple[dict[str, str], dict[str, s
 
 def create_replica_methods(cfg: PlatformConfig, node: PatroniNode) -> dict[str, Any]:
     """pgBackRest restore first (no load on the leader), pg_basebackup when it fails."""
-    out: dict[str, Any] = {"basebackup": [{"checkpoint": "fast"}, {"wal-method": "stream"}]}
+    out: dict[str, Any] = {"basebackup": [{"checkpoint": "fast"}]}
     methods = ["basebackup"]
     if node.paths.pgbackrest_config:
         cmd = (f"pgbackrest --config={shlex.quote(node.paths.pgbackrest_config)} "

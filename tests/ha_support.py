@@ -131,6 +131,36 @@ class HaStack:
         return render_ha.HaSecrets(self.passwords["owner"], self.passwords["replication"],
                                    self.passwords["restapi"])
 
+    def wait_replicating(self, timeout: float = 60.0) -> None:
+        """Every replica streams from the leader (and one is synchronous when asked for)."""
+        import psycopg
+
+        def ready() -> bool:
+            lead = self.leader()
+            if lead is None:
+                return False
+            try:
+                with psycopg.connect(self.node_dsn(lead, "postgres"), connect_timeout=3) as c:
+                    rows = c.execute("SELECT application_name, sync_state FROM "
+                                     "pg_stat_replication WHERE state = 'streaming'").fetchall()
+            except psycopg.Error:
+                return False
+            running = [n for n, p in self.procs.items()
+                       if n != lead and p.daemon.is_running()]
+            if len(rows) < len(running):
+                return False
+            if not self.cfg.ha.synchronous_mode:
+                return True
+            # Patroni promotes automatically only the standby its /sync key names: until
+            # it has confirmed one (a loop after the leader changed), a failover waits.
+            from infra.hostctl.patroni import members
+
+            sync = {m["Member"] for m in members(self.any_config) if m["Role"] == "Sync Standby"}
+            return any(r[1] == "sync" and r[0] in sync for r in rows)
+
+        wait_until(ready, timeout=timeout, what="every replica streams from the leader",
+                   interval=0.25)
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self.bouncer.stop()
@@ -146,6 +176,16 @@ class HaStack:
         self.etcd.stop()
 
 
+def validate_config(path: Path) -> None:
+    """`patroni --validate-config`: it also checks that etcd answers and the ports are free."""
+    import subprocess
+
+    proc = subprocess.run(["/usr/bin/patroni", "--validate-config", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"patroni --validate-config {path}: {proc.stdout}{proc.stderr}")
+
+
 def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wait: int = 5,
              retry_timeout: int = 5, max_connections: int = 50) -> HaStack:
     """Start a whole HA cluster in a scratch directory and wait until every node runs."""
@@ -159,7 +199,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
         "state_dir": str(base),
         "postgres": {"max_connections": max_connections},
         "pooler": {"port": bport, "default_pool_size": 10, "max_client_conn": 200,
-                   "query_wait_timeout": 60},
+                   "query_wait_timeout": 60, "server_login_retry": 1},
         "ha": {"manager": "patroni", "synchronous": synchronous, "ttl": ttl,
                "loop_wait": loop_wait, "retry_timeout": retry_timeout,
                "etcd_client_port": cport, "etcd_peer_port": pport, "restapi_port": rport,
@@ -187,6 +227,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
         for n in nodes:
             pgctl.make_dir(Path(n.paths.socket_dir), 0o755)
             procs[n.name].write_config(stack.render_node(n))
+            validate_config(procs[n.name].config_file)
         first = procs[nodes[0].name]
         first.start()
         first.wait_running()

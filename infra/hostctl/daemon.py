@@ -48,7 +48,9 @@ class Daemon:
         except (OSError, ValueError):
             return None
         want = [a.encode() for a in self.argv]
-        return pid if cmdline[: len(want)] == want else None
+        # A script (patroni) shows its interpreter first: /usr/bin/python3 /usr/bin/patroni ...
+        ours = cmdline[: len(want)] == want or cmdline[1: 1 + len(want)] == want
+        return pid if ours else None
 
     def is_running(self) -> bool:
         return self.pid() is not None

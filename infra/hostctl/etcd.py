@@ -77,7 +77,7 @@ class EtcdCluster:
             if not m.daemon.is_running():
                 for host_port in ((m.member.host, m.member.client_port),
                                   (m.member.host, m.member.peer_port)):
-                    if not pgctl.port_free(*host_port):
+                    if pgctl.port_open(*host_port):
                         raise ProcessError(f"etcd {m.member.name}: {host_port[0]}:"
                                            f"{host_port[1]} is already in use")
                 m.daemon.start()

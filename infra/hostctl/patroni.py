@@ -56,7 +56,8 @@ class PatroniProcess:
 
     def start(self) -> None:
         if not self.daemon.is_running():
-            if not pgctl.port_free(self.host, self.restapi_port):
+            # Something answering, not a TIME_WAIT socket: Patroni binds with SO_REUSEADDR.
+            if pgctl.port_open(self.host, self.restapi_port):
                 raise ProcessError(f"Patroni {self.name}: REST port {self.host}:"
                                    f"{self.restapi_port} is already in use")
             # initdb and the create-replica methods accept an empty 0700 directory.
@@ -101,6 +102,27 @@ class PatroniProcess:
                 return int(exc.code), None
         except (OSError, ValueError):
             return 0, None
+
+    def post(self, path: str, body: dict[str, Any], timeout: float = 60.0) -> tuple[int, str]:
+        """POST to the REST API with the credentials from this node's patroni.yml."""
+        import base64
+
+        import yaml
+
+        auth = yaml.safe_load(self.config_file.read_text())["restapi"]["authentication"]
+        token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
+        req = urllib.request.Request(self.rest_url + path, data=json.dumps(body).encode(),
+                                     method="POST", headers={
+                                         "Authorization": f"Basic {token}",
+                                         "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=_ctx(self.tls),  # noqa: S310
+                                        timeout=timeout) as resp:
+                return int(resp.status), resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode(errors="replace")
+        except OSError as exc:
+            return 0, str(exc)
 
     def wait_running(self, timeout: float = 90.0) -> None:
         try:

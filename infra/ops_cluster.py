@@ -1,0 +1,162 @@
+"""Cluster operations on a Patroni-managed stack: status, and a switchover clients
+do not notice.
+
+Moves to infra/ops/cluster.py with the layout change (behind `python -m infra
+cluster`). A planned switchover is: PgBouncer PAUSE (waits for running
+transactions, then holds new ones), `patronictl switchover`, wait until HAProxy
+routes to the new leader, RESUME. Clients see a wait of a few seconds, never an
+error, as long as it stays below PgBouncer's query_wait_timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from infra.errors import ProcessError
+from infra.hostctl.daemon import wait_until
+from infra.hostctl.patroni import members, patronictl
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    host: str
+    role: str
+    state: str
+    timeline: int | None
+    lag_mb: float | None
+
+    @classmethod
+    def from_patronictl(cls, row: dict[str, Any]) -> Member:
+        lag = row.get("Lag in MB")
+        return cls(name=str(row["Member"]), host=str(row.get("Host", "")),
+                   role=str(row.get("Role", "")), state=str(row.get("State", "")),
+                   timeline=int(row["TL"]) if row.get("TL") not in (None, "") else None,
+                   lag_mb=float(lag) if isinstance(lag, (int, float)) else None)
+
+
+def cluster_members(config_file: Path) -> list[Member]:
+    return [Member.from_patronictl(r) for r in members(config_file)]
+
+
+def leader_of(ms: list[Member]) -> Member | None:
+    return next((m for m in ms if m.role == "Leader"), None)
+
+
+def format_status(ms: list[Member]) -> str:
+    """The table `make status` and `cluster status` print."""
+    lead = leader_of(ms)
+    lines = [f"leader: {lead.name if lead else 'NONE'}",
+             f"{'member':<12} {'host':<22} {'role':<14} {'state':<12} {'TL':>4} {'lag MB':>8}"]
+    for m in ms:
+        lag = "" if m.lag_mb is None else f"{m.lag_mb:g}"
+        tl = "" if m.timeline is None else str(m.timeline)
+        lines.append(f"{m.name:<12} {m.host:<22} {m.role:<14} {m.state:<12} {tl:>4} {lag:>8}")
+    return "\n".join(lines)
+
+
+def console(admin_dsn: str, command: str) -> None:
+    """One PgBouncer admin command (simple query protocol)."""
+    with psycopg.connect(admin_dsn, autocommit=True, cursor_factory=psycopg.ClientCursor,
+                         connect_timeout=10) as conn:
+        conn.execute(command)
+
+
+def pick_candidate(ms: list[Member]) -> Member:
+    """The streaming replica with the least lag."""
+    ok = [m for m in ms if m.role in ("Replica", "Sync Standby")
+          and m.state in ("running", "streaming")]
+    if not ok:
+        raise ProcessError("switchover: no running replica to hand the leader role to; "
+                           "members: " + ", ".join(f"{m.name}={m.role}/{m.state}" for m in ms))
+    sync = [m for m in ok if m.role == "Sync Standby"]
+    return min(sync or ok, key=lambda m: m.lag_mb or 0.0)
+
+
+@dataclass(frozen=True)
+class SwitchoverResult:
+    old_leader: str
+    new_leader: str
+    paused_seconds: float
+
+
+def switchover(config_file: Path, admin_dsn: str, database: str,
+               routed_to: Callable[[str], bool], *, candidate: str | None = None,
+               timeout: float = 60.0) -> SwitchoverResult:
+    """PAUSE, switch, wait for the proxy, RESUME; RESUME also runs when a step fails."""
+    ms = cluster_members(config_file)
+    lead = leader_of(ms)
+    if lead is None:
+        raise ProcessError("switchover: the cluster has no leader; use `cluster failover`")
+    cand = next((m for m in ms if m.name == candidate), None) if candidate else \
+        pick_candidate(ms)
+    if cand is None or cand.name == lead.name:
+        raise ProcessError(f"switchover --candidate={candidate!r}: not a replica of this "
+                           f"cluster; members: {', '.join(m.name for m in ms)}")
+    started = time.monotonic()
+    console(admin_dsn, f"PAUSE {database}")
+    try:
+        patronictl(config_file, "switchover", "--leader", lead.name, "--candidate", cand.name,
+                   "--force", timeout=timeout)
+        wait_until(lambda: routed_to(cand.name), timeout=timeout, interval=0.05,
+                   what=f"the proxy routes to the new leader {cand.name}")
+    finally:
+        console(admin_dsn, f"RESUME {database}")
+    paused = time.monotonic() - started
+    logger.info("switchover %s -> %s; writes paused %.2fs", lead.name, cand.name, paused)
+    return SwitchoverResult(lead.name, cand.name, paused)
+
+
+def failover(config_file: Path, candidate: str) -> str:
+    """An unplanned promotion of `candidate` (when the leader is gone)."""
+    return patronictl(config_file, "failover", "--candidate", candidate, "--force")
+
+
+def restart(config_file: Path, scope: str, member: str | None = None,
+            pending_only: bool = False) -> str:
+    args = ["restart", scope, *([member] if member else []), "--force"]
+    if pending_only:
+        args.append("--pending")
+    return patronictl(config_file, *args)
+
+
+def reinit(config_file: Path, scope: str, member: str) -> str:
+    return patronictl(config_file, "reinit", scope, member, "--force", "--wait")
+
+
+def set_parameters(config_file: Path, parameters: dict[str, str]) -> str:
+    """Change PostgreSQL settings in Patroni's dynamic configuration (every node)."""
+    args = ["edit-config", "--force", "--quiet"]
+    for name, value in sorted(parameters.items()):
+        args += ["-p", f"{name}={value}"]
+    return patronictl(config_file, *args)
+
+
+def restart_pending(config_file: Path, scope: str,
+                    wait: Callable[[str], None]) -> list[str]:
+    """Restart members with pending_restart: replicas first, the leader last.
+
+    A hot standby must run with max_connections, max_wal_senders,
+    max_prepared_transactions, max_locks_per_transaction and max_worker_processes at
+    least as high as its primary's: raising them on the primary first would make the
+    standbys stop replay with "insufficient parameter settings". `wait(member)`
+    returns once the restarted member runs again. Returns the order used.
+    """
+    ms = cluster_members(config_file)
+    lead = leader_of(ms)
+    order = [m.name for m in ms if lead is None or m.name != lead.name]
+    if lead is not None:
+        order.append(lead.name)
+    for name in order:
+        patronictl(config_file, "restart", scope, name, "--pending", "--force")
+        wait(name)
+    return order
