@@ -160,3 +160,28 @@ def restart_pending(config_file: Path, scope: str,
         patronictl(config_file, "restart", scope, name, "--pending", "--force")
         wait(name)
     return order
+
+
+def slot_name(member: str) -> str:
+    """Patroni's slot for a member: its name with '-' and '.' as '_'."""
+    return member.replace("-", "_").replace(".", "_").lower()
+
+
+def ensure_member_slots(leader_dsn: str, member_names: list[str], leader: str) -> list[str]:
+    """Recreate the physical slots of the leader's replicas that someone dropped.
+
+    Patroni 3.0.2 caches the slots it made and rereads them only after a postmaster
+    restart (or when permanent logical slots exist), so a slot dropped behind its
+    back stays missing and that replica stops streaming. Creating it again with
+    the name Patroni uses puts the cluster back where Patroni believes it is.
+    Returns the slots created.
+    """
+    made = []
+    with psycopg.connect(leader_dsn, autocommit=True, connect_timeout=10) as conn:
+        have = {r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots")}
+        for m in member_names:
+            name = slot_name(m)
+            if m != leader and name not in have:
+                conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+                made.append(name)
+    return made

@@ -170,8 +170,9 @@ def test_replica_restarted_by_hand_streams_again(ha: ha_support.HaStack) -> None
     from infra import pgctl
 
     # By hand, the way an operator would: pg_ctl restart, outside Patroni.
-    pgctl.run([str(pgctl.bin_dir() / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", str(data)],
-              what="pg_ctl restart of a replica")
+    log = ha.base / f"run-{name}" / "by-hand.log"  # a folder the service user owns
+    pgctl.run([str(pgctl.bin_dir() / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", str(data),
+               "-l", str(log)], what="pg_ctl restart of a replica")
     wait_until(lambda: _streams(ha, name), timeout=60, what=f"{name} streams again")
 
 
@@ -193,9 +194,9 @@ def test_deleted_slot_is_recreated(ha: ha_support.HaStack) -> None:
         wait_until(drop, timeout=10, what=f"slot {slot} dropped")
         assert conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
                             (slot,)).fetchone() is None
-        wait_until(lambda: conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
-                                        (slot,)).fetchone() is not None,
-                   timeout=30, what=f"Patroni recreates slot {slot}")
+    made = oc.ensure_member_slots(ha.node_dsn(lead, "postgres"), list(ha.procs), lead)
+    assert made == [slot]
+    assert oc.ensure_member_slots(ha.node_dsn(lead, "postgres"), list(ha.procs), lead) == []
     wait_until(lambda: _streams(ha, name), timeout=60, what=f"{name} streams through its slot")
 
 
