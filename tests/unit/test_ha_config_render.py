@@ -1,0 +1,130 @@
+"""The `ha` section and the files rendered from it: patroni.yml, etcd, haproxy.cfg."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from infra import config, render, render_ha
+from infra.errors import ConfigError
+
+TLS = render.TlsFiles(cert_file="/s/tls/server.crt", key_file="/s/tls/server.key",
+                      ca_file="/s/tls/ca.crt")
+
+
+def _node(name: str = "pg-1", host: str = "127.0.0.2") -> render_ha.PatroniNode:
+    return render_ha.PatroniNode(
+        name=name, host=host, port=5432, restapi_port=8008,
+        paths=render.HostPaths(f"/s/{name}", "/s/run", "/s/pgbackrest/pgbackrest.conf"),
+        pgpass=f"/s/patroni/{name}.pgpass", config_dir=f"/s/{name}")
+
+
+def _render(settings: dict[str, object]) -> dict[str, object]:
+    cfg = config.load(settings, "local")
+    etcd = render_ha.etcd_members(["127.0.0.2", "127.0.0.3", "127.0.0.4"], 2379, 2380)
+    text = render_ha.patroni_yml(cfg, _node(), etcd, render_ha.HaSecrets("su-pw", "re-pw",
+                                                                         "api-pw"),
+                                 timescaledb=False, tls=TLS)
+    assert text.startswith("# Rendered by pg-platform")
+    doc: dict[str, object] = yaml.safe_load(text)
+    return doc
+
+
+def test_defaults_keep_the_hand_supervised_path() -> None:
+    ha = config.load({}, "local").ha
+    assert ha.manager == "none" and ha.synchronous == "off"
+    assert (ha.ttl, ha.loop_wait, ha.retry_timeout) == (20, 5, 5)
+
+
+@pytest.mark.parametrize(("value", "mode", "strict"), [
+    ("off", False, False), ("on", True, False), ("strict", True, True),
+    (True, True, False), (False, False, False)])
+def test_synchronous_maps_to_patroni(value: object, mode: bool, strict: bool) -> None:
+    dcs = _render({"ha": {"synchronous": value}})["bootstrap"]["dcs"]  # type: ignore[index]
+    assert dcs["synchronous_mode"] is mode and dcs["synchronous_mode_strict"] is strict
+
+
+@pytest.mark.parametrize(("ha", "message"), [
+    ({"ttl": 19}, "pg-platform:ha.ttl=19: allowed range is 20 to 3600"),
+    ({"loop_wait": 10, "retry_timeout": 6},
+     "pg-platform:ha.ttl=20: Patroni needs loop_wait + 2 * retry_timeout <= ttl"),
+    ({"synchronous": "maybe"}, "pg-platform:ha.synchronous='maybe': allowed values are off, "
+                               "on, strict"),
+    ({"manager": "pacemaker"}, "pg-platform:ha.manager='pacemaker': allowed values are none, "
+                               "patroni"),
+    ({"retry_timeout": 0}, "pg-platform:ha.retry_timeout=0: allowed range is 1 to 3600"),
+    ({"etcd_client_port": 2380}, "pg-platform:ha.etcd_peer_port=2380: must differ"),
+    ({"ttl": 30, "loops": 1}, "pg-platform:ha.loops: unknown setting"),
+])
+def test_bad_ha_settings_name_key_value_and_what_is_allowed(ha: dict[str, object],
+                                                            message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.load({"ha": ha}, "local")
+    assert str(exc.value).startswith(message)
+
+
+def test_rule_boundary_is_accepted() -> None:
+    ha = config.load({"ha": {"ttl": 20, "loop_wait": 10, "retry_timeout": 5}}, "local").ha
+    assert ha.loop_wait + 2 * ha.retry_timeout == ha.ttl
+
+
+def test_parameters_are_the_postgresql_conf_ones_split_cluster_wide_and_node_local() -> None:
+    settings = {"postgres": {"max_connections": 77, "parameters": {"jit": "off"}}}
+    cfg = config.load(settings, "local")
+    conf = render_ha.parse_conf(render.postgresql_conf(cfg, _node().paths, timescaledb=False,
+                                                       tls=TLS))
+    doc = _render(settings)
+    dynamic = doc["bootstrap"]["dcs"]["postgresql"]["parameters"]  # type: ignore[index]
+    local = doc["postgresql"]["parameters"]  # type: ignore[index]
+    assert dynamic["max_connections"] == "77" and dynamic["jit"] == "off"
+    assert dynamic["ssl"] == "on" and dynamic["password_encryption"] == "scram-sha-256"
+    # Every postgresql.conf setting is in one of the two, except those Patroni sets itself.
+    patroni_sets = {"port", "listen_addresses", "hot_standby"}
+    assert set(conf) - patroni_sets == set(dynamic) | set(local)
+    assert "--pg1-path=/s/pg-1" in local["archive_command"]
+    assert doc["bootstrap"]["dcs"]["postgresql"]["use_pg_rewind"] is True  # type: ignore[index]
+    assert doc["bootstrap"]["dcs"]["postgresql"]["use_slots"] is True  # type: ignore[index]
+
+
+def test_replicas_come_from_pgbackrest_first_then_basebackup() -> None:
+    pg = _render({})["postgresql"]
+    assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]  # type: ignore[index]
+    assert "--pg1-path=/s/pg-1" in pg["pgbackrest"]["command"]  # type: ignore[index]
+    assert pg["pgbackrest"]["keep_data"] is True  # type: ignore[index]
+
+
+def test_pg_hba_is_the_rendered_scram_only_one() -> None:
+    doc = _render({})
+    hba = doc["postgresql"]["pg_hba"]  # type: ignore[index]
+    assert hba == render_ha.pg_hba_lines(render.pg_hba_conf(config.load({}, "local")))
+    assert all(line.endswith("scram-sha-256") for line in hba)
+
+
+def test_secrets_only_where_patroni_reads_them() -> None:
+    doc = _render({})
+    text = yaml.safe_dump(doc)
+    assert text.count("su-pw") == 2 and text.count("re-pw") == 1 and text.count("api-pw") == 1
+    auth = doc["postgresql"]["authentication"]  # type: ignore[index]
+    assert auth["replication"]["sslmode"] == "verify-full"
+
+
+def test_etcd_uses_v3_with_mutual_tls() -> None:
+    cfg = config.load({}, "local")
+    members = render_ha.etcd_members(["127.0.0.2", "127.0.0.3", "127.0.0.4"], 2379, 2380)
+    doc = yaml.safe_load(render_ha.etcd_conf(cfg, members[1], members, "/s/etcd/2", TLS))
+    assert doc["enable-v2"] is False and doc["enable-grpc-gateway"] is True
+    assert doc["initial-cluster"].count("https://") == 3
+    assert doc["client-transport-security"]["client-cert-auth"] is True
+    assert doc["peer-transport-security"]["trusted-ca-file"] == TLS.ca_file
+    assert _render({})["etcd3"]["protocol"] == "https"  # type: ignore[index]
+
+
+def test_haproxy_routes_by_patroni_role() -> None:
+    text = render_ha.haproxy_cfg([_node(), _node("pg-2", "127.0.0.3")],
+                                 render_ha.ProxyTargets("127.0.0.1", 5000, "/s/run/h.sock"), TLS)
+    assert "uri /primary" in text and "uri /replica" in text
+    assert text.count("check-ssl verify required") == 4
+    assert "on-marked-down shutdown-sessions" in text
+    with pytest.raises(Exception, match="contains a space"):
+        render_ha.haproxy_cfg([_node()], render_ha.ProxyTargets("127.0.0.1", 5000,
+                                                                "/s/a b.sock"), TLS)
