@@ -173,6 +173,10 @@ def pooler_props(cfg: PlatformConfig, userlist: Any,
 
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """The primary, its database and roles, replicas, pooler and backups."""
+    if cfg.ha.manager == "patroni":
+        from infra.backends import local_patroni
+
+        return local_patroni.build(cfg, parent, timescaledb_installed(cfg.postgres.version))
     pg = cfg.postgres
     reps = replicas(cfg)  # validates the listen address before anything is made
     child = pulumi.ResourceOptions(parent=parent)

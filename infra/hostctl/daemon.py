@@ -10,11 +10,12 @@ starts with our command, because pids get reused.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class Daemon:
             env = {**(env or {}), "HOME": ent.pw_dir, "USER": pgctl.SERVICE_USER}
         base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
         try:
-            proc = subprocess.Popen(  # noqa: S603 - argv is ours, never a shell
+            proc = subprocess.Popen(
                 list(self.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 cwd=self.cwd, start_new_session=True, env={**base, **(env or {})},
                 **user)  # type: ignore[call-overload]
@@ -114,9 +115,7 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     if state == "Z":
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         return False
     return True

@@ -51,7 +51,7 @@ class LocalMember:
 
     def healthy(self, tls: render.TlsFiles) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.member.client_url}/health",  # noqa: S310
+            with urllib.request.urlopen(f"{self.member.client_url}/health",
                                         context=tls_context(tls), timeout=2) as resp:
                 body = json.loads(resp.read())
         except (OSError, ValueError):

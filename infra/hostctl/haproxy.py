@@ -73,8 +73,8 @@ class HaProxy:
         up = []
         for line in lines[1:]:
             row = dict(zip(header, line.split(","), strict=False))
-            if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND",
-                                                                          "BACKEND"):
-                if str(row.get("status", "")).startswith("UP"):
-                    up.append(row["svname"])
+            if (row.get("pxname") == backend
+                    and row.get("svname") not in ("FRONTEND", "BACKEND")
+                    and str(row.get("status", "")).startswith("UP")):
+                up.append(row["svname"])
         return up

@@ -92,7 +92,7 @@ class PatroniProcess:
 
     def _get(self, path: str) -> tuple[int, dict[str, Any] | None]:
         try:
-            with urllib.request.urlopen(self.rest_url + path, context=_ctx(self.tls),  # noqa: S310
+            with urllib.request.urlopen(self.rest_url + path, context=_ctx(self.tls),
                                         timeout=2) as resp:
                 return int(resp.status), json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as exc:
@@ -116,7 +116,7 @@ class PatroniProcess:
                                          "Authorization": f"Basic {token}",
                                          "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, context=_ctx(self.tls),  # noqa: S310
+            with urllib.request.urlopen(req, context=_ctx(self.tls),
                                         timeout=timeout) as resp:
                 return int(resp.status), resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
@@ -134,6 +134,18 @@ class PatroniProcess:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def from_config(config_file: Path) -> PatroniProcess:
+    """The node a patroni.yml describes (its REST address, data and TLS files)."""
+    import yaml
+
+    doc = yaml.safe_load(config_file.read_text())
+    host, _, port = str(doc["restapi"]["connect_address"]).rpartition(":")
+    tls = render.TlsFiles(cert_file=doc["restapi"]["certfile"],
+                          key_file=doc["restapi"]["keyfile"], ca_file=doc["ctl"]["cacert"])
+    return PatroniProcess(str(doc["name"]), host, int(port), config_file,
+                          Path(doc["postgresql"]["data_dir"]), tls)
 
 
 def patronictl(config_file: Path, *args: str, timeout: float = 120.0) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 import yaml
 
@@ -19,14 +22,14 @@ def _node(name: str = "pg-1", host: str = "127.0.0.2") -> render_ha.PatroniNode:
         pgpass=f"/s/patroni/{name}.pgpass", config_dir=f"/s/{name}")
 
 
-def _render(settings: dict[str, object]) -> dict[str, object]:
+def _render(settings: Mapping[str, object]) -> dict[str, Any]:
     cfg = config.load(settings, "local")
     etcd = render_ha.etcd_members(["127.0.0.2", "127.0.0.3", "127.0.0.4"], 2379, 2380)
     text = render_ha.patroni_yml(cfg, _node(), etcd, render_ha.HaSecrets("su-pw", "re-pw",
                                                                          "api-pw"),
                                  timescaledb=False, tls=TLS)
     assert text.startswith("# Rendered by pg-platform")
-    doc: dict[str, object] = yaml.safe_load(text)
+    doc: dict[str, Any] = yaml.safe_load(text)
     return doc
 
 
@@ -40,7 +43,7 @@ def test_defaults_keep_the_hand_supervised_path() -> None:
     ("off", False, False), ("on", True, False), ("strict", True, True),
     (True, True, False), (False, False, False)])
 def test_synchronous_maps_to_patroni(value: object, mode: bool, strict: bool) -> None:
-    dcs = _render({"ha": {"synchronous": value}})["bootstrap"]["dcs"]  # type: ignore[index]
+    dcs = _render({"ha": {"synchronous": value}})["bootstrap"]["dcs"]
     assert dcs["synchronous_mode"] is mode and dcs["synchronous_mode_strict"] is strict
 
 
@@ -74,28 +77,28 @@ def test_parameters_are_the_postgresql_conf_ones_split_cluster_wide_and_node_loc
     conf = render_ha.parse_conf(render.postgresql_conf(cfg, _node().paths, timescaledb=False,
                                                        tls=TLS))
     doc = _render(settings)
-    dynamic = doc["bootstrap"]["dcs"]["postgresql"]["parameters"]  # type: ignore[index]
-    local = doc["postgresql"]["parameters"]  # type: ignore[index]
+    dynamic = doc["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    local = doc["postgresql"]["parameters"]
     assert dynamic["max_connections"] == "77" and dynamic["jit"] == "off"
     assert dynamic["ssl"] == "on" and dynamic["password_encryption"] == "scram-sha-256"
     # Every postgresql.conf setting is in one of the two, except those Patroni sets itself.
     patroni_sets = {"port", "listen_addresses", "hot_standby"}
     assert set(conf) - patroni_sets == set(dynamic) | set(local)
     assert "--pg1-path=/s/pg-1" in local["archive_command"]
-    assert doc["bootstrap"]["dcs"]["postgresql"]["use_pg_rewind"] is True  # type: ignore[index]
-    assert doc["bootstrap"]["dcs"]["postgresql"]["use_slots"] is True  # type: ignore[index]
+    assert doc["bootstrap"]["dcs"]["postgresql"]["use_pg_rewind"] is True
+    assert doc["bootstrap"]["dcs"]["postgresql"]["use_slots"] is True
 
 
 def test_replicas_come_from_pgbackrest_first_then_basebackup() -> None:
     pg = _render({})["postgresql"]
-    assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]  # type: ignore[index]
-    assert "--pg1-path=/s/pg-1" in pg["pgbackrest"]["command"]  # type: ignore[index]
-    assert pg["pgbackrest"]["keep_data"] is True  # type: ignore[index]
+    assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
+    assert "--pg1-path=/s/pg-1" in pg["pgbackrest"]["command"]
+    assert pg["pgbackrest"]["keep_data"] is True
 
 
 def test_pg_hba_is_the_rendered_scram_only_one() -> None:
     doc = _render({})
-    hba = doc["postgresql"]["pg_hba"]  # type: ignore[index]
+    hba = doc["postgresql"]["pg_hba"]
     assert hba == render_ha.pg_hba_lines(render.pg_hba_conf(config.load({}, "local")))
     assert all(line.endswith("scram-sha-256") for line in hba)
 
@@ -104,7 +107,7 @@ def test_secrets_only_where_patroni_reads_them() -> None:
     doc = _render({})
     text = yaml.safe_dump(doc)
     assert text.count("su-pw") == 2 and text.count("re-pw") == 1 and text.count("api-pw") == 1
-    auth = doc["postgresql"]["authentication"]  # type: ignore[index]
+    auth = doc["postgresql"]["authentication"]
     assert auth["replication"]["sslmode"] == "verify-full"
 
 
@@ -116,7 +119,7 @@ def test_etcd_uses_v3_with_mutual_tls() -> None:
     assert doc["initial-cluster"].count("https://") == 3
     assert doc["client-transport-security"]["client-cert-auth"] is True
     assert doc["peer-transport-security"]["trusted-ca-file"] == TLS.ca_file
-    assert _render({})["etcd3"]["protocol"] == "https"  # type: ignore[index]
+    assert _render({})["etcd3"]["protocol"] == "https"
 
 
 def test_haproxy_routes_by_patroni_role() -> None:

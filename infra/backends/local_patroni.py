@@ -1,0 +1,145 @@
+"""The local backend with `ha.manager: patroni`: etcd, Patroni members, HAProxy and
+PgBouncer, wired from the same settings and renderers as the hand-supervised path.
+
+Clients never dial a node: `primary_dsn` and `app_dsn` go to HAProxy's
+read-write port, which follows Patroni's leader (/primary checks), `replica_dsns`
+to its read-only port (/replica checks), and PgBouncer pools through both. A
+failover or switchover therefore changes no DSN and no pgbouncer.ini.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+
+from infra import render, render_ha
+from infra.backends import Endpoints
+from infra.backends.local_ha import DynamicConfig, Etcd, Member, Proxy
+from infra.backends.local_ha_layout import etcd, ha_layout, nodes, tls_hosts
+from infra.backends.local_layout import layout
+from infra.backends.local_pooler import Pooler
+from infra.backends.local_postgres import PlatformDatabase
+from infra.config import PlatformConfig
+from infra.passwords import Password
+from infra.tls import TlsCertificates, TlsFiles
+
+
+def _tls_props(tls: render.TlsFiles) -> dict[str, str]:
+    return {"cert_file": tls.cert_file, "key_file": tls.key_file, "ca_file": tls.ca_file}
+
+
+def etcd_props(cfg: PlatformConfig, tls: render.TlsFiles) -> dict[str, Any]:
+    members, lay = etcd(cfg), ha_layout(cfg)
+    return {"members": [{
+        "name": m.name, "host": m.host, "client_port": m.client_port,
+        "peer_port": m.peer_port, "base": str(lay.etcd_dir / m.name),
+        "config": render_ha.etcd_conf(cfg, m, members, str(lay.etcd_dir / m.name / "data"),
+                                      tls)} for m in members], **_tls_props(tls)}
+
+
+def member_props(cfg: PlatformConfig, node: render_ha.PatroniNode, secrets: Any,
+                 tls: render.TlsFiles, timescaledb: bool) -> dict[str, Any]:
+    """`secrets` is an Output (or, in tests, a plain) render_ha.HaSecrets."""
+    text = pulumi.Output.from_input(secrets).apply(
+        lambda s: render_ha.patroni_yml(cfg, node, etcd(cfg), s, timescaledb=timescaledb,
+                                        tls=tls)) if isinstance(secrets, pulumi.Output) else \
+        render_ha.patroni_yml(cfg, node, etcd(cfg), secrets, timescaledb=timescaledb, tls=tls)
+    return {"name": node.name, "host": node.host, "port": node.port,
+            "restapi_port": node.restapi_port,
+            "config_file": str(ha_layout(cfg).config_file(node.name)),
+            "data_dir": node.paths.data_dir, "socket_dir": node.paths.socket_dir,
+            "patroni_yml": pulumi.Output.secret(text) if isinstance(text, pulumi.Output)
+            else text, **_tls_props(tls)}
+
+
+def proxy_props(cfg: PlatformConfig, tls: render.TlsFiles) -> dict[str, Any]:
+    d = ha_layout(cfg).haproxy_dir
+    targets = render_ha.ProxyTargets(cfg.postgres.listen_address, cfg.ha.haproxy_port,
+                                      str(d / "stats.sock"))
+    return {"config_file": str(d / "haproxy.cfg"), "stats_socket": targets.stats_socket,
+            "host": targets.listen_address, "port": targets.port,
+            "haproxy_cfg": render_ha.haproxy_cfg(nodes(cfg), targets, tls)}
+
+
+def dynamic_config_props(cfg: PlatformConfig, members: list[dict[str, Any]],
+                         tls: render.TlsFiles, timescaledb: bool) -> dict[str, Any]:
+    dcs = render_ha.dynamic_config(cfg, nodes(cfg)[0], timescaledb=timescaledb, tls=tls)
+    return {"scope": f"pg-platform-{cfg.stack}", "dcs": json.dumps(dcs, sort_keys=True),
+            "members": [{k: m[k] for k in ("name", "host", "restapi_port", "config_file",
+                                           "data_dir", "cert_file", "key_file", "ca_file")}
+                        for m in members]}
+
+
+def pooler_props(cfg: PlatformConfig, userlist: Any, tls: render.TlsFiles) -> dict[str, Any]:
+    lay, pg = layout(cfg), cfg.postgres
+    paths = lay.pooler_paths
+    targets = render.PoolerTargets(
+        listen_address=pg.listen_address, primary_host=pg.listen_address,
+        primary_port=cfg.ha.haproxy_port,
+        replica_hosts=(pg.listen_address,) if cfg.replicas else (),
+        replica_port=cfg.ha.haproxy_port + 1)
+    return {"ini_path": str(lay.pooler_dir / "pgbouncer.ini"),
+            "pgbouncer_ini": render.pgbouncer_ini(cfg, paths, targets, tls),
+            "auth_file": paths.auth_file, "userlist": userlist, "pid_file": paths.pid_file,
+            "log_file": paths.log_file, "socket_dir": paths.socket_dir,
+            "host": pg.listen_address, "port": cfg.pooler.port}
+
+
+def _dsn(host: str, port: int, user: str, password: pulumi.Input[str], database: str,
+         ca_file: str) -> pulumi.Output[str]:
+    return pulumi.Output.secret(pulumi.Output.format(
+        "postgresql://{0}:{1}@{2}:{3}/{4}?sslmode=verify-full&sslrootcert={5}", user, password,
+        host, port, database, ca_file))
+
+
+def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool) -> Endpoints:
+    pg, ha = cfg.postgres, cfg.ha
+    child = pulumi.ResourceOptions(parent=parent)
+    owner_pw = Password(f"{pg.owner_role}-password", opts=child).value
+    app_pw = Password(f"{pg.app_role}-password", opts=child).value
+    repl_pw = Password(f"{pg.replication_role}-password", opts=child).value
+    admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child).value
+    rest_pw = Password("patroni-restapi-password", opts=child).value
+    tls = layout(cfg).tls
+    certs = TlsCertificates("tls", tls_hosts(cfg), opts=child)
+    tls_files = TlsFiles("tls-files", cert_file=tls.cert_file, key_file=tls.key_file,
+                         ca_file=tls.ca_file, certs=certs, opts=child)
+    dcs = Etcd("etcd", etcd_props(cfg, tls),
+               pulumi.ResourceOptions(parent=parent, depends_on=[tls_files]))
+    secrets = pulumi.Output.all(owner_pw, repl_pw, rest_pw).apply(
+        lambda s: render_ha.HaSecrets(s[0], s[1], s[2]))
+    first, *others = nodes(cfg)
+    props = [member_props(cfg, n, secrets, tls, timescaledb) for n in (first, *others)]
+    leader = Member(first.name, props[0], pulumi.ResourceOptions(parent=parent,
+                                                                 depends_on=[dcs]))
+    rest = [Member(n.name, p, pulumi.ResourceOptions(parent=parent, depends_on=[leader]))
+            for n, p in zip(others, props[1:], strict=True)]
+    members = [leader, *rest]
+    DynamicConfig("patroni-config", dynamic_config_props(cfg, props, tls, timescaledb),
+                  pulumi.ResourceOptions(parent=parent, depends_on=members))
+    proxy = Proxy("haproxy", proxy_props(cfg, tls),
+                  pulumi.ResourceOptions(parent=parent, depends_on=members))
+    database = PlatformDatabase("database", {
+        "host": pg.listen_address, "port": ha.haproxy_port, "data_dir": first.paths.data_dir,
+        "superuser": pg.owner_role, "superuser_password": owner_pw, "database": pg.database,
+        "app_role": pg.app_role, "app_password": app_pw},
+        pulumi.ResourceOptions(parent=parent, depends_on=[proxy]))
+    userlist = pulumi.Output.all(app_pw, admin_pw).apply(
+        lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
+    Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls),
+           pulumi.ResourceOptions(parent=parent, depends_on=[database]))
+    ca, host = tls.ca_file, pg.listen_address
+    return Endpoints(
+        primary_dsn=_dsn(host, ha.haproxy_port, pg.owner_role, owner_pw, pg.database, ca),
+        app_dsn=_dsn(host, ha.haproxy_port, pg.app_role, app_pw, pg.database, ca),
+        replica_dsns=pulumi.Output.secret(pulumi.Output.all(
+            *([_dsn(host, ha.haproxy_port + 1, pg.app_role, app_pw, pg.database, ca)]
+              if cfg.replicas else []))),
+        pooler_dsn=_dsn(host, cfg.pooler.port, pg.app_role, app_pw, pg.database, ca),
+        pooler_admin_dsn=_dsn(host, cfg.pooler.port, cfg.pooler.admin_user, admin_pw,
+                              "pgbouncer", ca),
+        ca_cert=certs.ca_cert,
+        ready=[database],
+    )
