@@ -73,11 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             print(ops_cluster.format_status(ops_cluster.cluster_members(path)))
         elif args.command == "switchover":
-            admin = stack_outputs(args.stack, args.project_dir).get("pooler_admin_dsn")
+            outs = stack_outputs(args.stack, args.project_dir)
+            admin, primary = outs.get("pooler_admin_dsn"), outs.get("primary_dsn")
             if not isinstance(admin, str):
                 raise PlatformError(f"stack {args.stack!r} has no pooler_admin_dsn output")
             r = ops_cluster.switchover(path, admin, cfg.postgres.database, _routed(cfg),
-                                       candidate=args.candidate)
+                                       candidate=args.candidate,
+                                       checkpoint_dsn=primary if isinstance(primary, str)
+                                       else None)
             print(f"switched over {r.old_leader} -> {r.new_leader}; "
                   f"writes paused {r.paused_seconds:.2f}s")
         elif args.command == "failover":

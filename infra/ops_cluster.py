@@ -91,8 +91,13 @@ class SwitchoverResult:
 
 def switchover(config_file: Path, admin_dsn: str, database: str,
                routed_to: Callable[[str], bool], *, candidate: str | None = None,
-               timeout: float = 60.0) -> SwitchoverResult:
-    """PAUSE, switch, wait for the proxy, RESUME; RESUME also runs when a step fails."""
+               checkpoint_dsn: str | None = None, timeout: float = 60.0) -> SwitchoverResult:
+    """PAUSE, switch, wait for the proxy, RESUME; RESUME also runs when a step fails.
+
+    With `checkpoint_dsn` (a superuser on the leader) a CHECKPOINT runs before the
+    pause, so the old leader's shutdown checkpoint, which the pause waits for, has
+    little left to write.
+    """
     ms = cluster_members(config_file)
     lead = leader_of(ms)
     if lead is None:
@@ -102,6 +107,9 @@ def switchover(config_file: Path, admin_dsn: str, database: str,
     if cand is None or cand.name == lead.name:
         raise ProcessError(f"switchover --candidate={candidate!r}: not a replica of this "
                            f"cluster; members: {', '.join(m.name for m in ms)}")
+    if checkpoint_dsn:
+        with psycopg.connect(checkpoint_dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("CHECKPOINT")
     started = time.monotonic()
     console(admin_dsn, f"PAUSE {database}")
     try:
