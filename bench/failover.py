@@ -121,8 +121,11 @@ def _f2(ha: ha_support.HaStack) -> Figure:
         load = WriteLoad(ha.pooler_dsn(), clients=4).start()
         try:
             load.wait_for_acks(200)
+            lead = ha.leader()
+            assert lead is not None
             r = oc.switchover(ha.any_config, ha.admin_dsn(), ha.cfg.postgres.database,
-                              lambda n: ha.proxy.servers_up("primary") == [n])
+                              lambda n: ha.proxy.servers_up("primary") == [n],
+                              checkpoint_dsn=ha.node_dsn(lead, "postgres"))
             load.wait_for_acks(200)
         finally:
             load.stop()
