@@ -244,6 +244,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
             "127.0.0.1", hport, str(proxy.stats_socket)), files))
         proxy.check_config()
         proxy.start()
+        proxy.wait_checked()
         wait_until(lambda: proxy.servers_up("primary") == [nodes[0].name], timeout=15,
                    what="HAProxy sees the leader")
         paths = render.PoolerPaths(auth_file=str(pooler_dir / "userlist.txt"),

@@ -249,6 +249,7 @@ class ProxyProvider(ResourceProvider):
         proxy.write_config(props["haproxy_cfg"])
         proxy.check_config()
         proxy.start()
+        proxy.wait_checked()
         return CreateResult(id_=props["config_file"], outs={**props, "running": True})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -265,6 +266,7 @@ class ProxyProvider(ResourceProvider):
         proxy.check_config()
         _proxy(olds).stop()  # HAProxy reloads by re-exec; a short restart is simpler here
         proxy.start()
+        proxy.wait_checked()
         return UpdateResult(outs={**news, "running": True})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import pulumi
 
 from infra import render, render_ha
 from infra.backends import Endpoints
+from infra.backends.local_backup import Backup
 from infra.backends.local_ha import DynamicConfig, Etcd, Member, Proxy
 from infra.backends.local_ha_layout import etcd, ha_layout, nodes, tls_hosts
 from infra.backends.local_layout import layout
@@ -87,6 +88,16 @@ def pooler_props(cfg: PlatformConfig, userlist: Any, tls: render.TlsFiles) -> di
             "host": pg.listen_address, "port": cfg.pooler.port}
 
 
+def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
+    """The hand-supervised path's Backup resource, with every node in pgbackrest.conf."""
+    from infra.backends import local
+
+    lay, (first, *others) = layout(cfg), nodes(cfg)
+    return {**local.backup_props(cfg, owner_pw),
+            "pgbackrest_conf": render.pgbackrest_conf(
+                cfg, first.paths, lay.backup_paths, others=tuple(n.paths for n in others))}
+
+
 def _dsn(host: str, port: int, user: str, password: pulumi.Input[str], database: str,
          ca_file: str) -> pulumi.Output[str]:
     return pulumi.Output.secret(pulumi.Output.format(
@@ -126,6 +137,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool) -> En
         "superuser": pg.owner_role, "superuser_password": owner_pw, "database": pg.database,
         "app_role": pg.app_role, "app_password": app_pw},
         pulumi.ResourceOptions(parent=parent, depends_on=[proxy]))
+    Backup("backup", backup_props(cfg, owner_pw),
+           pulumi.ResourceOptions(parent=parent, depends_on=[database]))
     userlist = pulumi.Output.all(app_pw, admin_pw).apply(
         lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
     Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls),

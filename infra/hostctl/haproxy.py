@@ -56,6 +56,28 @@ class HaProxy:
 
     def servers_up(self, backend: str = "primary") -> list[str]:
         """Server names HAProxy has UP in `backend` (its `show stat` CSV)."""
+        return [r["svname"] for r in self._servers(backend)
+                if str(r.get("status", "")).startswith("UP")]
+
+    def wait_checked(self, timeout: float = 30.0) -> None:
+        """Until every server has had a health check and one leader is UP.
+
+        HAProxy counts servers as up before their first check, so right after a
+        start the read-write port could reach a replica.
+        """
+        def ready() -> bool:
+            rows = self._servers("primary")
+            checked = rows and all(r.get("check_status") not in ("", "INI", None)
+                                   for r in rows)
+            return bool(checked) and len(self.servers_up("primary")) == 1
+
+        try:
+            wait_until(ready, timeout=timeout, interval=0.1,
+                       what=f"HAProxy {self.config_file}: every server checked, one leader up")
+        except ProcessError as exc:
+            raise ProcessError(f"{exc}; log: {self.daemon.log_tail()}") from None
+
+    def _servers(self, backend: str) -> list[dict[str, str]]:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(2)
@@ -70,11 +92,10 @@ class HaProxy:
         if not lines:
             return []
         header = lines[0].lstrip("# ").split(",")
-        up = []
+        out = []
         for line in lines[1:]:
             row = dict(zip(header, line.split(","), strict=False))
-            if (row.get("pxname") == backend
-                    and row.get("svname") not in ("FRONTEND", "BACKEND")
-                    and str(row.get("status", "")).startswith("UP")):
-                up.append(row["svname"])
-        return up
+            if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND",
+                                                                          "BACKEND"):
+                out.append(row)
+        return out

@@ -19,6 +19,7 @@ import pytest
 
 from infra import config, pgctl, render, render_ha
 from infra.backends import local_patroni
+from infra.backends.local_backup import BackupProvider
 from infra.backends.local_ha import (
     DynamicConfigProvider,
     EtcdProvider,
@@ -101,6 +102,7 @@ def stack() -> Iterator[Stack]:
             "data_dir": members[0]["data_dir"], "superuser": pg.owner_role,
             "superuser_password": s.pw["owner"], "database": pg.database,
             "app_role": pg.app_role, "app_password": s.pw["app"]})
+        s.create("backup", BackupProvider(), local_patroni.backup_props(cfg, s.pw["owner"]))
         userlist = render.userlist_txt(render.pooler_users(cfg, s.pw["app"], s.pw["admin"]))
         s.create("pooler", PoolerProvider(), local_patroni.pooler_props(cfg, userlist, tls))
         yield s
@@ -115,6 +117,27 @@ def test_writes_through_the_pooler_reach_the_leader(stack: Stack) -> None:
     with psycopg.connect(stack.pooler_dsn(), prepare_threshold=None, autocommit=True) as c:
         row = c.execute("SELECT pg_is_in_recovery(), host(inet_server_addr())").fetchone()
     assert row is not None and row[0] is False and row[1] == "127.0.0.2"
+
+
+def test_pgbackrest_archives_from_whichever_node_leads(stack: Stack) -> None:
+    from infra.backup.pgbackrest import PgBackRest
+    from infra.hostctl.patroni import from_config
+
+    props = stack.outs["backup"]
+    pgbr = PgBackRest(config=Path(props["config_path"]), stanza=props["stanza"],
+                      password=stack.pw["owner"])
+    pgbr.check()  # a WAL switch on the leader, archived through its own archive_command
+    first = from_config(Path(stack.outs["pg-1"]["config_file"]))
+    status, body = first.post("/switchover", {"leader": "pg-1", "candidate": "pg-2"})
+    assert status == 200, body
+    with psycopg.connect(stack.owner_dsn("127.0.0.3", stack.cfg.postgres.port)) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    pgbr.check()  # the same stanza, now archived from pg-2
+    pgbr.backup("incr")
+    status, body = first.post("/switchover", {"leader": "pg-2", "candidate": "pg-1"})
+    assert status == 200, body
+    for name in ("pg-1", "pg-2"):
+        local_patroni_member(stack.outs[name]).wait_running(timeout=120)
 
 
 def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: Stack) -> None:
