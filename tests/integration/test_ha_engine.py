@@ -1,0 +1,87 @@
+"""A real `pulumi up` of a throw-away local stack with `ha.manager: patroni`:
+etcd, two Patroni nodes, HAProxy, PgBouncer and the SQL, then a clean preview,
+a refresh that sees a member down, an up that brings it back, and a destroy."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from infra import pgctl
+from infra.hostctl.daemon import wait_until
+from infra.hostctl.patroni import from_config
+from tests import ha_support
+from tests.engine import ThrowawayStack
+
+pytestmark = [pytest.mark.engine, pytest.mark.ha]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[ThrowawayStack]:
+    taken: set[int] = set()
+    hosts = ("127.0.0.1", *ha_support.ETCD_HOSTS)
+    pg, cport, pport, rport, hport, bport = (ha_support.free_port_on(hosts, taken)
+                                             for _ in range(6))
+    while not pgctl.port_free("127.0.0.1", hport + 1):
+        hport = ha_support.free_port_on(hosts, taken)
+    s = ThrowawayStack("haup", {
+        "replicas": 1, "postgres": {"port": pg, "max_connections": 50},
+        "pooler": {"port": bport, "server_login_retry": 1},
+        "ha": {"manager": "patroni", "synchronous": "on", "etcd_client_port": cport,
+               "etcd_peer_port": pport, "restapi_port": rport, "haproxy_port": hport}})
+    try:
+        s.init()
+        s.up()
+        yield s
+    finally:
+        s.remove()
+
+
+def test_up_serves_the_sql_through_haproxy_and_the_pooler(stack: ThrowawayStack) -> None:
+    out = stack.outputs()
+    with psycopg.connect(out["primary_dsn"]) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+        assert conn.execute("SELECT count(*) FROM public.tenants").fetchone() is not None
+    with psycopg.connect(out["pooler_dsn"], prepare_threshold=None) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    with psycopg.connect(out["replica_dsns"][0]) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+
+def test_second_up_changes_nothing(stack: ThrowawayStack) -> None:
+    stack.preview("--expect-no-changes")
+
+
+def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack) -> None:
+    config_file = stack.state_dir / "patroni" / "pg-2.yml"
+    node = from_config(config_file)
+    patroni, postmaster = node.daemon.pid(), node.postmaster_pid()
+    assert patroni and postmaster
+    os.kill(patroni, signal.SIGKILL)
+    os.kill(postmaster, signal.SIGKILL)
+    wait_until(lambda: not node.daemon.is_running(), timeout=10, what="pg-2 down")
+    stack.pulumi("refresh", "--yes")
+    assert stack.preview(check=False).returncode == 0
+    stack.up()
+    node.wait_running(timeout=60)
+    stack.preview("--expect-no-changes")
+
+
+def test_destroy_stops_every_process(stack: ThrowawayStack) -> None:
+    base = str(stack.state_dir)
+    stack.destroy()
+    left = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if base in cmd:
+                left.append(cmd.replace("\0", " "))
+    assert left == []
