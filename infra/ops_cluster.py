@@ -153,27 +153,6 @@ def set_parameters(config_file: Path, parameters: dict[str, str]) -> str:
     return patronictl(config_file, *args)
 
 
-def restart_pending(config_file: Path, scope: str,
-                    wait: Callable[[str], None]) -> list[str]:
-    """Restart members with pending_restart: replicas first, the leader last.
-
-    A hot standby must run with max_connections, max_wal_senders,
-    max_prepared_transactions, max_locks_per_transaction and max_worker_processes at
-    least as high as its primary's: raising them on the primary first would make the
-    standbys stop replay with "insufficient parameter settings". `wait(member)`
-    returns once the restarted member runs again. Returns the order used.
-    """
-    ms = cluster_members(config_file)
-    lead = leader_of(ms)
-    order = [m.name for m in ms if lead is None or m.name != lead.name]
-    if lead is not None:
-        order.append(lead.name)
-    for name in order:
-        patronictl(config_file, "restart", scope, name, "--pending", "--force")
-        wait(name)
-    return order
-
-
 def slot_name(member: str) -> str:
     """Patroni's slot for a member: its name with '-' and '.' as '_'."""
     return member.replace("-", "_").replace(".", "_").lower()

@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 
 from infra import dsn, hostctl, render, roles
-from infra.backends import local_exporters, tenant_users
+from infra.backends import local_exporters, local_patroni, tenant_users
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
@@ -174,8 +174,6 @@ def pooler_props(cfg: PlatformConfig, userlist: Any,
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """The primary, its database and roles, replicas, pooler and backups."""
     if cfg.ha.manager == "patroni":
-        from infra.backends import local_patroni
-
         return local_patroni.build(cfg, parent, timescaledb_installed(cfg.postgres.version))
     pg = cfg.postgres
     reps = replicas(cfg)  # validates the listen address before anything is made

@@ -27,7 +27,7 @@ from pulumi.dynamic import (
 from infra import pgctl, render
 from infra.hostctl.etcd import EtcdCluster, LocalMember
 from infra.hostctl.haproxy import HaProxy
-from infra.hostctl.patroni import PatroniProcess
+from infra.hostctl.patroni import PatroniProcess, apply_dynamic_config
 from infra.render_ha import EtcdMember
 
 logger = logging.getLogger(__name__)
@@ -179,55 +179,9 @@ class DynamicConfigProvider(ResourceProvider):
 
     @staticmethod
     def _apply(props: dict[str, Any]) -> None:
-        from infra import ops_cluster
-        from infra.errors import ProcessError
-
         procs = [_member(m) for m in props["members"]]
         dcs = json.loads(props["dcs"])
-        for proc in procs:
-            status, body = _patch(proc, dcs)
-            if status == 200:
-                break
-        else:
-            raise ProcessError(f"Patroni /config: no member accepted the change: {body}")
-        config_file = procs[0].config_file
-
-        def wait(name: str) -> None:
-            next(p for p in procs if p.name == name).wait_running(timeout=180)
-
-        _wait_pending_known(procs)
-        if any((p.status() or {}).get("pending_restart") for p in procs):
-            ops_cluster.restart_pending(config_file, props["scope"], wait)
-
-
-def _patch(proc: PatroniProcess, body: dict[str, Any]) -> tuple[int, str]:
-    import base64
-    import urllib.error
-    import urllib.request
-
-    import yaml
-
-    from infra.hostctl.patroni import _ctx
-
-    auth = yaml.safe_load(proc.config_file.read_text())["restapi"]["authentication"]
-    token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
-    req = urllib.request.Request(proc.rest_url + "/config", data=json.dumps(body).encode(),
-                                 method="PATCH", headers={"Authorization": f"Basic {token}",
-                                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, context=_ctx(proc.tls), timeout=30) as resp:
-            return int(resp.status), resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode(errors="replace")
-    except OSError as exc:
-        return 0, str(exc)
-
-
-def _wait_pending_known(procs: list[PatroniProcess]) -> None:
-    """Each member applies a new /config on its next loop; give them one loop_wait."""
-    import time
-
-    time.sleep(6)
+        apply_dynamic_config(procs, props["scope"], dcs, settle=dcs.get("loop_wait", 5) + 1)
 
 
 class DynamicConfig(Resource, module="local", name="PatroniConfig"):

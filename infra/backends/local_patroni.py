@@ -90,12 +90,19 @@ def pooler_props(cfg: PlatformConfig, userlist: Any, tls: render.TlsFiles) -> di
 
 def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
     """The hand-supervised path's Backup resource, with every node in pgbackrest.conf."""
-    from infra.backends import local
-
     lay, (first, *others) = layout(cfg), nodes(cfg)
-    return {**local.backup_props(cfg, owner_pw),
-            "pgbackrest_conf": render.pgbackrest_conf(
-                cfg, first.paths, lay.backup_paths, others=tuple(n.paths for n in others))}
+    return {
+        "stanza": cfg.backup.stanza,
+        "config_path": str(lay.pgbackrest_conf),
+        "pgbackrest_conf": render.pgbackrest_conf(cfg, first.paths, lay.backup_paths,
+                                                  others=tuple(n.paths for n in others)),
+        "schedule_path": str(lay.backup_schedule),
+        "schedule": render.backup_schedule(cfg, str(lay.pgbackrest_conf)),
+        **vars(lay.backup_paths),
+        "pg_port": cfg.postgres.port,
+        "superuser": cfg.postgres.owner_role,
+        "superuser_password": owner_pw,
+    }
 
 
 def _dsn(host: str, port: int, user: str, password: pulumi.Input[str], database: str,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -66,8 +67,6 @@ class Daemon:
         pgctl.chown_service(self.log_file)
         user: dict[str, object] = {}
         if pgctl.as_service_user():
-            import pwd
-
             ent = pwd.getpwnam(pgctl.SERVICE_USER)
             user = {"user": ent.pw_uid, "group": ent.pw_gid, "extra_groups": []}
             env = {**(env or {}), "HOME": ent.pw_dir, "USER": pgctl.SERVICE_USER}

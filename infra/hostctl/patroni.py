@@ -9,15 +9,21 @@ patronictl reads from there too.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import signal
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from infra import pgctl, render
 from infra.errors import ProcessError
@@ -68,8 +74,6 @@ class PatroniProcess:
 
     def reload(self) -> None:
         """Patroni re-reads patroni.yml on SIGHUP."""
-        import signal
-
         self.daemon.signal(signal.SIGHUP)
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -103,16 +107,13 @@ class PatroniProcess:
         except (OSError, ValueError):
             return 0, None
 
-    def post(self, path: str, body: dict[str, Any], timeout: float = 60.0) -> tuple[int, str]:
-        """POST to the REST API with the credentials from this node's patroni.yml."""
-        import base64
-
-        import yaml
-
+    def post(self, path: str, body: dict[str, Any], timeout: float = 60.0,
+             method: str = "POST") -> tuple[int, str]:
+        """POST (or PATCH) to the REST API with the credentials from this node's patroni.yml."""
         auth = yaml.safe_load(self.config_file.read_text())["restapi"]["authentication"]
         token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
         req = urllib.request.Request(self.rest_url + path, data=json.dumps(body).encode(),
-                                     method="POST", headers={
+                                     method=method, headers={
                                          "Authorization": f"Basic {token}",
                                          "Content-Type": "application/json"})
         try:
@@ -138,8 +139,6 @@ class PatroniProcess:
 
 def from_config(config_file: Path) -> PatroniProcess:
     """The node a patroni.yml describes (its REST address, data and TLS files)."""
-    import yaml
-
     doc = yaml.safe_load(config_file.read_text())
     host, _, port = str(doc["restapi"]["connect_address"]).rpartition(":")
     tls = render.TlsFiles(cert_file=doc["restapi"]["certfile"],
@@ -164,8 +163,52 @@ def members(config_file: Path) -> list[dict[str, Any]]:
     return out
 
 
-def leader(config_file: Path) -> str | None:
+
+
+def leader_name(config_file: Path) -> str | None:
     for m in members(config_file):
         if m.get("Role") == "Leader":
             return str(m["Member"])
     return None
+
+
+def restart_pending(config_file: Path, scope: str,
+                    wait: Callable[[str], None]) -> list[str]:
+    """Restart members with pending_restart: replicas first, the leader last.
+
+    A hot standby must run with max_connections, max_wal_senders,
+    max_prepared_transactions, max_locks_per_transaction and max_worker_processes at
+    least as high as its primary's: raising them on the primary first would make the
+    standbys stop replay with "insufficient parameter settings". `wait(member)`
+    returns once the restarted member runs again. Returns the order used.
+    """
+    ms = members(config_file)
+    lead = leader_name(config_file)
+    order = [str(m["Member"]) for m in ms if m["Member"] != lead]
+    if lead is not None:
+        order.append(lead)
+    for name in order:
+        patronictl(config_file, "restart", scope, name, "--pending", "--force")
+        wait(name)
+    return order
+
+
+def apply_dynamic_config(procs: list[PatroniProcess], scope: str, dcs: dict[str, Any],
+                         settle: float) -> list[str]:
+    """PATCH /config on the first member that answers, let every member apply it (one
+    loop_wait, `settle` seconds), then restart those that need it in the order above."""
+    body = ""
+    for proc in procs:
+        status, body = proc.post("/config", dcs, method="PATCH")
+        if status == 200:
+            break
+    else:
+        raise ProcessError(f"Patroni PATCH /config: no member accepted the change: {body}")
+    time.sleep(settle)
+    if not any((p.status() or {}).get("pending_restart") for p in procs):
+        return []
+
+    def wait(name: str) -> None:
+        next(p for p in procs if p.name == name).wait_running(timeout=180)
+
+    return restart_pending(procs[0].config_file, scope, wait)

@@ -18,6 +18,7 @@ import pytest
 
 from infra import ops_cluster as oc
 from infra.hostctl.daemon import wait_until
+from infra.hostctl.patroni import restart_pending
 from tests import ha_support
 from tests.ha_load import DDL, WriteLoad
 
@@ -234,7 +235,7 @@ def test_max_connections_increase_restarts_replicas_before_leader(
     oc.set_parameters(ha.any_config, {"max_connections": str(old + 10)})
     wait_until(lambda: all(_pending(ha, n) for n in ha.procs), timeout=30,
                what="every node reports pending_restart")
-    order = oc.restart_pending(ha.any_config, scope,
+    order = restart_pending(ha.any_config, scope,
                                lambda n: ha.procs[n].wait_running(timeout=120))
     assert order[-1] == ha.leader()
     starts = {n: _start_time(ha, n) for n in ha.procs}
