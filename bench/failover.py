@@ -24,9 +24,9 @@ import psycopg
 
 from bench import common, pgbench
 from bench.common import Figure, Sizes
-from infra import ops_cluster as oc
-from infra.hostctl.daemon import wait_until
+from infra.hostctl.daemon import wait_for
 from infra.hostctl.patroni import patronictl
+from infra.ops import cluster as oc
 from tests import ha_support
 from tests.ha_load import DDL, WriteLoad
 
@@ -45,7 +45,7 @@ def _kill_leader(ha: ha_support.HaStack, load: WriteLoad) -> tuple[float, int]:
     killed = time.monotonic()
     os.kill(patroni, signal.SIGKILL)
     os.kill(postmaster, signal.SIGKILL)
-    wait_until(lambda: load.recovered_at(killed) is not None, timeout=120,
+    wait_for(lambda: load.recovered_at(killed) is not None, timeout=120,
                what="first write after the kill")
     recovered = load.recovered_at(killed)
     assert recovered is not None
@@ -152,7 +152,7 @@ def _f4(ha: ha_support.HaStack, sizes: Sizes) -> Figure:
     for mode in ("true", "false"):
         patronictl(ha.any_config, "edit-config", "--force", "--quiet", "-s",
                       f"synchronous_mode={mode}")
-        wait_until(lambda mode=mode: _sync_names(dsn) != "" if mode == "true"  # type: ignore[misc]
+        wait_for(lambda mode=mode: _sync_names(dsn) != "" if mode == "true"  # type: ignore[misc]
                    else _sync_names(dsn) == "", timeout=60, what=f"synchronous_mode={mode}")
         tps[mode] = pgbench.bench(dsn, "-M", "simple", clients=8, seconds=secs,
                                   shown_dsn=pgbench.where(dsn)).tps

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra import config, pgctl, render, render_ha, tls
+from infra import config, hostctl, render, tls
 from infra.backends.local_postgres import DatabaseProvider
-from infra.hostctl.daemon import wait_until
+from infra.hostctl import PgBouncer
+from infra.hostctl.daemon import wait_for
 from infra.hostctl.etcd import EtcdCluster, LocalMember
 from infra.hostctl.haproxy import HaProxy
 from infra.hostctl.patroni import PatroniProcess
-from infra.pooler import PgBouncer
+from infra.render import patroni as render_ha
 from tests.support import scratch_dir
 
 ETCD_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -28,22 +29,22 @@ ETCD_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 def write_tls(base: Path, hosts: tuple[str, ...]) -> render.TlsFiles:
     """A CA and one server certificate naming `hosts`, as infra.tls.TlsFiles writes them."""
-    d = pgctl.make_dir(base / "tls", 0o755)
+    d = hostctl.make_dir(base / "tls", 0o755)
     ca = tls.make_ca("pg-platform test CA")
     server = tls.make_server_cert(ca, "pg-platform test", [*hosts, "localhost"])
     files = render.TlsFiles(cert_file=str(d / "server.crt"), key_file=str(d / "server.key"),
                             ca_file=str(d / "ca.crt"))
-    pgctl.write_file(Path(files.ca_file), ca.cert_pem, 0o644)
-    pgctl.write_file(Path(files.cert_file), server.cert_pem, 0o644)
-    pgctl.write_file(Path(files.key_file), server.key_pem, 0o600)
+    hostctl.write_file(Path(files.ca_file), ca.cert_pem, 0o644)
+    hostctl.write_file(Path(files.cert_file), server.cert_pem, 0o644)
+    hostctl.write_file(Path(files.key_file), server.key_pem, 0o600)
     return files
 
 
 def free_port_on(hosts: tuple[str, ...], taken: set[int]) -> int:
     """A port free on every one of `hosts` (and not already chosen)."""
     for _ in range(200):
-        port = pgctl.free_port()
-        if port not in taken and port < 65000 and all(pgctl.port_free(h, port) for h in hosts):
+        port = hostctl.free_port()
+        if port not in taken and port < 65000 and all(hostctl.port_free(h, port) for h in hosts):
             taken.add(port)
             return port
     raise RuntimeError(f"no port free on all of {hosts}")
@@ -94,18 +95,18 @@ class HaStack:
     def node_dsn(self, name: str, db: str | None = None) -> str:
         n = next(n for n in self.nodes if n.name == name)
         pg = self.cfg.postgres
-        return (pgctl.Server(Path("/"), n.port, n.host).dsn(
+        return (hostctl.Server(Path("/"), n.port, n.host).dsn(
             pg.owner_role, self.passwords["owner"], db or pg.database)
             + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
 
     def pooler_dsn(self, db: str | None = None) -> str:
         pg = self.cfg.postgres
-        return (pgctl.Server(Path("/"), self.cfg.pooler.port, pg.listen_address).dsn(
+        return (hostctl.Server(Path("/"), self.cfg.pooler.port, pg.listen_address).dsn(
             pg.app_role, self.passwords["app"], db or pg.database)
             + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
 
     def admin_dsn(self) -> str:
-        return (pgctl.Server(Path("/"), self.cfg.pooler.port, self.cfg.postgres.listen_address)
+        return (hostctl.Server(Path("/"), self.cfg.pooler.port, self.cfg.postgres.listen_address)
                 .dsn(self.cfg.pooler.admin_user, self.passwords["admin"], "pgbouncer")
                 + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
 
@@ -158,7 +159,7 @@ class HaStack:
             sync = {m["Member"] for m in members(self.any_config) if m["Role"] == "Sync Standby"}
             return any(r[1] == "sync" and r[0] in sync for r in rows)
 
-        wait_until(ready, timeout=timeout, what="every replica streams from the leader",
+        wait_for(ready, timeout=timeout, what="every replica streams from the leader",
                    interval=0.25)
 
     def stop(self) -> None:
@@ -193,7 +194,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
     taken: set[int] = set()
     hosts = ("127.0.0.1", *ETCD_HOSTS)
     cport, pport, pgport, rport, hport, bport = (free_port_on(hosts, taken) for _ in range(6))
-    while not pgctl.port_free("127.0.0.1", hport + 1):
+    while not hostctl.port_free("127.0.0.1", hport + 1):
         hport = free_port_on(hosts, taken)
     settings: dict[str, Any] = {
         "state_dir": str(base),
@@ -211,13 +212,13 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
     files = write_tls(base, hosts)
     etcd = etcd_cluster(cfg, base, files, cport, pport)
     nodes = patroni_nodes(cfg, base, count, pgport, rport)
-    pdir = pgctl.make_dir(base / "patroni", 0o700)
+    pdir = hostctl.make_dir(base / "patroni", 0o700)
     procs = {n.name: PatroniProcess(n.name, n.host, n.restapi_port, pdir / f"{n.name}.yml",
                                     Path(n.paths.data_dir), files) for n in nodes}
-    run = pgctl.make_dir(base / "run", 0o755)
+    run = hostctl.make_dir(base / "run", 0o755)
     proxy = HaProxy(config_file=base / "haproxy" / "haproxy.cfg",
                     stats_socket=base / "haproxy" / "stats.sock", host="127.0.0.1", port=hport)
-    pooler_dir = pgctl.make_dir(base / "pgbouncer", 0o700)
+    pooler_dir = hostctl.make_dir(base / "pgbouncer", 0o700)
     bouncer = PgBouncer(ini_path=pooler_dir / "pgbouncer.ini",
                         pid_file=pooler_dir / "pgbouncer.pid", host="127.0.0.1", port=bport,
                         log_file=pooler_dir / "pgbouncer.log")
@@ -225,7 +226,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
     try:
         etcd.start()
         for n in nodes:
-            pgctl.make_dir(Path(n.paths.socket_dir), 0o755)
+            hostctl.make_dir(Path(n.paths.socket_dir), 0o755)
             procs[n.name].write_config(stack.render_node(n))
             validate_config(procs[n.name].config_file)
         first = procs[nodes[0].name]
@@ -245,7 +246,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
         proxy.check_config()
         proxy.start()
         proxy.wait_checked()
-        wait_until(lambda: proxy.servers_up("primary") == [nodes[0].name], timeout=15,
+        wait_for(lambda: proxy.servers_up("primary") == [nodes[0].name], timeout=15,
                    what="HAProxy sees the leader")
         paths = render.PoolerPaths(auth_file=str(pooler_dir / "userlist.txt"),
                                    socket_dir=str(run), pid_file=str(bouncer.pid_file),
@@ -253,9 +254,9 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
         targets = render.PoolerTargets(listen_address="127.0.0.1", primary_host="127.0.0.1",
                                        primary_port=hport, replica_hosts=("127.0.0.1",),
                                        replica_port=hport + 1)
-        pgctl.write_file(Path(paths.auth_file), render.userlist_txt(
+        hostctl.write_file(Path(paths.auth_file), render.userlist_txt(
             render.pooler_users(cfg, pw["app"], pw["admin"])))
-        pgctl.write_file(bouncer.ini_path, render.pgbouncer_ini(cfg, paths, targets, files))
+        hostctl.write_file(bouncer.ini_path, render.pgbouncer_ini(cfg, paths, targets, files))
         bouncer.start()
     except BaseException:
         stack.stop()

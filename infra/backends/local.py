@@ -21,6 +21,8 @@ from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
 from infra.backends.local_jobrunner import JobRunner
+from infra.backends.local_ha_layout import ha_layout
+from infra.backends.local_ha_layout import nodes as ha_nodes
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase, PostgresServer
@@ -285,6 +287,12 @@ class LocalBackend:
 
     def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
         lay = layout(cfg)
+        if cfg.ha.manager == "patroni":
+            ha = ha_layout(cfg)
+            return LocalFiles(pgbackrest_config=lay.pgbackrest_conf, restores_dir=lay.restores,
+                              patroni_configs=tuple(ha.config_file(n.name)
+                                                    for n in ha_nodes(cfg)),
+                              haproxy_socket=ha.haproxy_dir / "stats.sock")
         return LocalFiles(pgbackrest_config=lay.pgbackrest_conf, restores_dir=lay.restores)
 
 

@@ -24,11 +24,11 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra import pgctl, render
+from infra import hostctl, render
 from infra.hostctl.etcd import EtcdCluster, LocalMember
 from infra.hostctl.haproxy import HaProxy
 from infra.hostctl.patroni import PatroniProcess, apply_dynamic_config
-from infra.render_ha import EtcdMember
+from infra.render.patroni import EtcdMember
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,11 @@ def _member(props: dict[str, Any]) -> PatroniProcess:
                           Path(props["config_file"]), Path(props["data_dir"]), _tls(props))
 
 
+def _sysid(proc: PatroniProcess) -> str:
+    """The cluster's identity (the same on every member): a new one means new data."""
+    return str((proc.status() or {}).get("database_system_identifier", ""))
+
+
 def _member_state(props: dict[str, Any]) -> str:
     proc = _member(props)
     if not proc.daemon.is_running():
@@ -115,11 +120,12 @@ class MemberProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         proc = _member(props)
-        pgctl.make_dir(Path(props["socket_dir"]), 0o755)
+        hostctl.make_dir(Path(props["socket_dir"]), 0o755)
         proc.write_config(props["patroni_yml"])
         proc.start()
         proc.wait_running(timeout=float(props.get("start_timeout", 180)))
-        return CreateResult(id_=props["config_file"], outs={**props, "state": "running"})
+        return CreateResult(id_=props["config_file"],
+                            outs={**props, "state": "running", "system_identifier": _sysid(proc)})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_=id_, outs={**props, "state": _member_state(props)})
@@ -127,7 +133,8 @@ class MemberProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in ("data_dir", "config_file", "name") if olds.get(k) != news.get(k)]
         down = olds.get("state") != "running"
-        return DiffResult(changes=down or bool(replaces) or _changed(olds, news, ("state",)),
+        return DiffResult(changes=down or bool(replaces) or _changed(olds, news, (
+                              "state", "system_identifier")),
                           replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -138,7 +145,7 @@ class MemberProvider(ResourceProvider):
         else:
             proc.start()
         proc.wait_running(timeout=float(news.get("start_timeout", 180)))
-        return UpdateResult(outs={**news, "state": "running"})
+        return UpdateResult(outs={**news, "state": "running", "system_identifier": _sysid(proc)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         proc = _member(props)
@@ -148,11 +155,13 @@ class MemberProvider(ResourceProvider):
 
 class Member(Resource, module="local", name="PatroniMember"):
     state: pulumi.Output[str]
+    system_identifier: pulumi.Output[str]
 
     def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             additional_secret_outputs=["patroni_yml"]))
         super().__init__(MemberProvider(), name, {**props, "state": None,
+                                                  "system_identifier": None,
                                                   "provider_version": PROVIDER_VERSION}, opts)
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import render, render_ha
+from infra import render
 from infra.backends.local_layout import layout
 from infra.config import PlatformConfig
-from infra.config_ha import ETCD_MEMBERS
+from infra.config.ha import ETCD_MEMBERS
+from infra.render import patroni as render_ha
 
 ETCD_HOSTS = tuple(f"127.0.0.{2 + i}" for i in range(ETCD_MEMBERS))
 

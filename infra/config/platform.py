@@ -20,6 +20,7 @@ from pulumi.runtime import config as runtime_config
 from infra.config.aws import AwsSettings, parse_aws
 from infra.config.backup import BackupSettings, parse_backup
 from infra.config.docker import DockerSettings, parse_docker
+from infra.config.ha import HaSettings, parse_ha
 from infra.config.monitoring import MonitoringSettings, parse_monitoring
 from infra.config.pooler import PoolerSettings, parse_pooler
 from infra.config.postgres import MAX_REPLICAS, PostgresSettings, parse_postgres
@@ -58,6 +59,7 @@ class PlatformConfig:
     # database) is refused in preview unless this is true.
     allow_data_loss: bool = False
     timescaledb: TimescaleSettings = field(default_factory=TimescaleSettings)
+    ha: HaSettings = field(default_factory=HaSettings)
 
     @property
     def max_wal_senders(self) -> int:
@@ -90,12 +92,14 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     backup = parse_backup(top.section("backup"), backend, aws.region if aws else None)
     monitoring = parse_monitoring(top.section("monitoring"))
     timescaledb = parse_timescaledb(top.section("timescaledb"))
+    ha = parse_ha(top.section("ha"))
     top.finish()
     return PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                           replicas=replicas, state_dir=state_dir, tenants=tenants,
                           docker=docker, aws=aws, pooler=pooler, backup=backup,
                           monitoring=monitoring, tenant_quota=tenant_quota,
-                          allow_data_loss=allow_data_loss, timescaledb=timescaledb)
+                          allow_data_loss=allow_data_loss, timescaledb=timescaledb,
+                          ha=ha)
 
 
 def decode(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,30 +10,31 @@ starts with our command, because pids get reused.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pwd
 import signal
-import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import pgctl
 from infra.errors import ProcessError
+from infra.hostctl.files import chown_service, make_dir, write_file
+from infra.hostctl.proc import (
+    SERVICE_USER,
+    as_service_user,
+    pid_alive,
+    pid_from_file,
+    reap,
+    send,
+    spawn,
+    wait_until,
+)
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
-               interval: float = 0.1) -> None:
-    """Poll `check` until it is true; ProcessError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() >= deadline:
-            raise ProcessError(f"{what}: not reached within {timeout:.0f}s")
-        time.sleep(interval)
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str,
+             interval: float = 0.1) -> None:
+    """`wait_until`, raising ProcessError naming `what` when time runs out."""
+    if wait_until(lambda: check() or None, timeout, interval) is None:
+        raise ProcessError(f"{what}: not reached within {timeout:.0f}s")
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,17 @@ class Daemon:
     cwd: str = "/"
 
     def pid(self) -> int | None:
+        pid = pid_from_file(self.pid_file)
+        if pid is None:
+            return None
         try:
-            pid = int(self.pid_file.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
+        except OSError:
             return None
         want = [a.encode() for a in self.argv]
         # A script (patroni) shows its interpreter first: /usr/bin/python3 /usr/bin/patroni ...
         ours = cmdline[: len(want)] == want or cmdline[1: 1 + len(want)] == want
-        return pid if ours else None
+        return pid if ours and _alive(pid) else None
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -62,41 +65,37 @@ class Daemon:
         pid = self.pid()
         if pid is not None:
             return pid
-        pgctl.make_dir(self.log_file.parent, 0o700)
-        log = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        pgctl.chown_service(self.log_file)
-        user: dict[str, object] = {}
-        if pgctl.as_service_user():
-            ent = pwd.getpwnam(pgctl.SERVICE_USER)
-            user = {"user": ent.pw_uid, "group": ent.pw_gid, "extra_groups": []}
-            env = {**(env or {}), "HOME": ent.pw_dir, "USER": pgctl.SERVICE_USER}
-        base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
-        try:
-            proc = subprocess.Popen(
-                list(self.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                cwd=self.cwd, start_new_session=True, env={**base, **(env or {})},
-                **user)  # type: ignore[call-overload]
-        finally:
-            os.close(log)
-        pgctl.write_file(self.pid_file, f"{proc.pid}\n", 0o600)
+        make_dir(self.log_file.parent, 0o700)
+        if not self.log_file.exists():
+            write_file(self.log_file, "", 0o600)
+        chown_service(self.log_file)
+        base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        user = None
+        if as_service_user():
+            ent = pwd.getpwnam(SERVICE_USER)
+            base.update(HOME=ent.pw_dir, USER=SERVICE_USER)
+            user = SERVICE_USER
+        proc = spawn(self.argv, log=self.log_file, env={**base, **(env or {})},
+                     cwd=Path(self.cwd), user=user)
+        write_file(self.pid_file, f"{proc.pid}\n", 0o600)
         return int(proc.pid)
 
     def signal(self, sig: signal.Signals) -> None:
         pid = self.pid()
         if pid is not None:
-            os.kill(pid, sig)
+            send(pid, sig)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds."""
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
+        send(pid, signal.SIGTERM)
         try:
-            wait_until(lambda: not _alive(pid), timeout=timeout, what=f"pid {pid} exits")
+            wait_for(lambda: not _alive(pid), timeout=timeout, what=f"pid {pid} exits")
         except ProcessError:
-            os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not _alive(pid), timeout=5, what=f"pid {pid} exits (KILL)")
+            send(pid, signal.SIGKILL)
+            wait_for(lambda: not _alive(pid), timeout=5, what=f"pid {pid} exits (KILL)")
         self.pid_file.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 10) -> str:
@@ -114,7 +113,6 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     if state == "Z":
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        reap(pid)
         return False
-    return True
+    return pid_alive(pid)

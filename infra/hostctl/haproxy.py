@@ -11,9 +11,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra import pgctl
 from infra.errors import ProcessError
-from infra.hostctl.daemon import Daemon, wait_until
+from infra.hostctl.daemon import Daemon, wait_for
+from infra.hostctl.files import make_dir, write_file
+from infra.hostctl.net import port_open
+from infra.hostctl.proc import run
 
 HAPROXY = "/usr/sbin/haproxy"
 
@@ -33,20 +35,20 @@ class HaProxy:
                       log_file=self.config_file.with_suffix(".log"))
 
     def write_config(self, text: str) -> None:
-        pgctl.make_dir(self.config_file.parent, 0o700)
-        pgctl.write_file(self.config_file, text, 0o600)
+        make_dir(self.config_file.parent, 0o700)
+        write_file(self.config_file, text, 0o600)
 
     def check_config(self) -> None:
-        pgctl.run([HAPROXY, "-c", "-q", "-f", str(self.config_file)],
+        run([HAPROXY, "-c", "-q", "-f", str(self.config_file)],
                   what=f"haproxy -c of {self.config_file}")
 
     def start(self, timeout: float = 15.0) -> None:
         if self.daemon.is_running():
             return
-        pgctl.make_dir(self.stats_socket.parent, 0o700)
+        make_dir(self.stats_socket.parent, 0o700)
         self.daemon.start()
         try:
-            wait_until(lambda: pgctl.port_open(self.host, self.port), timeout=timeout,
+            wait_for(lambda: port_open(self.host, self.port), timeout=timeout,
                        what=f"haproxy on {self.host}:{self.port}")
         except ProcessError as exc:
             raise ProcessError(f"{exc}; log: {self.daemon.log_tail()}") from None
@@ -72,7 +74,7 @@ class HaProxy:
             return bool(checked) and len(self.servers_up("primary")) == 1
 
         try:
-            wait_until(ready, timeout=timeout, interval=0.1,
+            wait_for(ready, timeout=timeout, interval=0.1,
                        what=f"HAProxy {self.config_file}: every server checked, one leader up")
         except ProcessError as exc:
             raise ProcessError(f"{exc}; log: {self.daemon.log_tail()}") from None

@@ -25,15 +25,17 @@ from typing import Any
 
 import yaml
 
-from infra import pgctl, render
 from infra.errors import ProcessError
-from infra.hostctl.daemon import Daemon, wait_until
+from infra.hostctl.daemon import Daemon, wait_for
+from infra.hostctl.files import make_dir, write_file
+from infra.hostctl.net import port_open
+from infra.render.postgres import TlsFiles
 
 PATRONI = "/usr/bin/patroni"
 PATRONICTL = "/usr/bin/patronictl"
 
 
-def _ctx(tls: render.TlsFiles) -> ssl.SSLContext:
+def _ctx(tls: TlsFiles) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=tls.ca_file)
 
 
@@ -44,7 +46,7 @@ class PatroniProcess:
     restapi_port: int
     config_file: Path
     data_dir: Path
-    tls: render.TlsFiles
+    tls: TlsFiles
 
     @property
     def daemon(self) -> Daemon:
@@ -57,19 +59,19 @@ class PatroniProcess:
         return f"https://{self.host}:{self.restapi_port}"
 
     def write_config(self, text: str) -> None:
-        pgctl.make_dir(self.config_file.parent, 0o700)
-        pgctl.write_file(self.config_file, text, 0o600)
+        make_dir(self.config_file.parent, 0o700)
+        write_file(self.config_file, text, 0o600)
 
     def start(self) -> None:
         if not self.daemon.is_running():
             # Something answering, not a TIME_WAIT socket: Patroni binds with SO_REUSEADDR.
-            if pgctl.port_open(self.host, self.restapi_port):
+            if port_open(self.host, self.restapi_port):
                 raise ProcessError(f"Patroni {self.name}: REST port {self.host}:"
                                    f"{self.restapi_port} is already in use")
             # initdb and the create-replica methods accept an empty 0700 directory.
-            pgctl.make_dir(self.data_dir.parent, 0o755)
+            make_dir(self.data_dir.parent, 0o755)
             if not self.data_dir.exists():
-                pgctl.make_dir(self.data_dir, 0o700)
+                make_dir(self.data_dir, 0o700)
             self.daemon.start()
 
     def reload(self) -> None:
@@ -127,7 +129,7 @@ class PatroniProcess:
 
     def wait_running(self, timeout: float = 90.0) -> None:
         try:
-            wait_until(lambda: (self.status() or {}).get("state") == "running",
+            wait_for(lambda: (self.status() or {}).get("state") == "running",
                        timeout=timeout, what=f"Patroni {self.name} running", interval=0.25)
         except ProcessError as exc:
             raise ProcessError(f"{exc}; log: {self.daemon.log_tail()}") from None
@@ -141,7 +143,7 @@ def from_config(config_file: Path) -> PatroniProcess:
     """The node a patroni.yml describes (its REST address, data and TLS files)."""
     doc = yaml.safe_load(config_file.read_text())
     host, _, port = str(doc["restapi"]["connect_address"]).rpartition(":")
-    tls = render.TlsFiles(cert_file=doc["restapi"]["certfile"],
+    tls = TlsFiles(cert_file=doc["restapi"]["certfile"],
                           key_file=doc["restapi"]["keyfile"], ca_file=doc["ctl"]["cacert"])
     return PatroniProcess(str(doc["name"]), host, int(port), config_file,
                           Path(doc["postgresql"]["data_dir"]), tls)

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from infra import ops_cluster as oc
-from infra.hostctl.daemon import wait_until
+from infra import hostctl
+from infra.hostctl.daemon import wait_for
 from infra.hostctl.patroni import restart_pending
+from infra.ops import cluster as oc
 from tests import ha_support
 from tests.ha_load import DDL, WriteLoad
 
@@ -65,12 +66,12 @@ def test_etcd_is_three_members_and_keeps_quorum_with_one_down(ha: ha_support.HaS
     victim = ha.etcd.members[0]
     victim.daemon.signal(signal.SIGKILL)
     try:
-        wait_until(lambda: ha.etcd.healthy_count() == 2, timeout=10, what="one member down")
+        wait_for(lambda: ha.etcd.healthy_count() == 2, timeout=10, what="one member down")
         with psycopg.connect(ha.pooler_dsn(), prepare_threshold=None, autocommit=True) as c:
             c.execute("INSERT INTO ha_ledger VALUES (-1, 1)")
         assert ha.leader() is not None
     finally:
-        wait_until(lambda: not victim.daemon.is_running(), timeout=10, what="etcd exits")
+        wait_for(lambda: not victim.daemon.is_running(), timeout=10, what="etcd exits")
         ha.etcd.start()
         _fresh_ledger(ha)
 
@@ -112,7 +113,7 @@ def test_killed_leader_fails_over_and_rejoins_with_pg_rewind(ha: ha_support.HaSt
         killed = time.monotonic()
         os.kill(patroni, signal.SIGKILL)   # the whole node: its manager and its server
         os.kill(postmaster, signal.SIGKILL)
-        wait_until(lambda: load.recovered_at(killed) is not None, timeout=90,
+        wait_for(lambda: load.recovered_at(killed) is not None, timeout=90,
                    what="a write through the same pooler DSN after the kill")
         recovered = load.recovered_at(killed)
         load.wait_for_acks(100)
@@ -127,7 +128,7 @@ def test_killed_leader_fails_over_and_rejoins_with_pg_rewind(ha: ha_support.HaSt
     print(f"kill to first write {recovered - killed:.1f}s")
     # The old leader, restarted, rewinds onto the new timeline and follows.
     log_size = proc.daemon.log_file.stat().st_size
-    wait_until(lambda: proc.postmaster_pid() is None or not _pid_alive(proc.postmaster_pid()),
+    wait_for(lambda: proc.postmaster_pid() is None or not _pid_alive(proc.postmaster_pid()),
                timeout=15, what="the killed postmaster is gone")
     proc.start()
     proc.wait_running(timeout=120)
@@ -170,13 +171,12 @@ def _streams(ha: ha_support.HaStack, member: str) -> bool:
 def test_replica_restarted_by_hand_streams_again(ha: ha_support.HaStack) -> None:
     name = _replica(ha)
     data = ha.procs[name].data_dir
-    from infra import pgctl
 
     # By hand, the way an operator would: pg_ctl restart, outside Patroni.
     log = ha.base / f"run-{name}" / "by-hand.log"  # a folder the service user owns
-    pgctl.run([str(pgctl.bin_dir() / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", str(data),
+    hostctl.run([str(hostctl.bin_dir() / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", str(data),
                "-l", str(log)], what="pg_ctl restart of a replica")
-    wait_until(lambda: _streams(ha, name), timeout=60, what=f"{name} streams again")
+    wait_for(lambda: _streams(ha, name), timeout=60, what=f"{name} streams again")
 
 
 def test_deleted_slot_is_recreated(ha: ha_support.HaStack) -> None:
@@ -194,13 +194,13 @@ def test_deleted_slot_is_recreated(ha: ha_support.HaStack) -> None:
                 return False
             return True
 
-        wait_until(drop, timeout=10, what=f"slot {slot} dropped")
+        wait_for(drop, timeout=10, what=f"slot {slot} dropped")
         assert conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
                             (slot,)).fetchone() is None
     made = oc.ensure_member_slots(ha.node_dsn(lead, "postgres"), list(ha.procs), lead)
     assert made == [slot]
     assert oc.ensure_member_slots(ha.node_dsn(lead, "postgres"), list(ha.procs), lead) == []
-    wait_until(lambda: _streams(ha, name), timeout=60, what=f"{name} streams through its slot")
+    wait_for(lambda: _streams(ha, name), timeout=60, what=f"{name} streams through its slot")
 
 
 def test_killed_primary_server_is_restarted_without_refresh(ha: ha_support.HaStack) -> None:
@@ -210,11 +210,11 @@ def test_killed_primary_server_is_restarted_without_refresh(ha: ha_support.HaSta
     pid = proc.postmaster_pid()
     assert pid
     os.kill(pid, signal.SIGKILL)  # the server only; Patroni itself lives on
-    wait_until(lambda: ha.leader() is not None and (ha.procs[ha.leader() or ""]
+    wait_for(lambda: ha.leader() is not None and (ha.procs[ha.leader() or ""]
                                                     .postmaster_pid() not in (None, pid)),
                timeout=60, what="a running leader again")
     with psycopg.connect(ha.pooler_dsn(), prepare_threshold=None, autocommit=True) as conn:
-        wait_until(lambda: _insert_ok(conn), timeout=30, what="writes through the pooler")
+        wait_for(lambda: _insert_ok(conn), timeout=30, what="writes through the pooler")
     _healthy(ha)
 
 
@@ -233,7 +233,7 @@ def test_max_connections_increase_restarts_replicas_before_leader(
     old = ha.cfg.postgres.max_connections
     starts_before = {n: _start_time(ha, n) for n in ha.procs}
     oc.set_parameters(ha.any_config, {"max_connections": str(old + 10)})
-    wait_until(lambda: all(_pending(ha, n) for n in ha.procs), timeout=30,
+    wait_for(lambda: all(_pending(ha, n) for n in ha.procs), timeout=30,
                what="every node reports pending_restart")
     order = restart_pending(ha.any_config, scope,
                                lambda n: ha.procs[n].wait_running(timeout=120))

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra import pgctl
-from infra.hostctl.daemon import wait_until
+from infra import hostctl
+from infra.hostctl.daemon import wait_for
 from infra.hostctl.patroni import from_config
 from tests import ha_support
 from tests.engine import ThrowawayStack
@@ -27,7 +27,7 @@ def stack() -> Iterator[ThrowawayStack]:
     hosts = ("127.0.0.1", *ha_support.ETCD_HOSTS)
     pg, cport, pport, rport, hport, bport = (ha_support.free_port_on(hosts, taken)
                                              for _ in range(6))
-    while not pgctl.port_free("127.0.0.1", hport + 1):
+    while not hostctl.port_free("127.0.0.1", hport + 1):
         hport = ha_support.free_port_on(hosts, taken)
     s = ThrowawayStack("haup", {
         "replicas": 1, "postgres": {"port": pg, "max_connections": 50},
@@ -64,7 +64,7 @@ def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack)
     assert patroni and postmaster
     os.kill(patroni, signal.SIGKILL)
     os.kill(postmaster, signal.SIGKILL)
-    wait_until(lambda: not node.daemon.is_running(), timeout=10, what="pg-2 down")
+    wait_for(lambda: not node.daemon.is_running(), timeout=10, what="pg-2 down")
     stack.pulumi("refresh", "--yes")
     assert stack.preview(check=False).returncode == 0
     stack.up()

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import config, pgctl, render, render_ha
+from infra import config, hostctl, render
 from infra.backends import local_patroni
 from infra.backends.local_backup import BackupProvider
 from infra.backends.local_ha import (
@@ -30,7 +30,8 @@ from infra.backends.local_ha_layout import ETCD_HOSTS, nodes, tls_hosts
 from infra.backends.local_layout import layout
 from infra.backends.local_pooler import PoolerProvider
 from infra.backends.local_postgres import DatabaseProvider
-from infra.hostctl.daemon import wait_until
+from infra.hostctl.daemon import wait_for
+from infra.render import patroni as render_ha
 from tests import ha_support
 from tests.support import scratch_dir
 
@@ -43,7 +44,7 @@ class Stack:
         taken: set[int] = set()
         hosts = ("127.0.0.1", *ETCD_HOSTS)
         ports = [ha_support.free_port_on(hosts, taken) for _ in range(6)]
-        while not pgctl.port_free("127.0.0.1", ports[4] + 1):
+        while not hostctl.port_free("127.0.0.1", ports[4] + 1):
             ports[4] = ha_support.free_port_on(hosts, taken)
         self.settings: dict[str, Any] = {
             "state_dir": str(self.base), "replicas": 1,
@@ -120,8 +121,8 @@ def test_writes_through_the_pooler_reach_the_leader(stack: Stack) -> None:
 
 
 def test_pgbackrest_archives_from_whichever_node_leads(stack: Stack) -> None:
-    from infra.backup.pgbackrest import PgBackRest
     from infra.hostctl.patroni import from_config
+    from infra.hostctl.pgbackrest import PgBackRest
 
     props = stack.outs["backup"]
     pgbr = PgBackRest(config=Path(props["config_path"]), stanza=props["stanza"],
@@ -149,7 +150,7 @@ def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: Stack) -> None:
     assert pid and postmaster
     os.kill(pid, signal.SIGKILL)
     os.kill(postmaster, signal.SIGKILL)
-    wait_until(lambda: _state(provider, props) == "stopped", timeout=10,
+    wait_for(lambda: _state(provider, props) == "stopped", timeout=10,
                what="refresh sees pg-2 down")
     refreshed = dict(provider.read("", props).outs or {})
     assert provider.diff("", refreshed, props).changes is True
@@ -157,7 +158,7 @@ def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: Stack) -> None:
     assert _state(provider, props) == "running"
     lead = stack.owner_dsn("127.0.0.2", stack.cfg.postgres.port)
     with psycopg.connect(lead) as conn:
-        wait_until(lambda: conn.execute(
+        wait_for(lambda: conn.execute(
             "SELECT 1 FROM pg_stat_replication WHERE application_name = 'pg-2' "
             "AND state = 'streaming'").fetchone() is not None, timeout=60,
             what="pg-2 streams again")
@@ -196,6 +197,6 @@ def test_removing_a_replica_removes_its_member_data_and_slot(stack: Stack) -> No
     assert not Path(props["data_dir"]).exists()
     assert not Path(props["config_file"]).exists()
     with psycopg.connect(stack.owner_dsn("127.0.0.2", stack.cfg.postgres.port)) as conn:
-        wait_until(lambda: conn.execute("SELECT 1 FROM pg_replication_slots WHERE "
+        wait_for(lambda: conn.execute("SELECT 1 FROM pg_replication_slots WHERE "
                                         "slot_name = 'pg_2'").fetchone() is None,
                    timeout=60, what="the leader drops pg-2's slot")

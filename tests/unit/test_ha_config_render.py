@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import config, render, render_ha
+from infra import config, render
 from infra.errors import ConfigError
+from infra.render import patroni as render_ha
 
 TLS = render.TlsFiles(cert_file="/s/tls/server.crt", key_file="/s/tls/server.key",
                       ca_file="/s/tls/ca.crt")

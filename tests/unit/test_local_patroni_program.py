@@ -47,16 +47,16 @@ def test_patroni_yml_is_secret_and_names_the_cluster(run: cm.Run) -> None:
 
 def test_clients_dial_haproxy_and_pgbouncer_only(run: cm.Run) -> None:
     ha_port = 5000
-    assert f":{ha_port}/" in run.outputs["primary_dsn"]
-    assert f":{ha_port + 1}/" in run.outputs["replica_dsns"][0]
-    assert f":{config.load(RAW, 'hamock').pooler.port}/" in run.outputs["pooler_dsn"]
-    ini = run.mocks.one("pulumi-python:dynamic:Resource", "pooler").get("pgbouncer_ini")
+    assert f" port={ha_port} " in run.outputs["primary_dsn"]
+    assert f" port={ha_port + 1} " in run.outputs["replica_dsns"][0]
+    assert f" port={config.load(RAW, 'hamock').pooler.port} " in run.outputs["pooler_dsn"]
+    ini = run.mocks.one(DYN + "Pooler", "pooler").get("pgbouncer_ini")
     assert f"host=127.0.0.1 port={ha_port} " in ini
     assert f"port={ha_port + 1} " in ini
     assert all(run.outputs["secret"].values())
 
 
 def test_the_certificate_names_every_address_dialled(run: cm.Run) -> None:
-    certs = run.mocks.one("pulumi-python:dynamic:Resource", "tls")
+    certs = run.mocks.one("pulumi-python:dynamic/tls:Certificates", "tls")
     hosts = certs.get("hosts")
     assert {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"} <= set(hosts)

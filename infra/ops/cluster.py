@@ -1,8 +1,8 @@
 """Cluster operations on a Patroni-managed stack: status, and a switchover clients
 do not notice.
 
-Moves to infra/ops/cluster.py with the layout change (behind `python -m infra
-cluster`). A planned switchover is: PgBouncer PAUSE (waits for running
+Behind `python -m infra cluster` (infra/ops/cluster_cli.py). A planned
+switchover is: PgBouncer PAUSE (waits for running
 transactions, then holds new ones), `patronictl switchover`, wait until HAProxy
 routes to the new leader, RESUME. Clients see a wait of a few seconds, never an
 error, as long as it stays below PgBouncer's query_wait_timeout.
@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from infra.errors import ProcessError
-from infra.hostctl.daemon import wait_until
+from infra.hostctl.daemon import wait_for
 from infra.hostctl.patroni import from_config, members, patronictl
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def switchover(config_file: Path, admin_dsn: str, database: str,
         if status != 200:
             raise ProcessError(f"switchover {lead.name} -> {cand.name}: Patroni answered "
                                f"{status}: {body.strip()}")
-        wait_until(lambda: routed_to(cand.name), timeout=timeout, interval=0.05,
+        wait_for(lambda: routed_to(cand.name), timeout=timeout, interval=0.05,
                    what=f"the proxy routes to the new leader {cand.name}")
     finally:
         console(admin_dsn, f"RESUME {database}")

@@ -1,7 +1,5 @@
 """The `ha` section: who manages PostgreSQL, and Patroni's durability and timing.
 
-Moves to infra/config/ha.py with the layout change; nothing here reads a file.
-
 `manager: patroni` hands every node's PostgreSQL to Patroni with etcd as its
 store; `manager: none` keeps the hand-supervised path (pg_ctl, pg_basebackup).
 Timing follows Patroni's own rule, `loop_wait + 2 * retry_timeout <= ttl`: a
@@ -12,12 +10,9 @@ or it demotes itself while healthy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from infra.config.section import Section
 from infra.errors import ConfigError
-
-if TYPE_CHECKING:
-    from infra.config import Section
 
 MANAGERS = ("none", "patroni")
 SYNCHRONOUS = ("off", "on", "strict")

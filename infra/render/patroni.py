@@ -1,9 +1,8 @@
 """patroni.yml and etcd's config file, from the same settings as postgresql.conf.
 
-Moves to infra/render/patroni.py with the layout change. Pure: settings and
-paths in, file texts out, shared by every backend.
+Pure: settings and paths in, file texts out, shared by every backend.
 
-Parameters come from the very postgresql.conf text `render.postgresql_conf`
+Parameters come from the very postgresql.conf text `postgresql_conf`
 makes, parsed back into name/value pairs, so a Patroni node and a
 hand-supervised node can never disagree about a setting. They are split:
 cluster-wide settings go to Patroni's dynamic configuration (bootstrap.dcs),
@@ -26,11 +25,18 @@ from typing import Any
 
 import yaml
 
-from infra import render
 from infra.config import PlatformConfig
 from infra.errors import RenderError
+from infra.render.postgres import (
+    HostPaths,
+    TlsFiles,
+    pg_hba_conf,
+    postgresql_conf,
+)
+from infra.render.template import render
 
-HEADER = "# Rendered by pg-platform (infra/render_ha.py). Do not edit: `pulumi up` overwrites it.\n"
+HEADER = ("# Rendered by pg-platform (infra/render/patroni.py). Do not edit: `pulumi up` "
+          "overwrites it.\n")
 # Settings Patroni sets itself from its own sections, or that differ per node.
 _PATRONI_OWNS = frozenset({"port", "listen_addresses", "hba_file", "primary_conninfo",
                            "primary_slot_name", "hot_standby"})
@@ -62,7 +68,7 @@ class PatroniNode:
     host: str
     port: int
     restapi_port: int
-    paths: render.HostPaths
+    paths: HostPaths
     pgpass: str
     config_dir: str  # where postgresql.conf and pg_hba.conf Patroni writes live (data dir)
 
@@ -104,7 +110,7 @@ def etcd_members(hosts: Sequence[str], client_port: int, peer_port: int) -> list
 
 
 def etcd_conf(cfg: PlatformConfig, member: EtcdMember, members: Sequence[EtcdMember],
-              data_dir: str, tls: render.TlsFiles) -> str:
+              data_dir: str, tls: TlsFiles) -> str:
     """etcd's --config-file: TLS for clients and peers, each side proving its certificate."""
     def sec() -> dict[str, Any]:
         return {"cert-file": tls.cert_file, "key-file": tls.key_file,
@@ -158,12 +164,12 @@ def create_replica_methods(cfg: PlatformConfig, node: PatroniNode) -> dict[str, 
 
 
 def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMember],
-                secrets: HaSecrets, *, timescaledb: bool, tls: render.TlsFiles,
+                secrets: HaSecrets, *, timescaledb: bool, tls: TlsFiles,
                 hba_networks: tuple[str, ...] = ("127.0.0.1/32",),
                 bin_dir: str = "/usr/lib/postgresql/15/bin") -> str:
     """A node's patroni.yml; secrets inside, so the caller writes it 0600."""
     pg, ha = cfg.postgres, cfg.ha
-    conf = parse_conf(render.postgresql_conf(cfg, node.paths, timescaledb=timescaledb,
+    conf = parse_conf(postgresql_conf(cfg, node.paths, timescaledb=timescaledb,
                                              port=node.port, listen=node.host, tls=tls))
     dynamic, local = _split_parameters(conf)
     if node.paths.pgbackrest_config:
@@ -171,7 +177,7 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
             f"pgbackrest --config={shlex.quote(node.paths.pgbackrest_config)} "
             f"--stanza={cfg.backup.stanza} --pg1-path={shlex.quote(node.paths.data_dir)} "
             "archive-push %p")
-    hba = pg_hba_lines(render.pg_hba_conf(cfg, hba_networks))
+    hba = pg_hba_lines(pg_hba_conf(cfg, hba_networks))
     ssl = {"sslmode": "verify-full", "sslrootcert": tls.ca_file}
     restore = ""
     if node.paths.pgbackrest_config:
@@ -232,7 +238,7 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
 
 
 def dynamic_config(cfg: PlatformConfig, node: PatroniNode, *, timescaledb: bool,
-                   tls: render.TlsFiles) -> dict[str, Any]:
+                   tls: TlsFiles) -> dict[str, Any]:
     """What `patronictl edit-config` should hold: the bootstrap.dcs of a rendered file."""
     doc = yaml.safe_load(patroni_yml(cfg, node, [], HaSecrets("x", "x", "x"),
                                      timescaledb=timescaledb, tls=tls))
@@ -250,7 +256,7 @@ class ProxyTargets:
 
 
 def haproxy_cfg(nodes: Sequence[PatroniNode], targets: ProxyTargets,
-                tls: render.TlsFiles) -> str:
+                tls: TlsFiles) -> str:
     """HAProxy in TCP mode: each listener sends clients to the nodes Patroni's REST API
     reports for that role (GET /primary, /replica: 200 or 503). TLS to PostgreSQL stays
     end to end; the health checks verify Patroni's certificate against the platform CA.
@@ -260,4 +266,4 @@ def haproxy_cfg(nodes: Sequence[PatroniNode], targets: ProxyTargets,
                   *(n.host for n in nodes)):
         if any(c.isspace() or c in "#'\"\\" for c in value):
             raise RenderError(f"haproxy.cfg: {value!r} contains a space, quote, '#' or '\\'")
-    return render.render("haproxy.cfg.j2", nodes=nodes, targets=targets, tls=tls)
+    return render("haproxy.cfg.j2", nodes=nodes, targets=targets, tls=tls)
