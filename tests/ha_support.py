@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra import config, hostctl, render, tls
+from infra import config, dsn, hostctl, render, tls
 from infra.backends.local_postgres import DatabaseProvider
 from infra.hostctl import PgBouncer
 from infra.hostctl.daemon import wait_for
@@ -92,23 +92,24 @@ class HaStack:
     bouncer: PgBouncer
     passwords: dict[str, str]
 
+    def _dsn(self, host: str, port: int, user: str, password: str, db: str) -> str:
+        return dsn.conninfo(host=host, port=port, user=user, password=password, dbname=db,
+                            sslmode="verify-full", sslrootcert=self.files.ca_file)
+
     def node_dsn(self, name: str, db: str | None = None) -> str:
         n = next(n for n in self.nodes if n.name == name)
         pg = self.cfg.postgres
-        return (hostctl.Server(Path("/"), n.port, n.host).dsn(
-            pg.owner_role, self.passwords["owner"], db or pg.database)
-            + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
+        return self._dsn(n.host, n.port, pg.owner_role, self.passwords["owner"],
+                         db or pg.database)
 
     def pooler_dsn(self, db: str | None = None) -> str:
         pg = self.cfg.postgres
-        return (hostctl.Server(Path("/"), self.cfg.pooler.port, pg.listen_address).dsn(
-            pg.app_role, self.passwords["app"], db or pg.database)
-            + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
+        return self._dsn(pg.listen_address, self.cfg.pooler.port, pg.app_role,
+                         self.passwords["app"], db or pg.database)
 
     def admin_dsn(self) -> str:
-        return (hostctl.Server(Path("/"), self.cfg.pooler.port, self.cfg.postgres.listen_address)
-                .dsn(self.cfg.pooler.admin_user, self.passwords["admin"], "pgbouncer")
-                + f"?sslmode=verify-full&sslrootcert={self.files.ca_file}")
+        return self._dsn(self.cfg.postgres.listen_address, self.cfg.pooler.port,
+                         self.cfg.pooler.admin_user, self.passwords["admin"], "pgbouncer")
 
     @property
     def any_config(self) -> Path:
