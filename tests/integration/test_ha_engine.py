@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +56,39 @@ def test_up_serves_the_sql_through_haproxy_and_the_pooler(stack: ThrowawayStack)
 
 
 def test_second_up_changes_nothing(stack: ThrowawayStack) -> None:
+    stack.preview("--expect-no-changes")
+
+
+def cluster(s: ThrowawayStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m infra cluster ...` the way users run it (and `make status`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "infra", "cluster", *args, "--stack", s.name, "--project-dir",
+         str(s.project)], cwd=Path(__file__).resolve().parents[2], env=s.env,
+        capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_cluster_status_and_a_switchover_by_command(stack: ThrowawayStack) -> None:
+    status = cluster(stack, "status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == "leader: pg-1"
+    assert any(line.startswith("pg-2") and ("Replica" in line or "Sync Standby" in line)
+               for line in lines)
+    node = from_config(stack.state_dir / "patroni" / "pg-2.yml")
+    wait_for(lambda: "Sync Standby" in cluster(stack, "status").stdout, timeout=60,
+             what="a confirmed synchronous standby")
+    done = cluster(stack, "switchover")
+    assert done.returncode == 0, done.stderr
+    assert "pg-1 -> pg-2" in done.stdout
+    assert node.probe("/primary") == 200
+    with psycopg.connect(stack.outputs()["pooler_dsn"], prepare_threshold=None) as conn:
+        conn.execute("SELECT 1")
+    # With synchronous on, Patroni hands over only to its confirmed synchronous standby.
+    wait_for(lambda: "Sync Standby" in cluster(stack, "status").stdout, timeout=60,
+             what="pg-1 confirmed as synchronous standby")
+    back = cluster(stack, "switchover", "--candidate", "pg-1")
+    assert back.returncode == 0, back.stderr
+    # the stack, Patroni having moved the leader twice, still needs no change
     stack.preview("--expect-no-changes")
 
 
