@@ -10,6 +10,7 @@ patronictl reads from there too.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import signal
@@ -65,6 +66,11 @@ class PatroniProcess:
     def start(self) -> None:
         if not self.daemon.is_running():
             # Something answering, not a TIME_WAIT socket: Patroni binds with SO_REUSEADDR.
+            # Right after a kill -9 the node's last PostgreSQL children (which inherited
+            # the REST socket from Patroni's launcher) may still be exiting: let them.
+            with contextlib.suppress(ProcessError):
+                wait_for(lambda: not port_open(self.host, self.restapi_port), timeout=20,
+                         what="the old REST socket closes")
             if port_open(self.host, self.restapi_port):
                 raise ProcessError(f"Patroni {self.name}: REST port {self.host}:"
                                    f"{self.restapi_port} is already in use")
