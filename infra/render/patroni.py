@@ -31,6 +31,7 @@ from infra.render.postgres import (
     HostPaths,
     TlsFiles,
     pg_hba_conf,
+    pg_ident_conf,
     postgresql_conf,
 )
 from infra.render.template import render
@@ -198,6 +199,8 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
         },
         "parameters": local,
         "pg_hba": hba,
+        # The break-glass `local ... peer map=breakglass` line needs its map (infra/roles).
+        "pg_ident": pg_hba_lines(pg_ident_conf("postgres")),
         "use_unix_socket": False,
         **create_replica_methods(cfg, node),
     }

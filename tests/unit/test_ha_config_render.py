@@ -101,7 +101,10 @@ def test_pg_hba_is_the_rendered_scram_only_one() -> None:
     doc = _render({})
     hba = doc["postgresql"]["pg_hba"]
     assert hba == render_ha.pg_hba_lines(render.pg_hba_conf(config.load({}, "local")))
-    assert all(line.endswith("scram-sha-256") for line in hba)
+    network = [line for line in hba if not line.startswith("local ")]
+    assert network and all(line.startswith("hostssl ") and line.endswith("scram-sha-256")
+                           for line in network)
+    assert doc["postgresql"]["pg_ident"]
 
 
 def test_secrets_only_where_patroni_reads_them() -> None:
