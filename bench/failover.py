@@ -76,7 +76,7 @@ def run(sizes: Sizes, only: set[str] | None = None) -> list[Figure]:
     ha = ha_support.ha_stack(3, synchronous="on")
     figs: list[Figure] = []
     try:
-        with psycopg.connect(ha.node_dsn("pg-1")) as conn:
+        with psycopg.connect(ha.owner_dsn("pg-1")) as conn:
             conn.execute(DDL)
             conn.execute("GRANT SELECT, INSERT ON ha_ledger TO app")
         if only & {"F1", "F3"}:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra import config, dsn, hostctl, render, tls
+from infra import config, dsn, hostctl, render, roles, tls
+from infra.backends import local, local_patroni, tenant_users
 from infra.backends.local_postgres import DatabaseProvider
 from infra.hostctl import PgBouncer
 from infra.hostctl.daemon import wait_for
@@ -97,6 +98,13 @@ class HaStack:
                             sslmode="verify-full", sslrootcert=self.files.ca_file)
 
     def node_dsn(self, name: str, db: str | None = None) -> str:
+        """Break-glass on one node (the owner is no superuser): checks and CHECKPOINT."""
+        n = next(n for n in self.nodes if n.name == name)
+        pg = self.cfg.postgres
+        return self._dsn(n.host, n.port, roles.BREAK_GLASS, self.passwords["superuser"],
+                         db or pg.database)
+
+    def owner_dsn(self, name: str, db: str | None = None) -> str:
         n = next(n for n in self.nodes if n.name == name)
         pg = self.cfg.postgres
         return self._dsn(n.host, n.port, pg.owner_role, self.passwords["owner"],
@@ -126,11 +134,12 @@ class HaStack:
         members = render_ha.etcd_members(ETCD_HOSTS, self.cfg.ha.etcd_client_port,
                                          self.cfg.ha.etcd_peer_port)
         return render_ha.patroni_yml(self.cfg, node, members, self.secrets,
-                                     timescaledb=False, tls=self.files)
+                                     timescaledb=False, tls=self.files,
+                                     ident_users=local_patroni.ident_users())
 
     @property
     def secrets(self) -> render_ha.HaSecrets:
-        return render_ha.HaSecrets(self.passwords["owner"], self.passwords["replication"],
+        return render_ha.HaSecrets(self.passwords["superuser"], self.passwords["replication"],
                                    self.passwords["restapi"])
 
     def wait_replicating(self, timeout: float = 60.0) -> None:
@@ -208,8 +217,9 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
                "haproxy_port": hport},
     }
     cfg = config.load(settings, "hatest")
-    pw = {k: secrets.token_urlsafe(24) for k in ("owner", "app", "replication", "admin",
-                                                 "restapi")}
+    pw = {k: secrets.token_urlsafe(24) for k in ("superuser", "owner", "app", "replication",
+                                                 "admin", "restapi", "monitor",
+                                                 "tenant_admin", "tenant_key")}
     files = write_tls(base, hosts)
     etcd = etcd_cluster(cfg, base, files, cport, pport)
     nodes = patroni_nodes(cfg, base, count, pgport, rport)
@@ -234,10 +244,10 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
         first.start()
         first.wait_running()
         DatabaseProvider._apply({
-            "host": nodes[0].host, "port": nodes[0].port, "data_dir": n.paths.data_dir,
-            "superuser": cfg.postgres.owner_role, "superuser_password": pw["owner"],
-            "database": cfg.postgres.database, "app_role": cfg.postgres.app_role,
-            "app_password": pw["app"]})
+            **local.database_props(cfg, pw["superuser"], pw["app"], pw["replication"],
+                                   owner_pw=pw["owner"], monitor_pw=pw["monitor"],
+                                   tenant_admin_pw=pw["tenant_admin"]),
+            "host": nodes[0].host, "port": nodes[0].port})
         for n in nodes[1:]:
             procs[n.name].start()
         for n in nodes[1:]:
@@ -256,7 +266,8 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
                                        primary_port=hport, replica_hosts=("127.0.0.1",),
                                        replica_port=hport + 1)
         hostctl.write_file(Path(paths.auth_file), render.userlist_txt(
-            render.pooler_users(cfg, pw["app"], pw["admin"])))
+            tenant_users.pooler_users(cfg, pw["app"], pw["admin"], pw["tenant_key"],
+                                      pw["tenant_admin"])))
         hostctl.write_file(bouncer.ini_path, render.pgbouncer_ini(cfg, paths, targets, files))
         bouncer.start()
     except BaseException:

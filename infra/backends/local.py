@@ -20,9 +20,9 @@ from infra.backends import local_exporters, local_patroni, tenant_users
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
-from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_ha_layout import ha_layout
 from infra.backends.local_ha_layout import nodes as ha_nodes
+from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase, PostgresServer
@@ -176,7 +176,8 @@ def pooler_props(cfg: PlatformConfig, userlist: Any,
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """The primary, its database and roles, replicas, pooler and backups."""
     if cfg.ha.manager == "patroni":
-        return local_patroni.build(cfg, parent, timescaledb_installed(cfg.postgres.version))
+        return local_patroni.build(cfg, parent, timescaledb_installed(cfg.postgres.version),
+                                   database_props)
     pg = cfg.postgres
     reps = replicas(cfg)  # validates the listen address before anything is made
     child = pulumi.ResourceOptions(parent=parent)

@@ -27,7 +27,10 @@ class HaLayout:
 
     @property
     def patroni_dir(self) -> Path:
-        return self.base / "patroni"
+        """Each node's patroni.yml and the pgpass Patroni writes (passwords inside), with
+        its pid and log: all 0600, the service user's, in the stack's `secrets` folder
+        beside the hand-supervised path's passfiles (local_layout.Layout.secrets)."""
+        return self.base / "secrets"
 
     @property
     def etcd_dir(self) -> Path:

@@ -9,16 +9,20 @@ failover or switchover therefore changes no DSN and no pgbouncer.ini.
 
 from __future__ import annotations
 
+import getpass
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
 
-from infra import dsn, render
+from infra import dsn, hostctl, render, roles
+from infra.backends import tenant_users
 from infra.backends.base import Endpoints
 from infra.backends.local_backup import Backup
 from infra.backends.local_ha import DynamicConfig, Etcd, Member, Proxy
 from infra.backends.local_ha_layout import etcd, ha_layout, nodes, tls_hosts
+from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_layout import layout
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase
@@ -26,6 +30,10 @@ from infra.config import PlatformConfig
 from infra.passwords import Password
 from infra.render import patroni as render_ha
 from infra.tls import TlsCertificates, TlsFiles
+
+# infra.backends.local.database_props: (cfg, superuser, app, replication, *, owner_pw,
+# monitor_pw, tenant_admin_pw) -> the Database resource's inputs.
+DatabaseProps = Callable[..., dict[str, Any]]
 
 
 def _tls_props(tls: render.TlsFiles) -> dict[str, str]:
@@ -46,8 +54,10 @@ def member_props(cfg: PlatformConfig, node: render_ha.PatroniNode, secrets: Any,
     """`secrets` is an Output (or, in tests, a plain) render_ha.HaSecrets."""
     text = pulumi.Output.from_input(secrets).apply(
         lambda s: render_ha.patroni_yml(cfg, node, etcd(cfg), s, timescaledb=timescaledb,
-                                        tls=tls)) if isinstance(secrets, pulumi.Output) else \
-        render_ha.patroni_yml(cfg, node, etcd(cfg), secrets, timescaledb=timescaledb, tls=tls)
+                                        tls=tls, ident_users=ident_users())) \
+        if isinstance(secrets, pulumi.Output) else \
+        render_ha.patroni_yml(cfg, node, etcd(cfg), secrets, timescaledb=timescaledb, tls=tls,
+                              ident_users=ident_users())
     return {"name": node.name, "host": node.host, "port": node.port,
             "restapi_port": node.restapi_port,
             "config_file": str(ha_layout(cfg).config_file(node.name)),
@@ -89,8 +99,11 @@ def pooler_props(cfg: PlatformConfig, userlist: Any, tls: render.TlsFiles) -> di
             "host": pg.listen_address, "port": cfg.pooler.port}
 
 
-def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
-    """The hand-supervised path's Backup resource, with every node in pgbackrest.conf."""
+def backup_props(cfg: PlatformConfig) -> dict[str, Any]:
+    """The hand-supervised path's Backup resource, with every node in pgbackrest.conf.
+
+    pgBackRest reaches each node on its socket as break-glass by peer (pg_ident map):
+    no password in its environment or any file."""
     lay, (first, *others) = layout(cfg), nodes(cfg)
     return {
         "stanza": cfg.backup.stanza,
@@ -101,9 +114,17 @@ def backup_props(cfg: PlatformConfig, owner_pw: Any) -> dict[str, Any]:
         "schedule": render.backup_schedule(cfg, str(lay.pgbackrest_conf)),
         **vars(lay.backup_paths),
         "pg_port": cfg.postgres.port,
-        "superuser": cfg.postgres.owner_role,
-        "superuser_password": owner_pw,
+        "superuser": roles.BREAK_GLASS,
+        "superuser_password": None,
     }
+
+
+def ident_users() -> tuple[str, ...]:
+    """OS users pg_ident.conf maps to break-glass: the service user (and root when the
+    deploy runs as root), as on the hand-supervised path."""
+    if hostctl.as_service_user():
+        return (hostctl.SERVICE_USER, "root")
+    return (getpass.getuser(),)
 
 
 def _dsn(host: str, port: int, user: str, password: pulumi.Input[str], database: str,
@@ -112,13 +133,21 @@ def _dsn(host: str, port: int, user: str, password: pulumi.Input[str], database:
                       sslmode="verify-full", sslrootcert=ca_file)
 
 
-def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool) -> Endpoints:
+def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
+          database_props: DatabaseProps) -> Endpoints:
+    """`database_props` is the hand-supervised path's (infra/backends/local.py), so both
+    paths make the same roles with one job each (infra/roles.py)."""
     pg, ha = cfg.postgres, cfg.ha
     child = pulumi.ResourceOptions(parent=parent)
+    # Break-glass: Patroni's superuser and pg_rewind user, and the bootstrap step's.
+    super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value
     owner_pw = Password(f"{pg.owner_role}-password", opts=child).value
     app_pw = Password(f"{pg.app_role}-password", opts=child).value
     repl_pw = Password(f"{pg.replication_role}-password", opts=child).value
+    monitor_pw = Password(f"{roles.MONITOR}-password", opts=child).value
+    tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", opts=child).value
     admin_pw = Password(f"{cfg.pooler.admin_user}-password", opts=child).value
+    tenant_key = Password("tenant-password-key", opts=child).value
     rest_pw = Password("patroni-restapi-password", opts=child).value
     tls = layout(cfg).tls
     certs = TlsCertificates("tls", tls_hosts(cfg), opts=child)
@@ -126,7 +155,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool) -> En
                          ca_file=tls.ca_file, certs=certs, opts=child)
     dcs = Etcd("etcd", etcd_props(cfg, tls),
                pulumi.ResourceOptions(parent=parent, depends_on=[tls_files]))
-    secrets = pulumi.Output.all(owner_pw, repl_pw, rest_pw).apply(
+    secrets = pulumi.Output.all(super_pw, repl_pw, rest_pw).apply(
         lambda s: render_ha.HaSecrets(s[0], s[1], s[2]))
     first, *others = nodes(cfg)
     props = [member_props(cfg, n, secrets, tls, timescaledb) for n in (first, *others)]
@@ -139,20 +168,26 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool) -> En
                   pulumi.ResourceOptions(parent=parent, depends_on=members))
     proxy = Proxy("haproxy", proxy_props(cfg, tls),
                   pulumi.ResourceOptions(parent=parent, depends_on=members))
+    # The bootstrap step reaches whichever node leads through HAProxy's read-write port.
     database = PlatformDatabase("database", {
-        "host": pg.listen_address, "port": ha.haproxy_port, "data_dir": first.paths.data_dir,
-        "superuser": pg.owner_role, "superuser_password": owner_pw, "database": pg.database,
-        "app_role": pg.app_role, "app_password": app_pw},
+        **database_props(cfg, super_pw, app_pw, repl_pw, owner_pw=owner_pw,
+                         monitor_pw=monitor_pw, tenant_admin_pw=tadmin_pw),
+        "port": ha.haproxy_port, "data_dir": first.paths.data_dir},
         pulumi.ResourceOptions(parent=parent, depends_on=[proxy]))
-    Backup("backup", backup_props(cfg, owner_pw),
-           pulumi.ResourceOptions(parent=parent, depends_on=[database]))
-    userlist = pulumi.Output.all(app_pw, admin_pw).apply(
-        lambda pws: render.userlist_txt(render.pooler_users(cfg, pws[0], pws[1])))
-    Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls),
-           pulumi.ResourceOptions(parent=parent, depends_on=[database]))
+    after_db = pulumi.ResourceOptions(parent=parent, depends_on=[database])
+    backup = Backup("backup", backup_props(cfg), after_db)
+    userlist = pulumi.Output.all(app_pw, admin_pw, tenant_key, tadmin_pw).apply(
+        lambda pws: render.userlist_txt(tenant_users.pooler_users(cfg, *pws)))
+    Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
     ca, host = tls.ca_file, pg.listen_address
+    owner_dsn = _dsn(host, ha.haproxy_port, pg.owner_role, owner_pw, pg.database, ca)
+    if timescaledb and cfg.timescaledb.job_runner != "scheduler":
+        # The job runner dials HAProxy too, so it follows the leader (infra/timescaledb).
+        JobRunner("timescaledb-job-runner", dsn=owner_dsn,
+                  run_dir=str(layout(cfg).base / "jobrunner"),
+                  mode=cfg.timescaledb.job_runner, opts=after_db)
     return Endpoints(
-        primary_dsn=_dsn(host, ha.haproxy_port, pg.owner_role, owner_pw, pg.database, ca),
+        primary_dsn=owner_dsn,
         app_dsn=_dsn(host, ha.haproxy_port, pg.app_role, app_pw, pg.database, ca),
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(
             *([_dsn(host, ha.haproxy_port + 1, pg.app_role, app_pw, pg.database, ca)]
@@ -164,5 +199,11 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool) -> En
         # testinfra's local inventory describes the hand-supervised hosts; not yet these.
         testinfra_hosts=pulumi.Output.from_input([]),
         primary_id=leader.system_identifier,
-        ready=[database],
+        ready=[database, backup],
+        superuser_dsn=_dsn(host, ha.haproxy_port, roles.BREAK_GLASS, super_pw, pg.database,
+                           ca),
+        monitor_dsn=_dsn(host, ha.haproxy_port, roles.MONITOR, monitor_pw, pg.database, ca),
+        tenant_admin_dsn=_dsn(host, cfg.pooler.port, roles.TENANT_ADMIN, tadmin_pw,
+                              pg.database, ca),
+        tenant_key=pulumi.Output.secret(tenant_key),
     )

@@ -87,12 +87,14 @@ def run(args: argparse.Namespace) -> str:
             raise PlatformError("reinit needs --member MEMBER")
         return cluster.reinit(path, scope, args.member)
     outs = ref.outputs()
-    primary = outs.get("primary_dsn")
+    # CHECKPOINT and creating a physical slot need the break-glass superuser (the owner
+    # role is not one); it reaches the leader through HAProxy's read-write port.
+    primary = outs.get("superuser_dsn")
     if args.command == "slots":
         ms = cluster.cluster_members(path)
         lead = cluster.leader_of(ms)
         if lead is None or not isinstance(primary, str):
-            raise PlatformError("the cluster has no leader, or the stack no primary_dsn")
+            raise PlatformError("the cluster has no leader, or the stack no superuser_dsn")
         made = cluster.ensure_member_slots(primary, [m.name for m in ms], lead.name)
         return "recreated: " + (", ".join(made) if made else "nothing (all slots present)")
     admin = outs.get("pooler_admin_dsn")

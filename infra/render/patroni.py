@@ -35,6 +35,7 @@ from infra.render.postgres import (
     postgresql_conf,
 )
 from infra.render.template import render
+from infra.roles import BREAK_GLASS
 
 HEADER = ("# Rendered by pg-platform (infra/render/patroni.py). Do not edit: `pulumi up` "
           "overwrites it.\n")
@@ -76,6 +77,9 @@ class PatroniNode:
 
 @dataclass(frozen=True)
 class HaSecrets:
+    """`superuser` is the break-glass role's (roles.BREAK_GLASS): Patroni's superuser and
+    pg_rewind user. The owner role is not a superuser and never appears here."""
+
     superuser: str
     replication: str
     restapi: str
@@ -167,8 +171,15 @@ def create_replica_methods(cfg: PlatformConfig, node: PatroniNode) -> dict[str, 
 def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMember],
                 secrets: HaSecrets, *, timescaledb: bool, tls: TlsFiles,
                 hba_networks: tuple[str, ...] = ("127.0.0.1/32",),
+                ident_users: tuple[str, ...] = ("postgres",),
                 bin_dir: str = "/usr/lib/postgresql/15/bin") -> str:
-    """A node's patroni.yml; secrets inside, so the caller writes it 0600."""
+    """A node's patroni.yml; secrets inside, so the caller writes it 0600.
+
+    Patroni logs in as the break-glass superuser over hostssl with its password (its own
+    connections, pg_rewind against the new leader); `ident_users` are the OS users the
+    socket's peer map admits as that role (the service user, and root where the deploy
+    runs as root), exactly as on a hand-supervised node.
+    """
     pg, ha = cfg.postgres, cfg.ha
     conf = parse_conf(postgresql_conf(cfg, node.paths, timescaledb=timescaledb,
                                              port=node.port, listen=node.host, tls=tls))
@@ -192,15 +203,15 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
         "bin_dir": bin_dir,
         "pgpass": node.pgpass,
         "authentication": {
-            "superuser": {"username": pg.owner_role, "password": secrets.superuser, **ssl},
+            "superuser": {"username": BREAK_GLASS, "password": secrets.superuser, **ssl},
             "replication": {"username": pg.replication_role, "password": secrets.replication,
                             **ssl},
-            "rewind": {"username": pg.owner_role, "password": secrets.superuser, **ssl},
+            "rewind": {"username": BREAK_GLASS, "password": secrets.superuser, **ssl},
         },
         "parameters": local,
         "pg_hba": hba,
         # The break-glass `local ... peer map=breakglass` line needs its map (infra/roles).
-        "pg_ident": pg_hba_lines(pg_ident_conf("postgres")),
+        "pg_ident": pg_hba_lines(pg_ident_conf(*ident_users)),
         "use_unix_socket": False,
         **create_replica_methods(cfg, node),
     }

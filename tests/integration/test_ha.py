@@ -30,7 +30,7 @@ pytestmark = pytest.mark.ha
 def ha() -> Iterator[ha_support.HaStack]:
     stack = ha_support.ha_stack(3, synchronous="on")
     try:
-        with psycopg.connect(stack.node_dsn("pg-1")) as conn:
+        with psycopg.connect(stack.owner_dsn("pg-1")) as conn:
             conn.execute(DDL)
             conn.execute("GRANT SELECT, INSERT ON ha_ledger TO app")
         stack.wait_replicating()

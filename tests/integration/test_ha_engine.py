@@ -74,7 +74,7 @@ def test_cluster_status_and_a_switchover_by_command(stack: ThrowawayStack) -> No
     assert lines[0] == "leader: pg-1"
     assert any(line.startswith("pg-2") and ("Replica" in line or "Sync Standby" in line)
                for line in lines)
-    node = from_config(stack.state_dir / "patroni" / "pg-2.yml")
+    node = from_config(stack.state_dir / "secrets" / "pg-2.yml")
     wait_for(lambda: "Sync Standby" in cluster(stack, "status").stdout, timeout=60,
              what="a confirmed synchronous standby")
     done = cluster(stack, "switchover")
@@ -93,7 +93,7 @@ def test_cluster_status_and_a_switchover_by_command(stack: ThrowawayStack) -> No
 
 
 def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack) -> None:
-    config_file = stack.state_dir / "patroni" / "pg-2.yml"
+    config_file = stack.state_dir / "secrets" / "pg-2.yml"
     node = from_config(config_file)
     patroni, postmaster = node.daemon.pid(), node.postmaster_pid()
     assert patroni and postmaster

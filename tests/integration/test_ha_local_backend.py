@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import config, hostctl, render
-from infra.backends import local_patroni
+from infra import config, hostctl, render, roles
+from infra.backends import local, local_patroni, tenant_users
 from infra.backends.local_backup import BackupProvider
 from infra.backends.local_ha import (
     DynamicConfigProvider,
@@ -56,8 +56,8 @@ class Stack:
                    "haproxy_port": ports[4]},
         }
         self.cfg = config.load(self.settings, "halocal")
-        self.pw = {k: secrets.token_urlsafe(24) for k in ("owner", "app", "repl", "admin",
-                                                          "rest")}
+        self.pw = {k: secrets.token_urlsafe(24) for k in (
+            "super", "owner", "app", "repl", "admin", "rest", "monitor", "tadmin", "tkey")}
         self.tls = ha_support.write_tls(self.base, tuple(h for h in tls_hosts(self.cfg)
                                                           if h != "localhost"))
         assert self.tls == layout(self.cfg).tls
@@ -65,7 +65,7 @@ class Stack:
         self.outs: dict[str, dict[str, Any]] = {}
 
     def member_props(self, cfg: config.PlatformConfig) -> list[dict[str, Any]]:
-        sec = render_ha.HaSecrets(self.pw["owner"], self.pw["repl"], self.pw["rest"])
+        sec = render_ha.HaSecrets(self.pw["super"], self.pw["repl"], self.pw["rest"])
         return [local_patroni.member_props(cfg, n, sec, self.tls, False) for n in nodes(cfg)]
 
     def create(self, key: str, provider: Any, props: dict[str, Any]) -> dict[str, Any]:
@@ -80,9 +80,20 @@ class Stack:
                 f"{self.cfg.pooler.port}/{pg.database}?sslmode=verify-full"
                 f"&sslrootcert={self.tls.ca_file}")
 
-    def owner_dsn(self, host: str, port: int, db: str = "postgres") -> str:
+    def owner_dsn(self, host: str, port: int, db: str | None = None) -> str:
+        """The owner, in the platform database (`postgres` is revoked from it)."""
         return (f"postgresql://{self.cfg.postgres.owner_role}:{self.pw['owner']}@{host}:"
+                f"{port}/{db or self.cfg.postgres.database}?sslmode=verify-full"
+                f"&sslrootcert={self.tls.ca_file}")
+
+    def super_dsn(self, host: str, port: int, db: str = "postgres") -> str:
+        """Break-glass over TLS (what Patroni itself logs in as)."""
+        return (f"postgresql://{roles.BREAK_GLASS}:{self.pw['super']}@{host}:"
                 f"{port}/{db}?sslmode=verify-full&sslrootcert={self.tls.ca_file}")
+
+    def userlist(self) -> str:
+        return render.userlist_txt(tenant_users.pooler_users(
+            self.cfg, self.pw["app"], self.pw["admin"], self.pw["tkey"], self.pw["tadmin"]))
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +108,13 @@ def stack() -> Iterator[Stack]:
         s.create("config", DynamicConfigProvider(),
                  local_patroni.dynamic_config_props(cfg, members, tls, False))
         s.create("haproxy", ProxyProvider(), local_patroni.proxy_props(cfg, tls))
-        pg = cfg.postgres
         s.create("database", DatabaseProvider(), {
-            "host": pg.listen_address, "port": cfg.ha.haproxy_port,
-            "data_dir": members[0]["data_dir"], "superuser": pg.owner_role,
-            "superuser_password": s.pw["owner"], "database": pg.database,
-            "app_role": pg.app_role, "app_password": s.pw["app"]})
-        s.create("backup", BackupProvider(), local_patroni.backup_props(cfg, s.pw["owner"]))
-        userlist = render.userlist_txt(render.pooler_users(cfg, s.pw["app"], s.pw["admin"]))
-        s.create("pooler", PoolerProvider(), local_patroni.pooler_props(cfg, userlist, tls))
+            **local.database_props(cfg, s.pw["super"], s.pw["app"], s.pw["repl"],
+                                   owner_pw=s.pw["owner"], monitor_pw=s.pw["monitor"],
+                                   tenant_admin_pw=s.pw["tadmin"]),
+            "port": cfg.ha.haproxy_port, "data_dir": members[0]["data_dir"]})
+        s.create("backup", BackupProvider(), local_patroni.backup_props(cfg))
+        s.create("pooler", PoolerProvider(), local_patroni.pooler_props(cfg, s.userlist(), tls))
         yield s
     finally:
         for provider, outs in reversed(s.made):
@@ -125,8 +134,8 @@ def test_pgbackrest_archives_from_whichever_node_leads(stack: Stack) -> None:
     from infra.hostctl.pgbackrest import PgBackRest
 
     props = stack.outs["backup"]
-    pgbr = PgBackRest(config=Path(props["config_path"]), stanza=props["stanza"],
-                      password=stack.pw["owner"])
+    # Peer on each node's socket as break-glass: no password anywhere.
+    pgbr = PgBackRest(config=Path(props["config_path"]), stanza=props["stanza"])
     pgbr.check()  # a WAL switch on the leader, archived through its own archive_command
     first = from_config(Path(stack.outs["pg-1"]["config_file"]))
     status, body = first.post("/switchover", {"leader": "pg-1", "candidate": "pg-2"})
@@ -156,7 +165,7 @@ def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: Stack) -> None:
     assert provider.diff("", refreshed, props).changes is True
     provider.update("", refreshed, props)
     assert _state(provider, props) == "running"
-    lead = stack.owner_dsn("127.0.0.2", stack.cfg.postgres.port)
+    lead = stack.super_dsn("127.0.0.2", stack.cfg.postgres.port)
     with psycopg.connect(lead) as conn:
         wait_for(lambda: conn.execute(
             "SELECT 1 FROM pg_stat_replication WHERE application_name = 'pg-2' "
@@ -196,7 +205,7 @@ def test_removing_a_replica_removes_its_member_data_and_slot(stack: Stack) -> No
     stack.made = [(p, o) for p, o in stack.made if o is not props]
     assert not Path(props["data_dir"]).exists()
     assert not Path(props["config_file"]).exists()
-    with psycopg.connect(stack.owner_dsn("127.0.0.2", stack.cfg.postgres.port)) as conn:
+    with psycopg.connect(stack.super_dsn("127.0.0.2", stack.cfg.postgres.port)) as conn:
         wait_for(lambda: conn.execute("SELECT 1 FROM pg_replication_slots WHERE "
                                         "slot_name = 'pg_2'").fetchone() is None,
                    timeout=60, what="the leader drops pg-2's slot")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import config, render
+from infra import config, render, roles
 from infra.errors import ConfigError
 from infra.render import patroni as render_ha
 
@@ -113,6 +113,34 @@ def test_secrets_only_where_patroni_reads_them() -> None:
     assert text.count("su-pw") == 2 and text.count("re-pw") == 1 and text.count("api-pw") == 1
     auth = doc["postgresql"]["authentication"]
     assert auth["replication"]["sslmode"] == "verify-full"
+
+
+def test_patroni_logs_in_as_break_glass_and_replicates_as_the_replication_role() -> None:
+    """The owner role is no superuser (issue #12): Patroni's superuser and its pg_rewind
+    user are the break-glass role, replication is the replication-only role."""
+    cfg = config.load({}, "local")
+    auth = _render({})["postgresql"]["authentication"]
+    assert auth["superuser"]["username"] == roles.BREAK_GLASS
+    assert auth["rewind"]["username"] == roles.BREAK_GLASS
+    assert auth["superuser"]["password"] == auth["rewind"]["password"] == "su-pw"
+    assert auth["replication"]["username"] == cfg.postgres.replication_role
+    assert cfg.postgres.owner_role not in {a["username"] for a in auth.values()}
+    assert all(a["sslmode"] == "verify-full" for a in auth.values())
+
+
+def test_the_socket_peer_map_names_the_given_os_users_only() -> None:
+    cfg = config.load({}, "local")
+    etcd = render_ha.etcd_members(["127.0.0.2"], 2379, 2380)
+    doc = yaml.safe_load(render_ha.patroni_yml(
+        cfg, _node(), etcd, render_ha.HaSecrets("a", "b", "c"), timescaledb=True, tls=TLS,
+        ident_users=("postgres", "root")))
+    ident = doc["postgresql"]["pg_ident"]
+    assert ident == ["breakglass postgres postgres", "breakglass root postgres"]
+    assert f"local all {roles.BREAK_GLASS} peer map=breakglass" in doc["postgresql"]["pg_hba"]
+    # TimescaleDB is preloaded through the dynamic configuration, like every parameter.
+    params = doc["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert "timescaledb" in params["shared_preload_libraries"]
+    assert params["timescaledb.telemetry_level"] == "off"
 
 
 def test_etcd_uses_v3_with_mutual_tls() -> None:
