@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,22 +111,37 @@ def switchover(config_file: Path, admin_dsn: str, database: str,
     if checkpoint_dsn:
         with psycopg.connect(checkpoint_dsn, autocommit=True, connect_timeout=10) as conn:
             conn.execute("CHECKPOINT")
+    pool = ThreadPoolExecutor(max_workers=1)
     started = time.monotonic()
     console(admin_dsn, f"PAUSE {database}")
     try:
-        # Straight to the REST API (what patronictl calls), without its start-up second.
-        status, body = from_config(config_file).post(
-            "/switchover", {"leader": lead.name, "candidate": cand.name}, timeout=timeout)
-        if status != 200:
-            raise ProcessError(f"switchover {lead.name} -> {cand.name}: Patroni answered "
-                               f"{status}: {body.strip()}")
-        wait_for(lambda: routed_to(cand.name), timeout=timeout, interval=0.05,
-                   what=f"the proxy routes to the new leader {cand.name}")
+        # Straight to the REST API (what patronictl calls), in a thread: Patroni answers
+        # only after polling its store once a second, so waiting for its reply would
+        # hold the pause up to a second longer than the role change itself.
+        reply = pool.submit(from_config(config_file).post, "/switchover",
+                            {"leader": lead.name, "candidate": cand.name}, timeout=timeout)
+
+        def switched() -> bool:
+            if reply.done():
+                _check_reply(reply.result(), lead.name, cand.name)
+            return routed_to(cand.name)
+
+        wait_for(switched, timeout=timeout, interval=0.05,
+                 what=f"the proxy routes to the new leader {cand.name}")
     finally:
         console(admin_dsn, f"RESUME {database}")
-    paused = time.monotonic() - started
+        paused = time.monotonic() - started
+        pool.shutdown(wait=True)
+    _check_reply(reply.result(), lead.name, cand.name)
     logger.info("switchover %s -> %s; writes paused %.2fs", lead.name, cand.name, paused)
     return SwitchoverResult(lead.name, cand.name, paused)
+
+
+def _check_reply(reply: tuple[int, str], leader: str, candidate: str) -> None:
+    status, body = reply
+    if status != 200:
+        raise ProcessError(f"switchover {leader} -> {candidate}: Patroni answered "
+                           f"{status}: {body.strip()}")
 
 
 def failover(config_file: Path, candidate: str) -> str:

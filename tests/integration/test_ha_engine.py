@@ -14,11 +14,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra import hostctl
+from infra import hostctl, roles
 from infra.hostctl.daemon import wait_for
 from infra.hostctl.patroni import from_config
 from tests import ha_support
 from tests.engine import ThrowawayStack
+from tests.timescale import ensure_installed
 
 pytestmark = [pytest.mark.engine, pytest.mark.ha]
 
@@ -35,7 +36,10 @@ def stack() -> Iterator[ThrowawayStack]:
         "replicas": 1, "postgres": {"port": pg, "max_connections": 50},
         "pooler": {"port": bport, "server_login_retry": 1},
         "ha": {"manager": "patroni", "synchronous": "on", "etcd_client_port": cport,
-               "etcd_peer_port": pport, "restapi_port": rport, "haproxy_port": hport}})
+               "etcd_peer_port": pport, "restapi_port": rport, "haproxy_port": hport},
+        # The runner takes every policy job over at once, so its runs are there to see.
+        "timescaledb": {"job_runner": "supervised"}})
+    ensure_installed()
     try:
         s.init()
         s.up()
@@ -53,6 +57,58 @@ def test_up_serves_the_sql_through_haproxy_and_the_pooler(stack: ThrowawayStack)
         assert conn.execute("SELECT current_user").fetchone() == ("app",)
     with psycopg.connect(out["replica_dsns"][0]) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+
+def test_roles_keep_the_security_model_under_patroni(stack: ThrowawayStack) -> None:
+    """Break-glass is the only superuser (Patroni's own login), the owner is none, and
+    break-glass also logs in by peer on a node's socket as the service user."""
+    out = stack.outputs()
+    with psycopg.connect(out["superuser_dsn"]) as conn:
+        supers = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolsuper")]
+        repl = conn.execute("SELECT rolname FROM pg_roles WHERE rolreplication "
+                            "AND NOT rolsuper").fetchall()
+        port = conn.execute("SHOW port").fetchone()
+    assert supers == [roles.BREAK_GLASS]
+    assert repl == [("replicator",)]
+    with psycopg.connect(out["primary_dsn"]) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                            ).fetchone() == (False,)
+    with psycopg.connect(out["monitor_dsn"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (roles.MONITOR,)
+    assert port is not None
+    peer = subprocess.run(hostctl.service_cmd([
+        "/usr/bin/psql", f"host={stack.state_dir / 'run-pg-1'} port={port[0]} "
+        f"user={roles.BREAK_GLASS} dbname=postgres", "-Atc", "SELECT current_user"]),
+        capture_output=True, text=True, timeout=30, check=False)
+    assert peer.returncode == 0 and peer.stdout.strip() == roles.BREAK_GLASS, peer.stderr
+    for node in ("pg-1", "pg-2"):
+        text = (stack.state_dir / node / "pg_hba.conf").read_text()
+        lines = [" ".join(line.split()) for line in text.splitlines()
+                 if line.strip() and not line.startswith("#")]
+        assert f"local all {roles.BREAK_GLASS} peer map=breakglass" in lines
+        assert all(line.startswith("hostssl ") and line.endswith(" scram-sha-256")
+                   for line in lines if not line.startswith("local "))
+
+
+def test_timescaledb_is_preloaded_and_the_job_runner_runs_through_haproxy(
+        stack: ThrowawayStack) -> None:
+    dsn = stack.outputs()["primary_dsn"]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables"
+                            ).fetchall() == [("events",)]
+        jobs = conn.execute("SELECT count(*) FROM timescaledb_information.jobs "
+                            "WHERE job_id >= 1000").fetchone()
+    assert jobs is not None and jobs[0] == 3
+
+    def runs() -> int:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SELECT count(DISTINCT job_id) FROM "
+                               "public.timescaledb_job_runs WHERE succeeded").fetchone()
+        return int(row[0]) if row else 0
+
+    wait_for(lambda: runs() == 3, timeout=90, what="the runner ran the three policy jobs")
+    pid_file = stack.state_dir / "jobrunner" / "timescaledb-job-runner.pid"
+    assert Path(f"/proc/{pid_file.read_text().strip()}").exists()
 
 
 def test_second_up_changes_nothing(stack: ThrowawayStack) -> None:
