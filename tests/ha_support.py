@@ -210,7 +210,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
         "state_dir": str(base),
         "postgres": {"max_connections": max_connections},
         "pooler": {"port": bport, "default_pool_size": 10, "max_client_conn": 200,
-                   "query_wait_timeout": 60, "server_login_retry": 1},
+                   "query_wait_timeout": 60, "server_login_retry": 0.25},
         "ha": {"manager": "patroni", "synchronous": synchronous, "ttl": ttl,
                "loop_wait": loop_wait, "retry_timeout": retry_timeout,
                "etcd_client_port": cport, "etcd_peer_port": pport, "restapi_port": rport,

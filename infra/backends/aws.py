@@ -15,6 +15,7 @@ reviewable in `pulumi preview`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import pulumi
@@ -32,14 +33,16 @@ from infra.backends.aws_userdata import (
     Host,
     fits,
     gzip_base64,
+    ha_bundle_files,
     secret_bundle,
     testinfra_hosts,
     user_data,
 )
 from infra.backends.base import Endpoints, LocalFiles
-from infra.backends.cloud_files import PasswordOutputs, dsn
+from infra.backends.cloud_files import PasswordOutputs, dsn, ha_secrets
 from infra.config import AwsSettings, PlatformConfig
 from infra.passwords import Password
+from infra.render.patroni import HaSecrets
 from infra.render.roles import Passwords
 
 
@@ -86,6 +89,27 @@ def security_group(cfg: PlatformConfig, settings: AwsSettings,
     return sg
 
 
+def ha_addresses(cfg: PlatformConfig, primary: str, replicas: Sequence[str]) -> tuple[str, ...]:
+    """ha.manager patroni: every database host's address, primary first; else ()."""
+    return (primary, *replicas) if cfg.ha.manager == "patroni" else ()
+
+
+def ha_security_rules(cfg: PlatformConfig, sg: aws.ec2.SecurityGroup,
+                      child: pulumi.ResourceOptions) -> None:
+    """The members reach each other's etcd (client and peer) and Patroni REST ports."""
+    ha = cfg.ha
+    for label, port in (("etcd-client", ha.etcd_client_port), ("etcd-peer", ha.etcd_peer_port),
+                        ("patroni-rest", ha.restapi_port)):
+        aws.vpc.SecurityGroupIngressRule(
+            f"{label}-from-members", security_group_id=sg.id, ip_protocol="tcp",
+            from_port=port, to_port=port, referenced_security_group_id=sg.id,
+            description=f"{label} between members", opts=child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{label}-to-members", security_group_id=sg.id, ip_protocol="tcp",
+            from_port=port, to_port=port, referenced_security_group_id=sg.id,
+            description=f"{label} between members", opts=child)
+
+
 def _passwords(cfg: PlatformConfig, child: pulumi.ResourceOptions) -> PasswordOutputs:
     pg = cfg.postgres
     names = (pg.owner_role, pg.app_role, pg.replication_role, cfg.pooler.admin_user)
@@ -125,11 +149,12 @@ class _Hosts:
             description=f"pg-platform {self.cfg.stack} {name}", tags=_tags(self.cfg, name),
             opts=self.opts)
 
-    def bundle(self, name: str, replica: int,
-               primary_ip: pulumi.Output[str]) -> aws.secretsmanager.Secret:
+    def bundle(self, name: str, replica: int, ips: list[pulumi.Output[str]],
+               ha: pulumi.Output[HaSecrets] | None) -> aws.secretsmanager.Secret:
         cfg = self.cfg
-        value = pulumi.Output.all(self.every, primary_ip).apply(
-            lambda a: secret_bundle(cfg, a[0], replica, a[1]))
+        value = pulumi.Output.all(self.every, ha, *ips).apply(
+            lambda a: secret_bundle(cfg, a[0], replica, a[2], ha_bundle_files(
+                cfg, Host(replica, "", "", addresses=ha_addresses(cfg, a[2], a[3:])), a[1])))
         return secret(f"{name}-files", cfg, value, f"pg-platform {name} host secret files",
                       _tags(cfg, name), self.opts)
 
@@ -148,7 +173,8 @@ class _Hosts:
                                  *replica_ips).apply(
             lambda a: user_data(with_bucket(cfg, a[0]),
                                 Host(replica=replica, volume_id=a[1], secret_id=a[2],
-                                     primary_host=a[3] if replica else ""), tuple(a[4:])))
+                                     primary_host=a[3] if replica else "",
+                                     addresses=ha_addresses(cfg, a[3], a[4:])), tuple(a[4:])))
         # An Output of None leaves the argument unset; the other one carries the text.
         plain = cast("pulumi.Output[str]", text.apply(_plain_user_data))
         packed = cast("pulumi.Output[str]", text.apply(_packed_user_data))
@@ -195,7 +221,10 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     names = ["primary", *[f"replica-{i}" for i in range(1, cfg.replicas + 1)]]
     enis = [hosts.interface(n, i) for i, n in enumerate(names)]
     ips = [e.private_ip for e in enis]
-    bundles = [hosts.bundle(n, i, ips[0]) for i, n in enumerate(names)]
+    ha = ha_secrets(cfg, child, pws.replicator)
+    if ha is not None:
+        ha_security_rules(cfg, sg, child)
+    bundles = [hosts.bundle(n, i, ips, ha) for i, n in enumerate(names)]
     profile = instance_profile(cfg, backups, bundles, _tags(cfg, "instance"), child)
     instances = [hosts.instance(n, i, enis[i], bundles[i].arn, ips[0], ips[1:], profile)
                  for i, n in enumerate(names)]

@@ -16,6 +16,7 @@ import base64
 import gzip
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,9 @@ from infra import render
 from infra.backends.base import slot_name
 from infra.backends.cloud_files import inventory_entry
 from infra.config import PlatformConfig
+from infra.render import ha_hosts
 from infra.render.passfile import host_pgpass
+from infra.render.patroni import HaSecrets
 from infra.render.roles import Passwords, bootstrap_sql, userlist
 
 USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
@@ -50,6 +53,8 @@ class Host:
     volume_id: str
     secret_id: str
     primary_host: str = ""
+    # ha.manager patroni: every database host's private address, primary first.
+    addresses: tuple[str, ...] = ()
 
     @property
     def role(self) -> str:
@@ -111,7 +116,34 @@ def host_files(cfg: PlatformConfig, host: Host,
         files[f"{CONF_DIR}/pgbackrest.cron"] = render.backup_schedule(
             cfg, PGBACKREST_CONF, user="postgres", passfile=PASSFILE)
         files[f"{CONF_DIR}/pgbouncer.ini"] = pooler_ini(cfg, replica_hosts)
+    files.update(ha_plain_files(cfg, host))
     return files
+
+
+def ha_layout(cfg: PlatformConfig) -> ha_hosts.HostLayout:
+    """ha.manager patroni: where each host keeps Patroni's and etcd's files."""
+    return ha_hosts.HostLayout(
+        conf_dir=CONF_DIR, data_dir=data_dir(cfg), socket_dir=SOCKET_DIR,
+        pgbackrest_config=PGBACKREST_CONF,
+        bin_dir=f"/usr/lib/postgresql/{cfg.postgres.version}/bin",
+        etcd_data_dir=f"{DATA_MOUNT}/etcd", hba_networks=hba_networks(cfg))
+
+
+def ha_plain_files(cfg: PlatformConfig, host: Host) -> dict[str, str]:
+    """etcd's config on the first three hosts (infra/render/ha_hosts.py); nothing without HA."""
+    if cfg.ha.manager != "patroni" or not host.addresses:
+        return {}
+    return ha_hosts.plain_files(cfg, host.replica, host.addresses, ha_layout(cfg))
+
+
+def ha_bundle_files(cfg: PlatformConfig, host: Host,
+                    secrets: HaSecrets | None) -> list[dict[str, str]]:
+    """The host's patroni.yml for its Secrets Manager bundle (it holds passwords)."""
+    if secrets is None or not host.addresses:
+        return []
+    return [{"path": path, "owner": "postgres", "mode": "0600", "content": text}
+            for path, text in ha_hosts.secret_files(cfg, host.replica, host.addresses,
+                                                    ha_layout(cfg), secrets).items()]
 
 
 def testinfra_hosts(cfg: PlatformConfig, ips: list[str],
@@ -125,7 +157,8 @@ def testinfra_hosts(cfg: PlatformConfig, ips: list[str],
     replica_ips = tuple(ips[1:])
     spec = [f"ssh://{user}@{ip}" for ip in ips]
     files = [host_files(cfg, Host(replica=i, volume_id="", secret_id="",
-                                  primary_host=ips[0] if i else ""), replica_ips)
+                                  primary_host=ips[0] if i else "", addresses=tuple(ips)),
+                        replica_ips)
              for i in range(len(ips))]
     ini = files[0][f"{CONF_DIR}/pgbouncer.ini"]
     files[0][CRON_FILE] = files[0][f"{CONF_DIR}/pgbackrest.cron"]
@@ -172,9 +205,10 @@ def gzip_base64(text: str) -> str:
     return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode("ascii")
 
 
-def secret_bundle(cfg: PlatformConfig, pw: Passwords, replica: int, primary_host: str) -> str:
+def secret_bundle(cfg: PlatformConfig, pw: Passwords, replica: int, primary_host: str,
+                  ha_files: Sequence[dict[str, str]] = ()) -> str:
     """The JSON the host's pgp-fetch-secrets writes out: passfile, and on the primary the
-    initdb password, the bootstrap SQL and PgBouncer's auth file."""
+    initdb password, the bootstrap SQL and PgBouncer's auth file (`ha_files`: patroni.yml)."""
     files = [{"path": PASSFILE, "owner": "postgres", "mode": "0600",
               "content": host_pgpass(cfg, pw, primary_host, primary=not replica)}]
     if not replica:
@@ -186,4 +220,5 @@ def secret_bundle(cfg: PlatformConfig, pw: Passwords, replica: int, primary_host
             {"path": AUTH_FILE, "owner": "postgres", "mode": "0600",
              "content": userlist(cfg, pw)},
         ]
+    files += list(ha_files)
     return json.dumps({"files": files}, sort_keys=True)

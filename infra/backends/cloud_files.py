@@ -11,8 +11,12 @@ from typing import Any
 
 import pulumi
 
+from infra.config import PlatformConfig
 from infra.dsn import output as conninfo_output
+from infra.passwords import Password
+from infra.render.patroni import HaSecrets
 from infra.render.roles import Passwords
+from infra.roles import BREAK_GLASS
 
 SERVICE_USER = "postgres"   # PostgreSQL and PgBouncer run as this user on dev and prod
 
@@ -30,6 +34,18 @@ class PasswordOutputs:
         return pulumi.Output.secret(pulumi.Output.all(
             self.owner, self.app, self.replicator, self.pooler_admin,
         ).apply(lambda pw: Passwords(*pw)))
+
+
+def ha_secrets(cfg: PlatformConfig, child: pulumi.ResourceOptions,
+               replicator: pulumi.Output[str]) -> pulumi.Output[HaSecrets] | None:
+    """ha.manager patroni: break-glass (Patroni's superuser and pg_rewind user, a Password
+    of its own) with the replication role's and the REST API's passwords; else None."""
+    if cfg.ha.manager != "patroni":
+        return None
+    superuser = Password(f"{BREAK_GLASS}-password", opts=child).value
+    rest = Password("patroni-restapi-password", opts=child).value
+    return pulumi.Output.secret(pulumi.Output.all(superuser, replicator, rest).apply(
+        lambda pw: HaSecrets(pw[0], pw[1], pw[2])))
 
 
 def dsn(user: str, password: pulumi.Input[str], host: pulumi.Input[str], port: int,

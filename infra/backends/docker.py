@@ -23,10 +23,12 @@ import pulumi_docker as docker
 
 from infra import render
 from infra.backends.base import Endpoints, LocalFiles, slot_name
-from infra.backends.cloud_files import PasswordOutputs, dsn, inventory_entry
+from infra.backends.cloud_files import PasswordOutputs, dsn, ha_secrets, inventory_entry
 from infra.config import DEFAULT_IMAGE, DockerSettings, PlatformConfig
 from infra.passwords import Password
+from infra.render import ha_hosts
 from infra.render.passfile import host_pgpass
+from infra.render.patroni import HaSecrets
 from infra.render.roles import bootstrap_sql, userlist
 
 BIND_ADDRESS = "127.0.0.1"          # published ports answer on loopback only
@@ -139,6 +141,33 @@ def _healthcheck(command: list[str]) -> docker.ContainerHealthcheckArgs:
                                            timeout="3s", retries=10, start_period="30s")
 
 
+def ha_layout(cfg: PlatformConfig, settings: DockerSettings) -> ha_hosts.HostLayout:
+    """ha.manager patroni: where each container keeps Patroni's and etcd's files."""
+    return ha_hosts.HostLayout(
+        conf_dir=CONF_DIR, data_dir=PGDATA, socket_dir=SOCKET_DIR,
+        pgbackrest_config=PGBACKREST_CONF,
+        bin_dir=f"/usr/lib/postgresql/{cfg.postgres.version}/bin",
+        etcd_data_dir=f"{PGHOME}/etcd", hba_networks=(settings.network_subnet,))
+
+
+def ha_addresses(cfg: PlatformConfig) -> tuple[str, ...]:
+    """The database containers by their network alias, primary first (pg-1, pg-2, ...)."""
+    return (PRIMARY_HOST, *(f"replica-{i}" for i in range(1, cfg.replicas + 1)))
+
+
+def ha_uploads(cfg: PlatformConfig, settings: DockerSettings, index: int,
+               secrets: pulumi.Output[HaSecrets] | None
+               ) -> tuple[dict[str, str], dict[str, pulumi.Output[str]]]:
+    """Container `index`'s HA files (ha_hosts): etcd's plain, patroni.yml secret."""
+    if secrets is None:
+        return {}, {}
+    lay, addresses = ha_layout(cfg, settings), ha_addresses(cfg)
+    plain = ha_hosts.plain_files(cfg, index, addresses, lay)
+    text: pulumi.Output[str] = secrets.apply(
+        lambda s: ha_hosts.secret_files(cfg, index, addresses, lay, s)[lay.patroni_yml])
+    return plain, {lay.patroni_yml: pulumi.Output.secret(text)}
+
+
 def _passwords(cfg: PlatformConfig, child: pulumi.ResourceOptions) -> PasswordOutputs:
     pg = cfg.postgres
     names = (pg.owner_role, pg.app_role, pg.replication_role, cfg.pooler.admin_user)
@@ -155,6 +184,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                     pooler_port=cfg.pooler.port)
     pws = _passwords(cfg, child)
     every = pws.all()
+    ha = ha_secrets(cfg, child, pws.replicator)
     network = docker.Network("network", name=f"{layout.prefix}-net", driver="bridge",
                              ipam_configs=[docker.NetworkIpamConfigArgs(
                                  subnet=settings.network_subnet)], opts=child)
@@ -168,13 +198,16 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
              **{f"replica-{i}": server_files(cfg, settings, i)
                 for i in range(1, cfg.replicas + 1)},
              "pooler": {POOLER_INI: pooler_files(cfg, layout)}}
+    for i, name in enumerate(["primary", *(f"replica-{r}" for r in range(1, cfg.replicas + 1))]):
+        plain[name].update(ha_uploads(cfg, settings, i, ha)[0])
 
     def server(name: str, host: str, published: int, replica: int,
                depends: list[pulumi.Resource]) -> docker.Container:
         volume = docker.Volume(f"{name}-volume", name=f"{layout.prefix}-{name}", opts=child)
         mounts = [docker.ContainerVolumeArgs(volume_name=volume.name, container_path=PGHOME)]
         secret = {f"{CONF_DIR}/pgpass": every.apply(
-            lambda p: host_pgpass(cfg, p, PRIMARY_HOST, primary=not replica))}
+            lambda p: host_pgpass(cfg, p, PRIMARY_HOST, primary=not replica)),
+            **ha_uploads(cfg, settings, replica, ha)[1]}
         envs: list[pulumi.Input[str]] = [f"PGDATA={PGDATA}", f"PGPORT={pg.port}",
                                          "NO_TS_TUNE=true", f"PGPASSFILE={PASSFILE}"]
         if not replica:

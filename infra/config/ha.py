@@ -64,6 +64,16 @@ def parse_ha(sec: Section) -> HaSettings:
             f"here {sec.where('loop_wait')}={loop_wait} + 2 * "
             f"{sec.where('retry_timeout')}={retry_timeout} = {loop_wait + 2 * retry_timeout}; "
             f"raise ttl to at least {loop_wait + 2 * retry_timeout} or lower the others")
+    if 2 * loop_wait >= ttl:
+        # Patroni renews a member's etcd lease only when loop_wait has passed since the
+        # last renewal; a member woken early (the leader's status changed) skips it, so
+        # renewals can be up to 2 * loop_wait apart. Measured here with ttl 20, loop_wait
+        # 16: the replicas' member keys expired every other loop and the synchronous
+        # standby was dropped each time, which also blocks automatic failover.
+        raise ConfigError(
+            f"{sec.where('loop_wait')}={loop_wait}: Patroni's etcd lease can go "
+            f"2 * loop_wait = {2 * loop_wait} s unrenewed, which must stay below "
+            f"{sec.where('ttl')}={ttl}; use loop_wait <= {(ttl - 1) // 2} or raise ttl")
     ports = {name: sec.int(name, default, 1024, 65534) for name, default in (
         ("etcd_client_port", 2379), ("etcd_peer_port", 2380), ("restapi_port", 8008),
         ("haproxy_port", 5000))}

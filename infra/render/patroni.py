@@ -48,10 +48,14 @@ NAMESPACE = "/pg-platform/"
 
 @dataclass(frozen=True)
 class EtcdMember:
+    """`host` is what the others dial; `listen_host` what etcd binds (an IP: etcd binds
+    no names), the same unless a container or host listens on every address."""
+
     name: str
     host: str
     client_port: int
     peer_port: int
+    listen_host: str | None = None
 
     @property
     def client_url(self) -> str:
@@ -61,10 +65,14 @@ class EtcdMember:
     def peer_url(self) -> str:
         return f"https://{self.host}:{self.peer_port}"
 
+    def listen_url(self, port: int) -> str:
+        return f"https://{self.listen_host or self.host}:{port}"
+
 
 @dataclass(frozen=True)
 class PatroniNode:
-    """One PostgreSQL node as Patroni sees it."""
+    """One PostgreSQL node as Patroni sees it: `host` is the address the others dial,
+    `listen_host` what PostgreSQL and the REST API bind (default: `host`)."""
 
     name: str
     host: str
@@ -73,6 +81,11 @@ class PatroniNode:
     paths: HostPaths
     pgpass: str
     config_dir: str  # where postgresql.conf and pg_hba.conf Patroni writes live (data dir)
+    listen_host: str | None = None
+
+    @property
+    def listen(self) -> str:
+        return self.listen_host or self.host
 
 
 @dataclass(frozen=True)
@@ -124,9 +137,9 @@ def etcd_conf(cfg: PlatformConfig, member: EtcdMember, members: Sequence[EtcdMem
     doc: dict[str, Any] = {
         "name": member.name,
         "data-dir": data_dir,
-        "listen-client-urls": member.client_url,
+        "listen-client-urls": member.listen_url(member.client_port),
         "advertise-client-urls": member.client_url,
-        "listen-peer-urls": member.peer_url,
+        "listen-peer-urls": member.listen_url(member.peer_port),
         "initial-advertise-peer-urls": member.peer_url,
         "initial-cluster": ",".join(f"{m.name}={m.peer_url}" for m in members),
         "initial-cluster-token": f"pg-platform-{cfg.stack}",
@@ -182,7 +195,7 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
     """
     pg, ha = cfg.postgres, cfg.ha
     conf = parse_conf(postgresql_conf(cfg, node.paths, timescaledb=timescaledb,
-                                             port=node.port, listen=node.host, tls=tls))
+                                             port=node.port, listen=node.listen, tls=tls))
     dynamic, local = _split_parameters(conf)
     if node.paths.pgbackrest_config:
         local["archive_command"] = (
@@ -197,7 +210,7 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
                    f"--stanza={cfg.backup.stanza} --pg1-path={shlex.quote(node.paths.data_dir)} "
                    "archive-get %f %p")
     postgresql: dict[str, Any] = {
-        "listen": f"{node.host}:{node.port}",
+        "listen": f"{node.listen}:{node.port}",
         "connect_address": f"{node.host}:{node.port}",
         "data_dir": node.paths.data_dir,
         "bin_dir": bin_dir,
@@ -222,7 +235,7 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
         "namespace": NAMESPACE,
         "name": node.name,
         "restapi": {
-            "listen": f"{node.host}:{node.restapi_port}",
+            "listen": f"{node.listen}:{node.restapi_port}",
             "connect_address": f"{node.host}:{node.restapi_port}",
             "certfile": tls.cert_file, "keyfile": tls.key_file,
             "authentication": {"username": "patroni", "password": secrets.restapi},

@@ -51,7 +51,7 @@ def patroni_settings() -> dict[str, Any]:
         hport = free_port_on(hosts, taken)
     return {"replicas": 1, "tenants": TENANTS,
             "postgres": {"port": pg, "max_connections": 60, "shared_buffers": "32MB"},
-            "pooler": {"port": bport, "default_pool_size": 10, "server_login_retry": 1},
+            "pooler": {"port": bport, "default_pool_size": 10, "server_login_retry": 0.25},
             "ha": {"manager": "patroni", "etcd_client_port": cport, "etcd_peer_port": pport,
                    "restapi_port": rport, "haproxy_port": hport}}
 

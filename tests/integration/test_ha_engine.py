@@ -34,7 +34,7 @@ def stack() -> Iterator[ThrowawayStack]:
         hport = ha_support.free_port_on(hosts, taken)
     s = ThrowawayStack("haup", {
         "replicas": 1, "postgres": {"port": pg, "max_connections": 50},
-        "pooler": {"port": bport, "server_login_retry": 1},
+        "pooler": {"port": bport, "server_login_retry": 0.25},
         "ha": {"manager": "patroni", "synchronous": "on", "etcd_client_port": cport,
                "etcd_peer_port": pport, "restapi_port": rport, "haproxy_port": hport},
         # The runner takes every policy job over at once, so its runs are there to see.

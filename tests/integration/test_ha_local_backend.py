@@ -50,7 +50,7 @@ class Stack:
             "state_dir": str(self.base), "replicas": 1,
             "postgres": {"port": ports[0], "max_connections": 40},
             "pooler": {"port": ports[5], "default_pool_size": 5, "max_client_conn": 100,
-                       "server_login_retry": 1},
+                       "server_login_retry": 0.25},
             "ha": {"manager": "patroni", "etcd_client_port": ports[1],
                    "etcd_peer_port": ports[2], "restapi_port": ports[3],
                    "haproxy_port": ports[4]},

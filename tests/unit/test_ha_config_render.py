@@ -59,6 +59,11 @@ def test_synchronous_maps_to_patroni(value: object, mode: bool, strict: bool) ->
     ({"retry_timeout": 0}, "pg-platform:ha.retry_timeout=0: allowed range is 1 to 3600"),
     ({"etcd_client_port": 2380}, "pg-platform:ha.etcd_peer_port=2380: must differ"),
     ({"ttl": 30, "loops": 1}, "pg-platform:ha.loops: unknown setting"),
+    ({"ttl": 20, "loop_wait": 16, "retry_timeout": 2},
+     "pg-platform:ha.loop_wait=16: Patroni's etcd lease can go 2 * loop_wait = 32 s "
+     "unrenewed, which must stay below pg-platform:ha.ttl=20; use loop_wait <= 9"),
+    ({"ttl": 20, "loop_wait": 10, "retry_timeout": 5},
+     "pg-platform:ha.loop_wait=10: Patroni's etcd lease can go 2 * loop_wait = 20 s"),
 ])
 def test_bad_ha_settings_name_key_value_and_what_is_allowed(ha: dict[str, object],
                                                             message: str) -> None:
@@ -67,9 +72,11 @@ def test_bad_ha_settings_name_key_value_and_what_is_allowed(ha: dict[str, object
     assert str(exc.value).startswith(message)
 
 
-def test_rule_boundary_is_accepted() -> None:
-    ha = config.load({"ha": {"ttl": 20, "loop_wait": 10, "retry_timeout": 5}}, "local").ha
+def test_rule_boundaries_are_accepted() -> None:
+    ha = config.load({"ha": {"ttl": 20, "loop_wait": 8, "retry_timeout": 6}}, "local").ha
     assert ha.loop_wait + 2 * ha.retry_timeout == ha.ttl
+    ha = config.load({"ha": {"ttl": 20, "loop_wait": 9, "retry_timeout": 5}}, "local").ha
+    assert 2 * ha.loop_wait == ha.ttl - 2
 
 
 def test_parameters_are_the_postgresql_conf_ones_split_cluster_wide_and_node_local() -> None:
@@ -163,3 +170,18 @@ def test_haproxy_routes_by_patroni_role() -> None:
     with pytest.raises(Exception, match="contains a space"):
         render_ha.haproxy_cfg([_node()], render_ha.ProxyTargets("127.0.0.1", 5000,
                                                                 "/s/a b.sock"), TLS)
+
+
+def test_pgbouncer_login_retry_takes_a_fraction_of_a_second() -> None:
+    """After a failover PgBouncer's next login attempt waits server_login_retry; HA stacks
+    want a fraction of a second, and the default still renders as before."""
+    paths = render.PoolerPaths(auth_file="/s/userlist.txt", socket_dir="/s/run")
+    targets = render.PoolerTargets(listen_address="127.0.0.1", primary_host="127.0.0.1",
+                                   primary_port=5000, replica_hosts=(), replica_port=5001)
+    for value, line in ((0.25, "server_login_retry = 0.25"), (None, "server_login_retry = 15")):
+        pooler = {} if value is None else {"server_login_retry": value}
+        cfg = config.load({"pooler": pooler}, "local")
+        assert line in render.pgbouncer_ini(cfg, paths, targets, TLS).splitlines()
+    with pytest.raises(ConfigError, match=r"pg-platform:pooler.server_login_retry=0.05: "
+                                          r"allowed range is 0.1 to 3600"):
+        config.load({"pooler": {"server_login_retry": 0.05}}, "local")
