@@ -15,10 +15,12 @@ F4 is pgbench tpcb-like throughput with synchronous replication on vs off.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import statistics
 import sys
 import time
+from datetime import datetime
 
 import psycopg
 
@@ -40,8 +42,23 @@ CMD = ".venv/bin/python -m bench --only F1,F2,F3,F4"
 TTL, LOOP_WAIT, RETRY_TIMEOUT = 20, 9, 5
 
 
-def _kill_leader(ha: ha_support.HaStack, load: WriteLoad) -> tuple[float, int]:
-    """One kill -9 of the leader node; (seconds to first write, acked commits lost)."""
+_PROMOTED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: promoted self to "
+                       r"leader", re.M)
+
+
+def _promoted_after(ha: ha_support.HaStack, lead: str, killed_wall: float) -> float | None:
+    """Seconds from the kill to the new leader's 'promoted self to leader' (its log)."""
+    text = ha.procs[lead].daemon.log_file.read_text(errors="replace")
+    for stamp in _PROMOTED.findall(text):
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # local time
+        if at > killed_wall:
+            return at - killed_wall
+    return None
+
+
+def _kill_leader(ha: ha_support.HaStack, load: WriteLoad) -> tuple[float, int, float | None]:
+    """One kill -9 of the leader node; (seconds to first write, acked commits lost,
+    seconds to the new leader's promotion: the leader key's expiry plus one election)."""
     ha.wait_replicating(timeout=120)
     old = ha.leader()
     assert old is not None
@@ -49,7 +66,7 @@ def _kill_leader(ha: ha_support.HaStack, load: WriteLoad) -> tuple[float, int]:
     load.wait_for_acks(200)
     postmaster, patroni = proc.postmaster_pid(), proc.daemon.pid()
     assert postmaster and patroni
-    killed = time.monotonic()
+    killed, killed_wall = time.monotonic(), time.time()
     os.kill(patroni, signal.SIGKILL)
     os.kill(postmaster, signal.SIGKILL)
     wait_for(lambda: load.recovered_at(killed) is not None, timeout=120,
@@ -64,10 +81,11 @@ def _kill_leader(ha: ha_support.HaStack, load: WriteLoad) -> tuple[float, int]:
         rows = {(int(c), int(s)) for c, s in conn.execute("SELECT client, seq FROM ha_ledger")}
     # Acks after the snapshot of `acked` may be missing from `rows` only if newer.
     lost = len(acked - rows)
+    promoted = _promoted_after(ha, lead, killed_wall)
     time.sleep(1)
     proc.start()
     proc.wait_running(timeout=180)
-    return recovered - killed, lost
+    return recovered - killed, lost, promoted
 
 
 def _truncate(ha: ha_support.HaStack) -> None:
@@ -105,15 +123,18 @@ def _f1_f3(ha: ha_support.HaStack, kills: int) -> list[Figure]:
         results = [_kill_leader(ha, load) for _ in range(kills)]
     finally:
         load.stop()
-    times = [t for t, _ in results]
+    times = [t for t, _, _ in results]
+    promoted = [p for _, _, p in results]
     f1 = statistics.median(times)
     figs.append(common.report(Figure(
         "F1", f"kill -9 of the leader node to first write through pooler_dsn, median of "
         f"{kills} (ttl {TTL}, loop_wait {LOOP_WAIT}, retry_timeout {RETRY_TIMEOUT})",
         f"{f1:.1f} s", "Pigsty default RTO 30-45 s",
         f"{f1 / 30:.2f}x", "<= 15 s", f1 <= 15, (CMD,),
-        note="each: " + ", ".join(f"{t:.1f}" for t in times) + " s")))
-    lost = sum(n for _, n in results)
+        note="each: " + ", ".join(f"{t:.1f}" for t in times) + " s; the new leader "
+        "promoted itself after " + ", ".join("?" if p is None else f"{p:.1f}" for p in promoted)
+        + " s (leader key expiry: between ttl - loop_wait and ttl)")))
+    lost = sum(n for _, n, _ in results)
     figs.append(common.report(Figure(
         "F3", f"acknowledged commits lost over {kills} failovers, ha.synchronous on",
         str(lost), "-", "-", "0", lost == 0, (CMD,),
@@ -124,6 +145,7 @@ def _f1_f3(ha: ha_support.HaStack, kills: int) -> list[Figure]:
 def _f2(ha: ha_support.HaStack) -> Figure:
     pauses: list[float] = []
     failures = 0
+    messages: set[str] = set()
     for _ in range(3):
         ha.wait_replicating(timeout=120)
         _truncate(ha)
@@ -140,6 +162,7 @@ def _f2(ha: ha_support.HaStack) -> Figure:
             load.stop()
         pauses.append(r.paused_seconds)
         failures += len(load.failures)
+        messages.update(msg for _, msg in load.failures)
         for p in ha.procs.values():
             p.wait_running(timeout=120)
     return common.report(Figure(
@@ -147,7 +170,7 @@ def _f2(ha: ha_support.HaStack) -> Figure:
         "(PAUSE, switchover, RESUME)", str(failures), "-", "-", "0, pause <= 3 s",
         failures == 0 and max(pauses) <= 3, (CMD, "python -m infra cluster switchover"),
         note="write pause per switchover: " + ", ".join(f"{p:.2f}" for p in pauses)
-        + " s"))
+        + " s" + (f"; client errors: {'; '.join(sorted(messages))}" if messages else "")))
 
 
 def _f4(ha: ha_support.HaStack, sizes: Sizes) -> Figure:
