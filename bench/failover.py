@@ -156,7 +156,7 @@ def _f2(ha: ha_support.HaStack) -> Figure:
             assert lead is not None
             r = oc.switchover(ha.any_config, ha.admin_dsn(), ha.cfg.postgres.database,
                               lambda n: ha.proxy.servers_up("primary") == [n],
-                              checkpoint_dsn=ha.node_dsn(lead, "postgres"))
+                              node_dsn=lambda m: ha.node_dsn(m.name, "postgres"))
             load.wait_for_acks(200)
         finally:
             load.stop()

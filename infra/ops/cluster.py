@@ -92,12 +92,17 @@ class SwitchoverResult:
 
 def switchover(config_file: Path, admin_dsn: str, database: str,
                routed_to: Callable[[str], bool], *, candidate: str | None = None,
-               checkpoint_dsn: str | None = None, timeout: float = 60.0) -> SwitchoverResult:
-    """PAUSE, switch, wait for the proxy, RESUME; RESUME also runs when a step fails.
+               node_dsn: Callable[[Member], str] | None = None,
+               timeout: float = 60.0) -> SwitchoverResult:
+    """PAUSE, switch, wait for the proxy and the new leader, RESUME; RESUME also runs
+    when a step fails.
 
-    With `checkpoint_dsn` (a superuser on the leader) a CHECKPOINT runs before the
-    pause, so the old leader's shutdown checkpoint, which the pause waits for, has
-    little left to write.
+    With `node_dsn` (a superuser DSN of one member) a CHECKPOINT runs on the leader
+    before the pause, so the old leader's shutdown checkpoint, which the pause waits
+    for, has little left to write; and RESUME waits until the candidate has left
+    recovery. Patroni's /primary answers 200 as soon as it asked PostgreSQL to
+    promote, so HAProxy may route to a node a few milliseconds before it accepts
+    writes: clients resumed then would see "read-only transaction" errors.
     """
     ms = cluster_members(config_file)
     lead = leader_of(ms)
@@ -108,8 +113,8 @@ def switchover(config_file: Path, admin_dsn: str, database: str,
     if cand is None or cand.name == lead.name:
         raise ProcessError(f"switchover --candidate={candidate!r}: not a replica of this "
                            f"cluster; members: {', '.join(m.name for m in ms)}")
-    if checkpoint_dsn:
-        with psycopg.connect(checkpoint_dsn, autocommit=True, connect_timeout=10) as conn:
+    if node_dsn is not None:
+        with psycopg.connect(node_dsn(lead), autocommit=True, connect_timeout=10) as conn:
             conn.execute("CHECKPOINT")
     pool = ThreadPoolExecutor(max_workers=1)
     started = time.monotonic()
@@ -125,7 +130,7 @@ def switchover(config_file: Path, admin_dsn: str, database: str,
         def switched() -> bool:
             if reply.done():
                 _check_reply(reply.result(), lead.name, cand.name)
-            return routed_to(cand.name)
+            return routed_to(cand.name) and (node_dsn is None or writable(node_dsn(cand)))
 
         wait_for(switched, timeout=timeout, interval=0.05,
                  what=f"the proxy routes to the new leader {cand.name}")
@@ -136,6 +141,16 @@ def switchover(config_file: Path, admin_dsn: str, database: str,
     _check_reply(reply.result(), lead.name, cand.name)
     logger.info("switchover %s -> %s; writes paused %.2fs", lead.name, cand.name, paused)
     return SwitchoverResult(lead.name, cand.name, paused)
+
+
+def writable(dsn: str) -> bool:
+    """The server behind `dsn` accepts writes (has left recovery)."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and row[0] is False
 
 
 def leader_api(config_file: Path, lead: Member) -> PatroniProcess:

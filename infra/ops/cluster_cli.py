@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from psycopg.conninfo import make_conninfo
+
 from infra.backends import registry
 from infra.backends.base import LocalFiles
 from infra.config import PlatformConfig
@@ -66,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _node_dsn(superuser_dsn: str, cfg: PlatformConfig) -> Callable[[cluster.Member], str]:
+    """Break-glass on one member: the stack's superuser_dsn (HAProxy's read-write port)
+    pointed at the member's own address and PostgreSQL port."""
+    def dsn(member: cluster.Member) -> str:
+        host = member.host.rpartition(":")[0] if member.host.count(":") == 1 else member.host
+        return make_conninfo(superuser_dsn, host=host, port=cfg.postgres.port)
+    return dsn
+
+
 def run(args: argparse.Namespace) -> str:
     ref = StackRef(args.stack, args.project_dir)
     cfg = ref.config()
@@ -102,7 +113,7 @@ def run(args: argparse.Namespace) -> str:
         raise PlatformError(f"stack {args.stack!r} has no pooler_admin_dsn output")
     r = cluster.switchover(path, admin, cfg.postgres.database, _routed(cfg, files),
                            candidate=args.candidate,
-                           checkpoint_dsn=primary if isinstance(primary, str) else None)
+                           node_dsn=_node_dsn(primary, cfg) if isinstance(primary, str) else None)
     return (f"switched over {r.old_leader} -> {r.new_leader}; "
             f"writes paused {r.paused_seconds:.2f}s")
 

@@ -85,7 +85,7 @@ def test_switchover_under_load_fails_no_client_transaction(ha: ha_support.HaStac
         assert before is not None
         result = oc.switchover(ha.any_config, ha.admin_dsn(), ha.cfg.postgres.database,
                                lambda name: ha.proxy.servers_up("primary") == [name],
-                               checkpoint_dsn=ha.node_dsn(before, "postgres"))
+                               node_dsn=lambda m: ha.node_dsn(m.name, "postgres"))
         load.wait_for_acks(200)
     finally:
         load.stop()
