@@ -24,11 +24,12 @@ from pathlib import Path
 
 from bench import common
 from bench.common import TENANTS, Figure, Platform
-from infra import config, hostctl, render, scram
+from infra import config, hostctl, render, roles, scram
 from infra import tls as infra_tls
 from infra.backends import local
 from infra.backends.local_layout import layout, replicas
 from infra.hostctl import standby
+from infra.schema import credentials
 from infra.schema.files import Migration, MigrationSet
 from infra.schema.tenants import schema_for
 from tests.engine import ThrowawayStack
@@ -36,6 +37,7 @@ from tests.infra.throwaway import patroni_settings
 from tests.support import scratch_dir
 
 SCRIPT = common.ROOT / "bench" / "baseline_up.sh"
+TENANT_KEY = secrets.token_urlsafe(32)  # the baseline's tenant passwords derive from it
 _CREATED = re.compile(r"dynamic:Resource (\S+) created \(([0-9.]+)s\)")
 
 
@@ -56,7 +58,8 @@ def platform_sql(app_role: str) -> str:
     for t in TENANTS:
         parts.append(f"SELECT public.create_tenant('{t['slug']}', '{t['name']}', "
                      f"'{t['plan']}');\n")
-        tv = {**values, "tenant_schema": schema_for(t["slug"]), "tenant_slug": t["slug"]}
+        tv = {**values, "tenant_schema": schema_for(t["slug"]), "tenant_slug": t["slug"],
+              "tenant_verifier": credentials.verifier(TENANT_KEY, t["slug"])}
         parts.append(f'CREATE SCHEMA "{schema_for(t["slug"])}";\n')
         parts.append(_sql_text(ms.tenant, tv))
     parts.append(_sql_text(ms.policies, values))
@@ -84,11 +87,20 @@ def prepare(work: Path, port: int) -> config.PlatformConfig:
         "repl_pw": pw["repl"],
         "primary.conf": local.primary_props(cfg, pw["owner"], tls)["postgresql_conf"],
         "pg_hba.conf": render.pg_hba_conf(cfg),
+        # Break-glass is the cluster's superuser, reached by peer on the socket as on the
+        # platform (pgBackRest's pg1-user); the baseline's owner is a superuser too.
+        "pg_ident.conf": render.pg_ident_conf(local.service_os_user()),
         "setup.sql": "\n".join([
+            f"CREATE ROLE {pg.owner_role} LOGIN SUPERUSER PASSWORD "
+            f"'{scram.verifier(pg.owner_role, pw['owner'])}';",
             f"CREATE ROLE {pg.app_role} LOGIN NOBYPASSRLS PASSWORD "
             f"'{scram.verifier(pg.app_role, pw['app'])}';",
             f"CREATE ROLE {pg.replication_role} LOGIN REPLICATION PASSWORD "
             f"'{scram.verifier(pg.replication_role, pw['repl'])}';",
+            # The groups the SQL grants to (infra/roles.py makes them on the platform).
+            f"CREATE ROLE {roles.TENANT_GROUP} NOLOGIN;",
+            f"CREATE ROLE {roles.TENANT_ADMIN} NOLOGIN;",
+            f"CREATE ROLE {roles.MONITOR} NOLOGIN;",
             f"CREATE DATABASE {pg.database} OWNER {pg.owner_role};",
             f"GRANT CONNECT, TEMPORARY ON DATABASE {pg.database} TO {pg.app_role};", ""]),
         "platform.sql": platform_sql(pg.app_role),
