@@ -31,6 +31,7 @@ from infra.backends.local_layout import layout
 from infra.backends.local_pooler import PoolerProvider
 from infra.backends.local_postgres import DatabaseProvider
 from infra.hostctl.daemon import wait_for
+from infra.ops.cluster import writable
 from infra.render import patroni as render_ha
 from tests import ha_support
 from tests.support import scratch_dir
@@ -140,8 +141,9 @@ def test_pgbackrest_archives_from_whichever_node_leads(stack: Stack) -> None:
     first = from_config(Path(stack.outs["pg-1"]["config_file"]))
     status, body = first.post("/switchover", {"leader": "pg-1", "candidate": "pg-2"})
     assert status == 200, body
-    with psycopg.connect(stack.owner_dsn("127.0.0.3", stack.cfg.postgres.port)) as conn:
-        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    # Patroni answers once the store names pg-2; its promotion can lag by milliseconds.
+    wait_for(lambda: writable(stack.owner_dsn("127.0.0.3", stack.cfg.postgres.port)),
+             timeout=30, what="pg-2 accepts writes")
     pgbr.check()  # the same stanza, now archived from pg-2
     pgbr.backup("incr")
     status, body = first.post("/switchover", {"leader": "pg-2", "candidate": "pg-1"})
