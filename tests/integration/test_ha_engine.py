@@ -151,6 +151,8 @@ def test_cluster_status_and_a_switchover_by_command(stack: ThrowawayStack) -> No
 def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack) -> None:
     config_file = stack.state_dir / "secrets" / "pg-2.yml"
     node = from_config(config_file)
+    # The switchover back made pg-2 a replica again: its PostgreSQL restarts meanwhile.
+    node.wait_running(timeout=120)
     patroni, postmaster = node.daemon.pid(), node.postmaster_pid()
     assert patroni and postmaster
     os.kill(patroni, signal.SIGKILL)
