@@ -82,8 +82,10 @@ lint: bootstrap
 drill: bootstrap
 	$(PY) -m infra backup drill --stack $(STACK)
 
+# With ha.manager patroni, also the leader, each member's state, timeline and lag.
 status: bootstrap
-	$(PY) -m infra health --stack $(STACK)
+	@rc=0; $(PY) -m infra health --stack $(STACK) || rc=$$?; \
+	  $(PY) -m infra cluster status --if-managed --stack $(STACK) || rc=$$?; exit $$rc
 
 bench: bootstrap
 	$(PY) -m bench

@@ -6,8 +6,9 @@
 
 Groups run one after another, each on its own servers: the platform (P1, P2,
 P4, P5 share one throw-away stack, made by P1's cold `up`), the tenants (P3,
-P3c, P3b), the backups (P6a, P6b) and TimescaleDB (P8a, P8b; `.venv/bin/python -m
-bench.timescaledb` alone). A group that fails becomes a row that
+P3c, P3b), the backups (P6a, P6b), TimescaleDB (P8a, P8b; `.venv/bin/python -m
+bench.timescaledb` alone) and failover on a Patroni cluster (F1-F4). A group
+that fails becomes a row that
 says so, and the others still run.
 """
 
@@ -22,14 +23,24 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import backup, cold_up, common, noop_up, pooler, replica_lag, splitter, tenant_scale
+from bench import (
+    backup,
+    cold_up,
+    common,
+    failover,
+    noop_up,
+    pooler,
+    replica_lag,
+    splitter,
+    tenant_scale,
+)
 from bench import timescaledb as timescale_bench
 from bench.common import Figure, Sizes
 
 RESULTS = common.ROOT / "bench" / "results.md"
 GROUPS = {"platform": ("P1", "P2", "P4", "P5"), "tenants": ("P3", "P3b", "P3c"),
           "backup": ("P6a", "P6b"), "splitter": ("P7",),
-          "timescaledb": ("P8a", "P8b")}
+          "timescaledb": ("P8a", "P8b"), "failover": ("F1", "F2", "F3", "F4")}
 
 
 def platform_group(sizes: Sizes, only: set[str]) -> list[Figure]:
@@ -133,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         figs += guarded("P7", lambda: splitter.run(sizes.statements, sizes.repeats))
     if only & set(GROUPS["timescaledb"]):
         figs += guarded("P8", lambda: timescale_bench.run(every=60 if args.quick else 10))
+    if only & set(GROUPS["failover"]):
+        figs += guarded("F1-F4", lambda: failover.run(sizes, only))
     seconds = time.monotonic() - started
     output = args.output or (None if args.quick else RESULTS)
     if output is not None:

@@ -12,12 +12,15 @@ export PGPASSFILE=$W/secrets/owner.pgpass
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U platform_owner)
 PGBR=(pgbackrest "--config=$W/pgbackrest/pgbackrest.conf" --stanza=main)
 
-"$BIN/initdb" -D "$W/primary" -U platform_owner "--pwfile=$C/pw" --auth=scram-sha-256 \
+"$BIN/initdb" -D "$W/primary" -U postgres "--pwfile=$C/pw" --auth=scram-sha-256 \
     --encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null
 cp "$C/primary.conf" "$W/primary/postgresql.conf"
 cp "$C/pg_hba.conf" "$W/primary/pg_hba.conf"
+cp "$C/pg_ident.conf" "$W/primary/pg_ident.conf"
 "$BIN/pg_ctl" start -w -D "$W/primary" -l "$W/primary.log" >/dev/null
-"${PSQL[@]}" -d postgres -f "$C/setup.sql" >/dev/null
+# Break-glass by peer on the socket (pg_ident's map), as the platform's bootstrap step.
+psql -X -q -v ON_ERROR_STOP=1 -h "$W/run" -p "$PORT" -U postgres -d postgres \
+    -f "$C/setup.sql" >/dev/null
 
 "${PGBR[@]}" stanza-create
 "${PGBR[@]}" backup --type=full --start-fast

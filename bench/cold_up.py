@@ -7,7 +7,8 @@ hand (initdb, start, roles, stanza-create and a full backup with --start-fast,
 pg_basebackup twice, pgbouncer, psql -f of the SQL) from files rendered by the
 same renderers before the clock starts. Usage::
 
-    .venv/bin/python -m bench.cold_up
+    .venv/bin/python -m bench.cold_up          # P1
+    .venv/bin/python -m bench.cold_up --ha     # P1ha: the same with ha.manager patroni
 """
 
 from __future__ import annotations
@@ -18,20 +19,25 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 from bench import common
 from bench.common import TENANTS, Figure, Platform
-from infra import config, hostctl, render, scram
+from infra import config, hostctl, render, roles, scram
 from infra import tls as infra_tls
 from infra.backends import local
 from infra.backends.local_layout import layout, replicas
 from infra.hostctl import standby
+from infra.schema import credentials
 from infra.schema.files import Migration, MigrationSet
 from infra.schema.tenants import schema_for
+from tests.engine import ThrowawayStack
+from tests.infra.throwaway import patroni_settings
 from tests.support import scratch_dir
 
 SCRIPT = common.ROOT / "bench" / "baseline_up.sh"
+TENANT_KEY = secrets.token_urlsafe(32)  # the baseline's tenant passwords derive from it
 _CREATED = re.compile(r"dynamic:Resource (\S+) created \(([0-9.]+)s\)")
 
 
@@ -52,7 +58,8 @@ def platform_sql(app_role: str) -> str:
     for t in TENANTS:
         parts.append(f"SELECT public.create_tenant('{t['slug']}', '{t['name']}', "
                      f"'{t['plan']}');\n")
-        tv = {**values, "tenant_schema": schema_for(t["slug"]), "tenant_slug": t["slug"]}
+        tv = {**values, "tenant_schema": schema_for(t["slug"]), "tenant_slug": t["slug"],
+              "tenant_verifier": credentials.verifier(TENANT_KEY, t["slug"])}
         parts.append(f'CREATE SCHEMA "{schema_for(t["slug"])}";\n')
         parts.append(_sql_text(ms.tenant, tv))
     parts.append(_sql_text(ms.policies, values))
@@ -80,11 +87,20 @@ def prepare(work: Path, port: int) -> config.PlatformConfig:
         "repl_pw": pw["repl"],
         "primary.conf": local.primary_props(cfg, pw["owner"], tls)["postgresql_conf"],
         "pg_hba.conf": render.pg_hba_conf(cfg),
+        # Break-glass is the cluster's superuser, reached by peer on the socket as on the
+        # platform (pgBackRest's pg1-user); the baseline's owner is a superuser too.
+        "pg_ident.conf": render.pg_ident_conf(local.service_os_user()),
         "setup.sql": "\n".join([
+            f"CREATE ROLE {pg.owner_role} LOGIN SUPERUSER PASSWORD "
+            f"'{scram.verifier(pg.owner_role, pw['owner'])}';",
             f"CREATE ROLE {pg.app_role} LOGIN NOBYPASSRLS PASSWORD "
             f"'{scram.verifier(pg.app_role, pw['app'])}';",
             f"CREATE ROLE {pg.replication_role} LOGIN REPLICATION PASSWORD "
             f"'{scram.verifier(pg.replication_role, pw['repl'])}';",
+            # The groups the SQL grants to (infra/roles.py makes them on the platform).
+            f"CREATE ROLE {roles.TENANT_GROUP} NOLOGIN;",
+            f"CREATE ROLE {roles.TENANT_ADMIN} NOLOGIN;",
+            f"CREATE ROLE {roles.MONITOR} NOLOGIN;",
             f"CREATE DATABASE {pg.database} OWNER {pg.owner_role};",
             f"GRANT CONNECT, TEMPORARY ON DATABASE {pg.database} TO {pg.app_role};", ""]),
         "platform.sql": platform_sql(pg.app_role),
@@ -146,13 +162,41 @@ def run(p: Platform) -> list[Figure]:
         note="slowest steps as the engine reported them: " + slowest(p.up_output)))]
 
 
+def run_ha() -> list[Figure]:
+    """P1 with `ha.manager: patroni`: the same platform (2 replicas, pooler, first full
+    backup, all SQL, 3 tenants) made by a cold `up` that also starts etcd x3, Patroni on
+    each node and HAProxy, against the same shell floor (which runs none of those)."""
+    base, base_cmd = shell_baseline()
+    ha = patroni_settings()  # free ports on every loopback address the stack uses
+    settings = {"replicas": 2, "tenants": TENANTS, "ha": ha["ha"],
+                "postgres": {"port": ha["postgres"]["port"]},
+                "pooler": {"port": ha["pooler"]["port"], "server_login_retry": 0.25}}
+    p = Platform(stack=ThrowawayStack("bench-ha", settings), port=settings["postgres"]["port"])
+    try:
+        p.stack.init()
+        common.bring_up(p)
+    finally:
+        p.stack.remove()
+    ratio = p.up_seconds / base
+    return [common.report(Figure(
+        "P1ha", "cold `up` with ha.manager patroni: etcd x3, Patroni x3, HAProxy, pooler, "
+        "first full backup, all SQL, 3 tenants",
+        common.secs(p.up_seconds), f"{common.secs(base)} (shell script)", common.x(ratio),
+        "≤ 1.5×", ratio <= 1.5, (p.pulumi_cmd("up", "--yes"), base_cmd),
+        note="slowest steps as the engine reported them: " + slowest(p.up_output)))]
+
+
 def slowest(output: str, count: int = 6) -> str:
     """The resources that took longest to create, from `pulumi up`'s own output."""
     steps = [(float(s), name) for name, s in _CREATED.findall(output)]
     return ", ".join(f"{name} {s:.1f} s" for s, name in sorted(steps, reverse=True)[:count])
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """`--ha`: P1 of a Patroni stack (run_ha)."""
+    if "--ha" in argv:
+        run_ha()
+        return 0
     p = common.new_platform()
     try:
         run(p)
@@ -162,4 +206,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

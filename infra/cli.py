@@ -1,10 +1,11 @@
-"""`python -m infra {schema,backup,health} …`: the ops commands behind one entry point.
+"""`python -m infra {schema,backup,health,cluster} …`: the ops commands behind one entry point.
 
     python -m infra schema status --stack local
     python -m infra backup drill  --stack local
     python -m infra health        --stack local
     python -m infra tenant-dsn SLUG --stack local [--direct]
     python -m infra drift         --stack local
+    python -m infra cluster status --stack local    (ha.manager: patroni)
 
 Every command follows one exit-code policy (infra/exitcodes.py). `--stack S`
 reads what a command needs from the stack (infra/ops); for `schema` that is the
@@ -23,6 +24,7 @@ from infra.backup import cli as backup_cli
 from infra.errors import PlatformError
 from infra.exitcodes import ERROR
 from infra.health import cli as health_cli
+from infra.ops import cluster_cli
 from infra.ops import drift as drift_cli
 from infra.ops.env import ROOT
 from infra.ops.stack import StackRef
@@ -83,6 +85,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "backup": lambda argv: backup_cli.main(list(argv)),
     "health": health_cli.main,
     "drift": drift_cli.main,
+    "cluster": cluster_cli.main,
 }
 
 

@@ -18,6 +18,13 @@ from tests.support import (
 from tests.timescale import PATHS, ensure_installed
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--ha-manager", choices=("none", "patroni"), default=None,
+        help="pg-platform:ha.manager of the session's shared throw-away stack "
+             "(tests/infra/throwaway.py); default: the config default")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[RunningServer]:
     """One real PostgreSQL for the session; tests isolate themselves by database."""

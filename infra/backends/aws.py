@@ -23,7 +23,7 @@ import pulumi_aws as aws
 
 from infra import dsn, roles
 from infra.backends import aws_bundle as bundle
-from infra.backends import rendered_checks
+from infra.backends import aws_ha, rendered_checks
 from infra.backends.aws_storage import (
     bucket,
     instance_profile,
@@ -100,6 +100,7 @@ def security_group(cfg: PlatformConfig, settings: AwsSettings,
             f"egress-{port}", security_group_id=sg.id, ip_protocol="tcp", from_port=port,
             to_port=port, cidr_ipv4="0.0.0.0/0", description="packages and AWS APIs",
             opts=child)
+    aws_ha.security_rules(cfg, sg, child)  # etcd and Patroni REST, with ha.manager patroni
     return sg
 
 
@@ -141,8 +142,10 @@ class _Hosts:
 
     def __init__(self, cfg: PlatformConfig, settings: AwsSettings, parent: pulumi.Resource,
                  sg: aws.ec2.SecurityGroup, every: pulumi.Output[bundle.CloudPasswords],
-                 backups: aws.s3.BucketV2, ca: StackCa) -> None:
+                 backups: aws.s3.BucketV2, ca: StackCa,
+                 ha: dict[str, pulumi.Output[str]]) -> None:
         self.cfg, self.settings, self.sg, self.every = cfg, settings, sg, every
+        self.ha = ha  # Patroni's passwords (aws_ha.passwords), empty without HA
         self.backups, self.ca, self.parent = backups, ca, parent
         self.opts = pulumi.ResourceOptions(parent=parent)
         self.versions: dict[str, pulumi.Output[str]] = {}   # host -> its bundle's version
@@ -163,13 +166,15 @@ class _Hosts:
         cert = HostCertificate(f"{name}-tls", self.ca,
                                ips.apply(lambda a: cert_hosts(a, host.replica)),
                                opts=self.opts)
+        ha_keys = list(self.ha)
         value = pulumi.Output.all(self.every, ips, self.backups.bucket, self.ca.ca_cert,
-                                  cert.cert, cert.key).apply(
+                                  cert.cert, cert.key, *self.ha.values()).apply(
             lambda a: bundle.host_bundle(
                 with_bucket(cfg, a[2]), host,
                 bundle.HostAddresses(own=a[1][host.replica], primary=a[1][0],
                                      replicas=tuple(a[1][1:])),
-                a[0], bundle.HostTls(ca_cert=a[3], cert=a[4], key=a[5]), a[2]))
+                a[0], bundle.HostTls(ca_cert=a[3], cert=a[4], key=a[5]), a[2],
+                aws_ha.secrets(dict(zip(ha_keys, a[6:], strict=True)), a[0].replicator)))
         self.versions[name] = value.apply(version_of)
         return secret(f"{name}-files", cfg, value, f"pg-platform {name} host config bundle",
                       _tags(cfg, name), self.opts)
@@ -239,6 +244,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         rendered_checks.check_files(cfg, f"host-{i}", host_files(
             with_bucket(cfg, check_bucket), host, replica_ips,
             replica_ips[i - 1] if i else "10.0.0.1"))
+    aws_ha.check(cfg)
     child = pulumi.ResourceOptions(parent=parent)
     pws = passwords(cfg, child)
     pg_names = {"owner": pg.owner_role, "app": pg.app_role, "replicator": pg.replication_role,
@@ -251,7 +257,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     ca = StackCa("tls-ca", cfg.stack, opts=child)
     ca_file = str(state_dir(cfg) / "ca.crt")
     ca_local = CaFile("tls-ca-file", ca_file, ca, opts=child)
-    hosts = _Hosts(cfg, settings, parent, sg, bundle.cloud_passwords(pws), backups, ca)
+    hosts = _Hosts(cfg, settings, parent, sg, bundle.cloud_passwords(pws), backups, ca,
+                   aws_ha.passwords(cfg, child))
     names = [Host(replica=i, volume_id="", secret_id="") for i in range(cfg.replicas + 1)]
     enis = [hosts.interface(h.name, h.replica) for h in names]
     ips = [e.private_ip for e in enis]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pulumi
 
 from infra import roles
+from infra.backends import aws_ha
 from infra.backends import aws_userdata as ud
 from infra.backends.converge import status_key
 from infra.backends.host_bundle import (
@@ -32,6 +33,7 @@ from infra.config import PlatformConfig
 from infra.render.backup_timers import timer_units
 from infra.render.monitoring import SYSTEM_PYTHON, pgbouncer_exporter_launcher
 from infra.render.passfile import pgpass
+from infra.render.patroni import HaSecrets
 from infra.render.pooler import pooler_users, userlist_txt
 from infra.render.roles_sql import bootstrap_script
 
@@ -95,10 +97,12 @@ def bootstrap_spec(cfg: PlatformConfig, pw: CloudPasswords) -> roles.Bootstrap:
          "monitor": roles.MONITOR, "tenant_admin": roles.TENANT_ADMIN})
 
 
-def extra_files(cfg: PlatformConfig, host: ud.Host,
-                addresses: HostAddresses) -> list[BundleFile]:
-    """Files other features add to a host's bundle (the HA issue's patroni.yml goes here)."""
-    return []
+def extra_files(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
+                ha: HaSecrets | None = None) -> list[BundleFile]:
+    """Files other features add to a host's bundle: with `ha.manager: patroni` its
+    patroni.yml and, on the first three hosts, etcd.conf (infra/backends/aws_ha.py)."""
+    return aws_ha.bundle_files(cfg, host.replica, (addresses.primary, *addresses.replicas),
+                               ha)
 
 
 def _tls_files(tls: HostTls, replica: int) -> list[BundleFile]:
@@ -168,8 +172,10 @@ def _pooler_exporter_files(cfg: PlatformConfig, pw: CloudPasswords,
 
 
 def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
-                pw: CloudPasswords, tls: HostTls, bucket: str) -> str:
-    """The JSON bundle of one host (see infra/hostagent/apply.py for what it means)."""
+                pw: CloudPasswords, tls: HostTls, bucket: str,
+                ha: HaSecrets | None = None) -> str:
+    """The JSON bundle of one host (see infra/hostagent/apply.py for what it means);
+    `ha`: Patroni's passwords with `ha.manager: patroni`, else None."""
     assert cfg.aws is not None
     pg = cfg.postgres
     host = dataclasses.replace(host, primary_host=addresses.primary if host.replica else "")
@@ -202,7 +208,7 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
         sql = bootstrap_script(bootstrap_spec(cfg, pw))
         files += _pooler_exporter_files(cfg, pw, addresses)
         enable[:0] = [PGBOUNCER_UNIT, BOUNCER_EXPORTER_UNIT, *timer_units(cfg)]
-    files += extra_files(cfg, host, addresses)
+    files += extra_files(cfg, host, addresses, ha)
     postgres = {"unit": POSTGRES_UNIT, "socket_dir": ud.SOCKET_DIR, "port": pg.port,
                 "os_user": "postgres"}
     report = {"bucket": bucket, "key": status_key(cfg.stack, host.name),

@@ -67,6 +67,9 @@ class LocalFiles:
 
     pgbackrest_config: Path
     restores_dir: Path
+    # ha.manager patroni: each node's patroni.yml (0600) and HAProxy's stats socket.
+    patroni_configs: tuple[Path, ...] = ()
+    haproxy_socket: Path | None = None
 
 
 class Backend(Protocol):

@@ -29,7 +29,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra import dsn, render, roles
-from infra.backends import rendered_checks
+from infra.backends import docker_ha, rendered_checks
 from infra.backends.aws_bundle import CloudPasswords, bootstrap_spec, cloud_passwords
 from infra.backends.base import Endpoints, LocalFiles, slot_name
 from infra.backends.cloud_files import inventory_entry
@@ -62,7 +62,7 @@ SERVER_TLS = render.TlsFiles(cert_file=TLS_UPLOADS[1], key_file="/home/postgres/
 POOLER_TLS = render.TlsFiles(cert_file=TLS_UPLOADS[1], key_file="/tmp/tls/server.key",
                              ca_file=TLS_UPLOADS[0])
 SECRET_UPLOADS = frozenset({f"{CONF_DIR}/pgpass", f"{CONF_DIR}/roles.sql", AUTH_FILE,
-                            TLS_UPLOADS[2]})
+                            TLS_UPLOADS[2], f"{CONF_DIR}/patroni.yml"})
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -205,15 +205,20 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     child = pulumi.ResourceOptions(parent=parent)
     layout = Layout(prefix=f"pgp-{cfg.stack}", port=pg.port, replicas=cfg.replicas,
                     pooler_port=cfg.pooler.port)
+    ha_lay = docker_ha.ha_layout(cfg, settings, conf_dir=CONF_DIR, data_dir=PGDATA,
+                                 socket_dir=SOCKET_DIR, pgbackrest_config=PGBACKREST_CONF,
+                                 home=PGHOME, tls=SERVER_TLS)
+    docker_ha.check(cfg, ha_lay)
     # Rendered once: the same texts are checked, uploaded and hashed into `testinfra_hosts`.
-    plain = {"primary": server_files(cfg, settings),
+    plain = {"primary": server_files(cfg, settings) | docker_ha.plain_uploads(cfg, ha_lay, 0),
              **{f"replica-{i}": server_files(cfg, settings, i)
-                for i in range(1, cfg.replicas + 1)},
+                | docker_ha.plain_uploads(cfg, ha_lay, i) for i in range(1, cfg.replicas + 1)},
              "pooler": {POOLER_INI: pooler_files(cfg, layout)}}
     for node, node_files in plain.items():
         rendered_checks.check_files(cfg, node, node_files)
     pws = passwords(cfg, child)
     every = cloud_passwords(pws)
+    ha = docker_ha.secrets(cfg, pws["replicator"], child)  # None without ha.manager patroni
     if not _DIGEST.search(settings.image):
         pulumi.log.warn(f"pg-platform:docker.image={settings.image!r} is not pinned by digest; "
                         "add @sha256:<digest> (docker buildx imagetools inspect IMAGE) so a "
@@ -247,7 +252,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
             return pgpass([(PRIMARY_HOST, str(pg.port), "*", pg.replication_role,
                             p.replicator)])
 
-        secret = {f"{CONF_DIR}/pgpass": every.apply(passfile), **tls_uploads(name)}
+        secret = {f"{CONF_DIR}/pgpass": every.apply(passfile), **tls_uploads(name),
+                  **docker_ha.secret_uploads(cfg, ha_lay, replica, ha)}
         envs: list[pulumi.Input[str]] = [f"PGDATA={PGDATA}", f"PGPORT={pg.port}",
                                          "NO_TS_TUNE=true", f"PGPASSFILE={PASSFILE}"]
         if not replica:

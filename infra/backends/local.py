@@ -16,11 +16,13 @@ from typing import Any
 import pulumi
 
 from infra import dsn, hostctl, render, roles
-from infra.backends import local_exporters, rendered_checks, tenant_users
+from infra.backends import local_exporters, local_patroni, rendered_checks, tenant_users
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
 from infra.backends.local_backup_scheduler import BackupScheduler, scheduler_props
+from infra.backends.local_ha_layout import ha_layout
+from infra.backends.local_ha_layout import nodes as ha_nodes
 from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
 from infra.backends.local_pooler import Pooler
@@ -189,6 +191,9 @@ def pooler_props(cfg: PlatformConfig, userlist: Any,
 
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """The primary, its database and roles, replicas, pooler and backups."""
+    if cfg.ha.manager == "patroni":
+        return local_patroni.build(cfg, parent, timescaledb_installed(cfg.postgres.version),
+                                   database_props, backup_scheduler_props)
     pg = cfg.postgres
     reps = replicas(cfg)  # validates the listen address before anything is made
     for node, files in plain_files(cfg, layout(cfg).tls).items():
@@ -321,6 +326,12 @@ class LocalBackend:
 
     def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
         lay = layout(cfg)
+        if cfg.ha.manager == "patroni":
+            ha = ha_layout(cfg)
+            return LocalFiles(pgbackrest_config=lay.pgbackrest_conf, restores_dir=lay.restores,
+                              patroni_configs=tuple(ha.config_file(n.name)
+                                                    for n in ha_nodes(cfg)),
+                              haproxy_socket=ha.haproxy_dir / "stats.sock")
         return LocalFiles(pgbackrest_config=lay.pgbackrest_conf, restores_dir=lay.restores)
 
 

@@ -7,6 +7,7 @@ the leaves never import this module, only each other's leaves.
 from infra.config.aws import AwsSettings, parse_aws
 from infra.config.backup import BackupSchedule, BackupSettings, S3Repo, parse_backup
 from infra.config.docker import DEFAULT_IMAGE, DockerSettings, parse_docker
+from infra.config.ha import HaSettings, parse_ha
 from infra.config.monitoring import (
     MonitoringSettings,
     full_backup_max_age_seconds,
@@ -32,10 +33,10 @@ from infra.config.timescaledb import TimescaleSettings, parse_timescaledb
 __all__ = [
     "BACKENDS", "DEFAULT_IMAGE", "DIRECT_CONNECTION_HEADROOM", "HOST_PORTS", "LOCAL_OFFSETS",
     "MAX_REPLICAS", "PROJECT", "VERSIONS", "AwsSettings", "BackupSchedule", "BackupSettings",
-    "DockerSettings", "MonitoringSettings", "PlatformConfig", "PoolerSettings",
+    "DockerSettings", "HaSettings", "MonitoringSettings", "PlatformConfig", "PoolerSettings",
     "PostgresSettings", "S3Repo", "Section", "Tenant", "TimescaleSettings", "decode",
     "exporter_ports",
     "from_pulumi", "full_backup_max_age_seconds", "load", "memory_bytes", "parse_aws",
-    "parse_backup", "parse_docker", "parse_monitoring", "parse_pooler", "parse_postgres",
-    "parse_tenants", "parse_timescaledb", "schedule_period_hours",
+    "parse_backup", "parse_docker", "parse_ha", "parse_monitoring", "parse_pooler",
+    "parse_postgres", "parse_tenants", "parse_timescaledb", "schedule_period_hours",
 ]

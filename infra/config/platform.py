@@ -20,6 +20,7 @@ from pulumi.runtime import config as runtime_config
 from infra.config.aws import AwsSettings, parse_aws
 from infra.config.backup import BackupSettings, parse_backup
 from infra.config.docker import DockerSettings, parse_docker
+from infra.config.ha import HaSettings, parse_ha
 from infra.config.monitoring import MonitoringSettings, parse_monitoring
 from infra.config.names import check_plain_text
 from infra.config.paths import check_state_dir
@@ -65,6 +66,7 @@ class PlatformConfig:
     # database (ALTER ROLE with a SCRAM verifier), PgBouncer's auth file, the
     # passfiles and the secret store in place (docs/day2.md).
     rotation: int = 0
+    ha: HaSettings = field(default_factory=HaSettings)
 
     @property
     def max_wal_senders(self) -> int:
@@ -97,13 +99,14 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
     monitoring = parse_monitoring(top.section("monitoring"))
     timescaledb = parse_timescaledb(top.section("timescaledb"))
     rotation = top.int("rotation", d["rotation"], 0, 1_000_000)
+    ha = parse_ha(top.section("ha"))
     top.finish()
     cfg = PlatformConfig(stack=stack, backend=backend, postgres=postgres,
                          replicas=replicas, state_dir=state_dir, tenants=tenants,
                          docker=docker, aws=aws, pooler=pooler, backup=backup,
                          monitoring=monitoring, tenant_quota=tenant_quota,
                          allow_data_loss=allow_data_loss, timescaledb=timescaledb,
-                         rotation=rotation)
+                         rotation=rotation, ha=ha)
     check_collisions(service_ports(cfg.backend, cfg.replicas, postgres, pooler, monitoring,
                                    exporter_ports(cfg)))
     return cfg

@@ -38,6 +38,9 @@ class PoolerSettings:
     server_idle_timeout: int = 600
     server_lifetime: int = 3600
     server_connect_timeout: int = 15
+    # After a failed server login PgBouncer waits this long before the next try; with
+    # Patroni a new leader is reachable a second after promotion, so HA stacks lower it.
+    server_login_retry: float = 15
     query_wait_timeout: int = 120
     client_idle_timeout: int = 0
     idle_transaction_timeout: int = 0
@@ -71,6 +74,7 @@ def parse_pooler(sec: Section, pg: PostgresSettings) -> PoolerSettings:
         server_lifetime=sec.int("server_lifetime", d.server_lifetime, 0, _DAY),
         server_connect_timeout=sec.int("server_connect_timeout", d.server_connect_timeout,
                                        1, 3600),
+        server_login_retry=sec.seconds("server_login_retry", d.server_login_retry, 0.1, 3600),
         query_wait_timeout=sec.int("query_wait_timeout", d.query_wait_timeout, 0, _DAY),
         client_idle_timeout=sec.int("client_idle_timeout", d.client_idle_timeout, 0, _DAY),
         idle_transaction_timeout=sec.int("idle_transaction_timeout",

@@ -61,6 +61,16 @@ class Section:
             raise ConfigError(f"{self.where(name)}={value}: allowed range is {lo} to {hi}")
         return value
 
+    def seconds(self, name: str, default: float, lo: float, hi: float) -> float:
+        """A duration in seconds, whole or with a fraction (0.25)."""
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self.where(name)}={value!r}: expected a number of seconds "
+                              f"from {lo:g} to {hi:g}")
+        if not lo <= value <= hi:
+            raise ConfigError(f"{self.where(name)}={value}: allowed range is {lo:g} to {hi:g}")
+        return float(value)
+
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.get(name, default)
         if value not in allowed:

@@ -1,7 +1,8 @@
 """Process control on this machine: the only code, with infra/backends, that starts or
 signals a process.
 
-One module per program (postgres, standby, pgbouncer, pgbackrest, exporter),
+One module per program (postgres, standby, pgbouncer, pgbackrest, exporter; with
+`ha.manager: patroni` also etcd, patroni and haproxy over `daemon`),
 over three shared ones: proc (commands, pid files, `wait_until`), files
 (service-user-owned files) and net (ports). The names below are the ones the
 local backend, the ops commands and the tests use as `hostctl.X`.

@@ -7,6 +7,17 @@ working for callers.
 """
 
 from infra.render.backup import BackupPaths, backup_schedule, pgbackrest_conf
+from infra.render.patroni import (
+    EtcdMember,
+    HaSecrets,
+    PatroniNode,
+    ProxyTargets,
+    dynamic_config,
+    etcd_conf,
+    etcd_members,
+    haproxy_cfg,
+    patroni_yml,
+)
 from infra.render.pooler import (
     PoolerPaths,
     PoolerTargets,
@@ -27,8 +38,10 @@ from infra.render.postgres import (
 from infra.render.template import TEMPLATES, ini, pgquote, render
 
 __all__ = [
-    "TEMPLATES", "BackupPaths", "HostPaths", "PoolerPaths", "PoolerTargets", "Standby",
-    "TlsFiles", "archive_command", "backup_schedule", "ini", "pg_hba_conf", "pg_ident_conf",
-    "pgbackrest_conf", "pgbouncer_ini", "pgquote", "pooler_users", "postgresql_conf",
-    "preload_libraries", "render", "userlist_txt",
+    "TEMPLATES", "BackupPaths", "EtcdMember", "HaSecrets", "HostPaths", "PatroniNode",
+    "PoolerPaths", "PoolerTargets", "ProxyTargets", "Standby", "TlsFiles", "archive_command",
+    "backup_schedule", "dynamic_config", "etcd_conf", "etcd_members", "haproxy_cfg", "ini",
+    "patroni_yml", "pg_hba_conf", "pg_ident_conf", "pgbackrest_conf", "pgbouncer_ini",
+    "pgquote", "pooler_users", "postgresql_conf", "preload_libraries", "render",
+    "userlist_txt",
 ]

@@ -28,14 +28,19 @@ def _break_glass() -> str:
 
 
 def pgbackrest_conf(cfg: PlatformConfig, host: HostPaths, paths: BackupPaths,
-                    pg_port: int | None = None) -> str:
-    """pgbackrest.conf with one stanza for the primary; S3 options when the repo is s3."""
+                    pg_port: int | None = None, others: tuple[HostPaths, ...] = ()) -> str:
+    """pgbackrest.conf with one stanza for the primary; S3 options when the repo is s3.
+
+    `others` adds pg2, pg3... for the other nodes of a Patroni cluster on this host:
+    pgBackRest then finds whichever of them is the primary for each backup.
+    """
     s3 = cfg.backup.s3
     if cfg.backup.repo == "s3" and (s3 is None or not s3.bucket):
         raise RenderError("pgbackrest.conf: the S3 repository has no bucket; set "
                           "pg-platform:backup.s3.bucket or let the backend fill it in")
     return render("pgbackrest.conf.j2", backup=cfg.backup, host=host, paths=paths,
-                  pg_port=pg_port or cfg.postgres.port, pg_user=_break_glass())
+                  pg_port=pg_port or cfg.postgres.port, pg_user=_break_glass(),
+                  others=others)
 
 
 def backup_schedule(cfg: PlatformConfig, config_path: str, *, user: str = "postgres",

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from infra import hostctl
+from infra.backends.local_ha_layout import ETCD_HOSTS
 from tests.engine import ThrowawayStack
+from tests.ha_support import free_port_on
 
 NAME = "infra"
 TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
@@ -22,8 +24,14 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
 _KEY = pytest.StashKey[ThrowawayStack]()
 
 
-def settings() -> dict[str, Any]:
-    """A primary whose port + 1 is free on the replica's address, and a pooler port."""
+def settings(ha_manager: str | None = None) -> dict[str, Any]:
+    """A primary whose port + 1 is free on the replica's address, and a pooler port.
+
+    `ha_manager` patroni (`pytest --ha-manager=patroni`): the same stack run by Patroni,
+    with etcd, REST and HAProxy ports free on every loopback address they use.
+    """
+    if ha_manager == "patroni":
+        return patroni_settings()
     for _ in range(50):
         port = hostctl.free_port()
         pooler = hostctl.free_port()
@@ -35,11 +43,25 @@ def settings() -> dict[str, Any]:
     raise RuntimeError("no free ports for the throw-away stack")
 
 
+def patroni_settings() -> dict[str, Any]:
+    taken: set[int] = set()
+    hosts = ("127.0.0.1", *ETCD_HOSTS)
+    pg, cport, pport, rport, hport, bport = (free_port_on(hosts, taken) for _ in range(6))
+    while not hostctl.port_free("127.0.0.1", hport + 1):
+        hport = free_port_on(hosts, taken)
+    return {"replicas": 1, "tenants": TENANTS,
+            "postgres": {"port": pg, "max_connections": 60, "shared_buffers": "32MB"},
+            "pooler": {"port": bport, "default_pool_size": 10, "server_login_retry": 0.25},
+            "ha": {"manager": "patroni", "etcd_client_port": cport, "etcd_peer_port": pport,
+                   "restapi_port": rport, "haproxy_port": hport}}
+
+
 def shared_stack(config: pytest.Config) -> ThrowawayStack:
     """The session's stack, up; made on first use."""
     if _KEY in config.stash:
         return config.stash[_KEY]
-    stack = ThrowawayStack(NAME, settings())
+    manager = config.getoption("--ha-manager", default=None)
+    stack = ThrowawayStack(NAME, settings(manager))
     config.add_cleanup(stack.remove)
     config.stash[_KEY] = stack
     stack.init()

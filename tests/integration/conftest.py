@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from infra.backends.local_layout import layout, replicas
 from infra.backends.local_pooler import PoolerProvider
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backends.local_replica import ReplicaProvider
+from tests.ha_cluster import patroni_cluster
 from tests.support import scratch_dir, write_tls
 from tests.timescale import PATHS, ensure_installed
 
@@ -55,6 +56,9 @@ class Cluster:
     outs: dict[str, dict[str, Any]] = field(default_factory=dict)
     tls: render.TlsFiles | None = None
     timescaledb: bool = False  # TimescaleDB preloaded on every node
+    # The pooler's inputs for some settings: the hand-supervised path's, or the
+    # Patroni path's (PgBouncer through HAProxy) with `pytest --ha-manager=patroni`.
+    pooler_props: Callable[..., dict[str, Any]] = local.pooler_props
 
     def dsn(self, host: str, port: int, user: str, password: str, db: str) -> str:
         return hostctl.Server(Path("/"), port, host).dsn(user, password, db)
@@ -109,6 +113,10 @@ class Cluster:
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     ensure_installed()
     ts = request.param == "timescaledb"
+    if request.config.getoption("--ha-manager", default=None) == "patroni":
+        with patroni_cluster(Cluster, ts, MAX_CONNECTIONS, POOL_SIZE) as managed:
+            yield managed
+        return
     base = scratch_dir("pgp-cluster-")
     port, pooler_port = cluster_ports()
     settings: dict[str, Any] = {

@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from psycopg import errors, sql
 
 from infra import roles
-from infra.backends import local
 from infra.backends.local_pooler import PoolerProvider
 from infra.dsn import conninfo
 from infra.schema import credentials, engine
@@ -101,7 +100,7 @@ def hostile(cluster: Cluster) -> Iterator[Hostile]:
     engine.apply(cluster.owner_dsn(), opts)
     with_tenants = cluster.with_settings(tenants=tenants)
     olds = cluster.outs["pooler"]
-    news = local.pooler_props(with_tenants, cluster.userlist(with_tenants), cluster.tls)
+    news = cluster.pooler_props(with_tenants, cluster.userlist(with_tenants), cluster.tls)
     cluster.outs["pooler"] = dict(PoolerProvider().update("", olds, news).outs or {})
     with session(cluster.owner_dsn()) as conn:
         ids = {str(r[0]): str(r[1]) for r in conn.execute("SELECT slug, id FROM public.tenants")}

@@ -249,8 +249,13 @@ def test_s3_no_generated_password_in_files_logs_or_plain_state(stack: ThrowawayS
     # The only files that may hold one: the 0600 secret files of the service user in a
     # `secrets` folder (the replicas' passfiles, the exporters' password files).
     secret_files = [p for p in searched if p.parent.name == "secrets"]
-    assert {p.name for p in secret_files} >= {f"replica-{i}.pgpass"
-                                             for i in range(1, cfg.replicas + 1)}
+    # Hand-supervised: each replica's passfile. Patroni: each node's patroni.yml, and the
+    # pgpass Patroni writes from it where it dialled another node (the replicas').
+    expected = {f"replica-{i}.pgpass" for i in range(1, cfg.replicas + 1)} \
+        if cfg.ha.manager == "none" else \
+        {f"pg-{i}.yml" for i in range(1, cfg.replicas + 2)} | \
+        {f"pg-{i}.pgpass" for i in range(2, cfg.replicas + 2)}
+    assert {p.name for p in secret_files} >= expected
     for p in secret_files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
         if os.geteuid() == 0:

@@ -1,0 +1,224 @@
+"""The local backend with `ha.manager: patroni`: etcd, Patroni members, HAProxy and
+PgBouncer, wired from the same settings and renderers as the hand-supervised path.
+
+Clients never dial a node: `primary_dsn` and `app_dsn` go to HAProxy's
+read-write port, which follows Patroni's leader (/primary checks), `replica_dsns`
+to its read-only port (/replica checks), and PgBouncer pools through both. A
+failover or switchover therefore changes no DSN and no pgbouncer.ini.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pulumi
+
+from infra import dsn, hostctl, render, roles
+from infra.backends import tenant_users
+from infra.backends.base import Endpoints
+from infra.backends.local_backup import Backup
+from infra.backends.local_backup_scheduler import BackupScheduler
+from infra.backends.local_ha import DynamicConfig, Etcd, Member, Proxy
+from infra.backends.local_ha_layout import etcd, ha_layout, nodes, tls_hosts
+from infra.backends.local_jobrunner import JobRunner
+from infra.backends.local_layout import layout
+from infra.backends.local_pooler import Pooler
+from infra.backends.local_postgres import PlatformDatabase
+from infra.config import PlatformConfig
+from infra.passwords import Password
+from infra.render import patroni as render_ha
+from infra.tls import TlsCertificates, TlsFiles
+
+# infra.backends.local.database_props: (cfg, superuser, app, replication, *, owner_pw,
+# monitor_pw, tenant_admin_pw, pooler_auth_pw) -> the Database resource's inputs.
+DatabaseProps = Callable[..., dict[str, Any]]
+# infra.backends.local.backup_scheduler_props: (cfg) -> the BackupScheduler's inputs.
+SchedulerProps = Callable[[PlatformConfig], dict[str, Any]]
+
+
+def _tls_props(tls: render.TlsFiles) -> dict[str, str]:
+    return {"cert_file": tls.cert_file, "key_file": tls.key_file, "ca_file": tls.ca_file}
+
+
+def etcd_props(cfg: PlatformConfig, tls: render.TlsFiles) -> dict[str, Any]:
+    members, lay = etcd(cfg), ha_layout(cfg)
+    return {"members": [{
+        "name": m.name, "host": m.host, "client_port": m.client_port,
+        "peer_port": m.peer_port, "base": str(lay.etcd_dir / m.name),
+        "config": render_ha.etcd_conf(cfg, m, members, str(lay.etcd_dir / m.name / "data"),
+                                      tls)} for m in members], **_tls_props(tls)}
+
+
+def member_props(cfg: PlatformConfig, node: render_ha.PatroniNode, secrets: Any,
+                 tls: render.TlsFiles, timescaledb: bool) -> dict[str, Any]:
+    """`secrets` is an Output (or, in tests, a plain) render_ha.HaSecrets."""
+    text = pulumi.Output.from_input(secrets).apply(
+        lambda s: render_ha.patroni_yml(cfg, node, etcd(cfg), s, timescaledb=timescaledb,
+                                        tls=tls, ident_users=ident_users())) \
+        if isinstance(secrets, pulumi.Output) else \
+        render_ha.patroni_yml(cfg, node, etcd(cfg), secrets, timescaledb=timescaledb, tls=tls,
+                              ident_users=ident_users())
+    return {"name": node.name, "host": node.host, "port": node.port,
+            "restapi_port": node.restapi_port,
+            "config_file": str(ha_layout(cfg).config_file(node.name)),
+            "data_dir": node.paths.data_dir, "socket_dir": node.paths.socket_dir,
+            "patroni_yml": pulumi.Output.secret(text) if isinstance(text, pulumi.Output)
+            else text, **_tls_props(tls)}
+
+
+def proxy_props(cfg: PlatformConfig, tls: render.TlsFiles) -> dict[str, Any]:
+    d = ha_layout(cfg).haproxy_dir
+    targets = render_ha.ProxyTargets(cfg.postgres.listen_address, cfg.ha.haproxy_port,
+                                      str(d / "stats.sock"))
+    return {"config_file": str(d / "haproxy.cfg"), "stats_socket": targets.stats_socket,
+            "host": targets.listen_address, "port": targets.port,
+            "haproxy_cfg": render_ha.haproxy_cfg(nodes(cfg), targets, tls)}
+
+
+def dynamic_config_props(cfg: PlatformConfig, members: list[dict[str, Any]],
+                         tls: render.TlsFiles, timescaledb: bool) -> dict[str, Any]:
+    dcs = render_ha.dynamic_config(cfg, nodes(cfg)[0], timescaledb=timescaledb, tls=tls)
+    return {"scope": f"pg-platform-{cfg.stack}", "dcs": json.dumps(dcs, sort_keys=True),
+            "members": [{k: m[k] for k in ("name", "host", "restapi_port", "config_file",
+                                           "data_dir", "cert_file", "key_file", "ca_file")}
+                        for m in members]}
+
+
+def pooler_props(cfg: PlatformConfig, userlist: Any, tls: render.TlsFiles) -> dict[str, Any]:
+    """PgBouncer pools through HAProxy; tenants are looked up through its auth_user
+    (infra/render/pooler_auth.py), whose auth_query reaches the leader the same way."""
+    lay, pg = layout(cfg), cfg.postgres
+    paths = lay.pooler_paths
+    targets = render.PoolerTargets(
+        listen_address=pg.listen_address, primary_host=pg.listen_address,
+        primary_port=cfg.ha.haproxy_port,
+        replica_hosts=(pg.listen_address,) if cfg.replicas else (),
+        replica_port=cfg.ha.haproxy_port + 1)
+    return {"ini_path": str(lay.pooler_dir / "pgbouncer.ini"),
+            "pgbouncer_ini": render.pgbouncer_ini(cfg, paths, targets, tls,
+                                                  auth_user=roles.POOLER_AUTH),
+            "auth_file": paths.auth_file, "userlist": userlist, "pid_file": paths.pid_file,
+            "log_file": paths.log_file, "socket_dir": paths.socket_dir,
+            "host": pg.listen_address, "port": cfg.pooler.port}
+
+
+def backup_props(cfg: PlatformConfig) -> dict[str, Any]:
+    """The hand-supervised path's Backup resource, with every node in pgbackrest.conf.
+
+    pgBackRest reaches each node on its socket as break-glass by peer (pg_ident map):
+    no password in its environment or any file."""
+    lay, (first, *others) = layout(cfg), nodes(cfg)
+    return {
+        "stanza": cfg.backup.stanza,
+        "allow_data_loss": cfg.allow_data_loss,
+        "config_path": str(lay.pgbackrest_conf),
+        "pgbackrest_conf": render.pgbackrest_conf(cfg, first.paths, lay.backup_paths,
+                                                  others=tuple(n.paths for n in others)),
+        "schedule_path": str(lay.backup_schedule),
+        "schedule": render.backup_schedule(cfg, str(lay.pgbackrest_conf)),
+        **vars(lay.backup_paths),
+        "pg_port": cfg.postgres.port,
+        "superuser": roles.BREAK_GLASS,
+        "superuser_password": None,
+        "restores_dir": str(lay.restores),
+    }
+
+
+def ident_users() -> tuple[str, ...]:
+    """OS users pg_ident.conf maps to break-glass: the service user (and root when the
+    deploy runs as root), as on the hand-supervised path."""
+    if hostctl.as_service_user():
+        return (hostctl.SERVICE_USER, "root")
+    return (getpass.getuser(),)
+
+
+def _dsn(host: str, port: int, user: str, password: pulumi.Input[str], database: str,
+         ca_file: str) -> pulumi.Output[str]:
+    return dsn.output(host=host, port=port, user=user, password=password, dbname=database,
+                      sslmode="verify-full", sslrootcert=ca_file)
+
+
+def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
+          database_props: DatabaseProps, scheduler_props: SchedulerProps) -> Endpoints:
+    """`database_props` and `scheduler_props` are the hand-supervised path's
+    (infra/backends/local.py), so both paths make the same roles with one job each
+    (infra/roles.py) and schedule the same backups."""
+    pg, ha = cfg.postgres, cfg.ha
+    child = pulumi.ResourceOptions(parent=parent)
+    # Break-glass: Patroni's superuser and pg_rewind user, and the bootstrap step's.
+    super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value
+    # `pg-platform:rotation` gives these new values, as on the hand-supervised path.
+    rot = cfg.rotation
+    owner_pw = Password(f"{pg.owner_role}-password", rotation=rot, opts=child).value
+    app_pw = Password(f"{pg.app_role}-password", rotation=rot, opts=child).value
+    repl_pw = Password(f"{pg.replication_role}-password", rotation=rot, opts=child).value
+    monitor_pw = Password(f"{roles.MONITOR}-password", rotation=rot, opts=child).value
+    tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", rotation=rot, opts=child).value
+    pooler_auth_pw = Password(f"{roles.POOLER_AUTH}-password", rotation=rot, opts=child).value
+    admin_pw = Password(f"{cfg.pooler.admin_user}-password", rotation=rot, opts=child).value
+    tenant_key = Password("tenant-password-key", opts=child).value
+    rest_pw = Password("patroni-restapi-password", rotation=rot, opts=child).value
+    tls = layout(cfg).tls
+    certs = TlsCertificates("tls", tls_hosts(cfg), opts=child)
+    tls_files = TlsFiles("tls-files", cert_file=tls.cert_file, key_file=tls.key_file,
+                         ca_file=tls.ca_file, certs=certs, opts=child)
+    dcs = Etcd("etcd", etcd_props(cfg, tls),
+               pulumi.ResourceOptions(parent=parent, depends_on=[tls_files]))
+    secrets = pulumi.Output.all(super_pw, repl_pw, rest_pw).apply(
+        lambda s: render_ha.HaSecrets(s[0], s[1], s[2]))
+    first, *others = nodes(cfg)
+    props = [member_props(cfg, n, secrets, tls, timescaledb) for n in (first, *others)]
+    leader = Member(first.name, props[0], pulumi.ResourceOptions(parent=parent,
+                                                                 depends_on=[dcs]))
+    rest = [Member(n.name, p, pulumi.ResourceOptions(parent=parent, depends_on=[leader]))
+            for n, p in zip(others, props[1:], strict=True)]
+    members = [leader, *rest]
+    DynamicConfig("patroni-config", dynamic_config_props(cfg, props, tls, timescaledb),
+                  pulumi.ResourceOptions(parent=parent, depends_on=members))
+    proxy = Proxy("haproxy", proxy_props(cfg, tls),
+                  pulumi.ResourceOptions(parent=parent, depends_on=members))
+    # The bootstrap step reaches whichever node leads through HAProxy's read-write port.
+    database = PlatformDatabase("database", {
+        **database_props(cfg, super_pw, app_pw, repl_pw, owner_pw=owner_pw,
+                         monitor_pw=monitor_pw, tenant_admin_pw=tadmin_pw,
+                         pooler_auth_pw=pooler_auth_pw),
+        "port": ha.haproxy_port, "data_dir": first.paths.data_dir},
+        pulumi.ResourceOptions(parent=parent, depends_on=[proxy]))
+    after_db = pulumi.ResourceOptions(parent=parent, depends_on=[database])
+    backup = Backup("backup", backup_props(cfg), after_db)
+    BackupScheduler("backup-scheduler", scheduler_props(cfg),
+                    pulumi.ResourceOptions(parent=parent, depends_on=[backup]))
+    userlist = pulumi.Output.all(app_pw, admin_pw, tadmin_pw, pooler_auth_pw).apply(
+        lambda pws: tenant_users.auth_file(cfg, *pws))
+    Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
+    ca, host = tls.ca_file, pg.listen_address
+    owner_dsn = _dsn(host, ha.haproxy_port, pg.owner_role, owner_pw, pg.database, ca)
+    if timescaledb and cfg.timescaledb.job_runner != "scheduler":
+        # The job runner dials HAProxy too, so it follows the leader (infra/timescaledb).
+        JobRunner("timescaledb-job-runner", dsn=owner_dsn,
+                  run_dir=str(layout(cfg).base / "jobrunner"),
+                  mode=cfg.timescaledb.job_runner, opts=after_db)
+    return Endpoints(
+        primary_dsn=owner_dsn,
+        app_dsn=_dsn(host, ha.haproxy_port, pg.app_role, app_pw, pg.database, ca),
+        replica_dsns=pulumi.Output.secret(pulumi.Output.all(
+            *([_dsn(host, ha.haproxy_port + 1, pg.app_role, app_pw, pg.database, ca)]
+              if cfg.replicas else []))),
+        pooler_dsn=_dsn(host, cfg.pooler.port, pg.app_role, app_pw, pg.database, ca),
+        pooler_admin_dsn=_dsn(host, cfg.pooler.port, cfg.pooler.admin_user, admin_pw,
+                              "pgbouncer", ca),
+        ca_cert=certs.ca_cert,
+        # testinfra's local inventory describes the hand-supervised hosts; not yet these.
+        testinfra_hosts=pulumi.Output.from_input([]),
+        primary_id=leader.system_identifier,
+        ready=[database, backup],
+        superuser_dsn=_dsn(host, ha.haproxy_port, roles.BREAK_GLASS, super_pw, pg.database,
+                           ca),
+        monitor_dsn=_dsn(host, ha.haproxy_port, roles.MONITOR, monitor_pw, pg.database, ca),
+        tenant_admin_dsn=_dsn(host, cfg.pooler.port, roles.TENANT_ADMIN, tadmin_pw,
+                              pg.database, ca),
+        tenant_key=pulumi.Output.secret(tenant_key),
+    )

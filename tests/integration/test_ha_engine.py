@@ -1,0 +1,180 @@
+"""A real `pulumi up` of a throw-away local stack with `ha.manager: patroni`:
+etcd, two Patroni nodes, HAProxy, PgBouncer and the SQL, then a clean preview,
+a refresh that sees a member down, an up that brings it back, and a destroy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from infra import hostctl, roles
+from infra.hostctl.foreground import wait_for
+from infra.hostctl.patroni import from_config
+from tests import ha_support
+from tests.engine import ThrowawayStack
+from tests.timescale import ensure_installed
+
+pytestmark = [pytest.mark.engine, pytest.mark.ha]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[ThrowawayStack]:
+    taken: set[int] = set()
+    hosts = ("127.0.0.1", *ha_support.ETCD_HOSTS)
+    pg, cport, pport, rport, hport, bport = (ha_support.free_port_on(hosts, taken)
+                                             for _ in range(6))
+    while not hostctl.port_free("127.0.0.1", hport + 1):
+        hport = ha_support.free_port_on(hosts, taken)
+    s = ThrowawayStack("haup", {
+        "replicas": 1, "postgres": {"port": pg, "max_connections": 50},
+        "pooler": {"port": bport, "server_login_retry": 0.25},
+        "ha": {"manager": "patroni", "synchronous": "on", "etcd_client_port": cport,
+               "etcd_peer_port": pport, "restapi_port": rport, "haproxy_port": hport},
+        # The runner takes every policy job over at once, so its runs are there to see.
+        "timescaledb": {"job_runner": "supervised"}})
+    ensure_installed()
+    try:
+        s.init()
+        s.up()
+        yield s
+    finally:
+        s.remove()
+
+
+def test_up_serves_the_sql_through_haproxy_and_the_pooler(stack: ThrowawayStack) -> None:
+    out = stack.outputs()
+    with psycopg.connect(out["primary_dsn"]) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+        assert conn.execute("SELECT count(*) FROM public.tenants").fetchone() is not None
+    with psycopg.connect(out["pooler_dsn"], prepare_threshold=None) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+    with psycopg.connect(out["replica_dsns"][0]) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+
+def test_roles_keep_the_security_model_under_patroni(stack: ThrowawayStack) -> None:
+    """Break-glass is the only superuser (Patroni's own login), the owner is none, and
+    break-glass also logs in by peer on a node's socket as the service user."""
+    out = stack.outputs()
+    with psycopg.connect(out["superuser_dsn"]) as conn:
+        supers = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolsuper")]
+        repl = conn.execute("SELECT rolname FROM pg_roles WHERE rolreplication "
+                            "AND NOT rolsuper").fetchall()
+        port = conn.execute("SHOW port").fetchone()
+    assert supers == [roles.BREAK_GLASS]
+    assert repl == [("replicator",)]
+    with psycopg.connect(out["primary_dsn"]) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                            ).fetchone() == (False,)
+    with psycopg.connect(out["monitor_dsn"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (roles.MONITOR,)
+    assert port is not None
+    peer = subprocess.run(hostctl.service_cmd([
+        "/usr/bin/psql", f"host={stack.state_dir / 'run-pg-1'} port={port[0]} "
+        f"user={roles.BREAK_GLASS} dbname=postgres", "-Atc", "SELECT current_user"]),
+        capture_output=True, text=True, timeout=30, check=False)
+    assert peer.returncode == 0 and peer.stdout.strip() == roles.BREAK_GLASS, peer.stderr
+    for node in ("pg-1", "pg-2"):
+        text = (stack.state_dir / node / "pg_hba.conf").read_text()
+        lines = [" ".join(line.split()) for line in text.splitlines()
+                 if line.strip() and not line.startswith("#")]
+        assert f"local all {roles.BREAK_GLASS} peer map=breakglass" in lines
+        assert all(line.startswith("hostssl ") and line.endswith(" scram-sha-256")
+                   for line in lines if not line.startswith("local "))
+
+
+def test_timescaledb_is_preloaded_and_the_job_runner_runs_through_haproxy(
+        stack: ThrowawayStack) -> None:
+    dsn = stack.outputs()["primary_dsn"]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT hypertable_name FROM timescaledb_information.hypertables"
+                            ).fetchall() == [("events",)]
+        jobs = conn.execute("SELECT count(*) FROM timescaledb_information.jobs "
+                            "WHERE job_id >= 1000").fetchone()
+    assert jobs is not None and jobs[0] == 3
+
+    def runs() -> int:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SELECT count(DISTINCT job_id) FROM "
+                               "public.timescaledb_job_runs WHERE succeeded").fetchone()
+        return int(row[0]) if row else 0
+
+    wait_for(lambda: runs() == 3, timeout=90, what="the runner ran the three policy jobs")
+    pid_file = stack.state_dir / "jobrunner" / "timescaledb-job-runner.pid"
+    assert Path(f"/proc/{pid_file.read_text().strip()}").exists()
+
+
+def test_second_up_changes_nothing(stack: ThrowawayStack) -> None:
+    stack.preview("--expect-no-changes")
+
+
+def cluster(s: ThrowawayStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m infra cluster ...` the way users run it (and `make status`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "infra", "cluster", *args, "--stack", s.name, "--project-dir",
+         str(s.project)], cwd=Path(__file__).resolve().parents[2], env=s.env,
+        capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_cluster_status_and_a_switchover_by_command(stack: ThrowawayStack) -> None:
+    status = cluster(stack, "status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == "leader: pg-1"
+    assert any(line.startswith("pg-2") and ("Replica" in line or "Sync Standby" in line)
+               for line in lines)
+    node = from_config(stack.state_dir / "secrets" / "pg-2.yml")
+    wait_for(lambda: "Sync Standby" in cluster(stack, "status").stdout, timeout=60,
+             what="a confirmed synchronous standby")
+    done = cluster(stack, "switchover")
+    assert done.returncode == 0, done.stderr
+    assert "pg-1 -> pg-2" in done.stdout
+    assert node.probe("/primary") == 200
+    with psycopg.connect(stack.outputs()["pooler_dsn"], prepare_threshold=None) as conn:
+        conn.execute("SELECT 1")
+    # With synchronous on, Patroni hands over only to its confirmed synchronous standby.
+    wait_for(lambda: "Sync Standby" in cluster(stack, "status").stdout, timeout=60,
+             what="pg-1 confirmed as synchronous standby")
+    back = cluster(stack, "switchover", "--candidate", "pg-1")
+    assert back.returncode == 0, back.stderr
+    # the stack, Patroni having moved the leader twice, still needs no change
+    stack.preview("--expect-no-changes")
+
+
+def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack) -> None:
+    config_file = stack.state_dir / "secrets" / "pg-2.yml"
+    node = from_config(config_file)
+    # The switchover back made pg-2 a replica again: its PostgreSQL restarts meanwhile.
+    node.wait_running(timeout=120)
+    patroni, postmaster = node.daemon.pid(), node.postmaster_pid()
+    assert patroni and postmaster
+    os.kill(patroni, signal.SIGKILL)
+    os.kill(postmaster, signal.SIGKILL)
+    wait_for(lambda: not node.daemon.is_running(), timeout=10, what="pg-2 down")
+    stack.pulumi("refresh", "--yes")
+    assert stack.preview(check=False).returncode == 0
+    stack.up()
+    node.wait_running(timeout=60)
+    stack.preview("--expect-no-changes")
+
+
+def test_destroy_stops_every_process(stack: ThrowawayStack) -> None:
+    base = str(stack.state_dir)
+    stack.destroy()
+    left = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if base in cmd:
+                left.append(cmd.replace("\0", " "))
+    assert left == []

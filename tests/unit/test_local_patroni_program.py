@@ -1,0 +1,107 @@
+"""The local program with `ha.manager: patroni`, under Pulumi mocks: which resources
+it makes, that patroni.yml stays a secret, and that clients only ever dial HAProxy
+and PgBouncer (never a node, whose role changes)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+import yaml
+
+from infra import config, roles
+from tests.timescale import ensure_installed
+from tests.unit import cloud_mocks as cm
+
+RAW: dict[str, Any] = {"replicas": 2, "postgres": {"port": 55432},
+                       "ha": {"manager": "patroni", "synchronous": "on"}}
+DYN = "pulumi-python:dynamic/local:"
+
+
+@pytest.fixture(scope="module")
+def run() -> cm.Run:
+    return cm.run(RAW, "hamock")
+
+
+def test_typed_dynamic_resources_replace_hand_supervision(run: cm.Run) -> None:
+    kinds = Counter(r.typ for r in run.mocks.resources)
+    assert kinds[DYN + "EtcdCluster"] == 1
+    assert kinds[DYN + "PatroniMember"] == 3
+    assert kinds[DYN + "PatroniConfig"] == 1
+    assert kinds[DYN + "HaProxy"] == 1
+    # No hand-started server or replica: Patroni starts, creates and promotes them.
+    names = {r.name for r in run.mocks.resources}
+    assert not names & {"primary", "replica-1", "replica-2"}
+
+
+def test_patroni_yml_is_secret_and_names_the_cluster(run: cm.Run) -> None:
+    members = run.mocks.of_type(DYN + "PatroniMember")
+    for m in members:
+        assert cm.contains_secret(m.inputs["patroni_yml"])
+        doc = yaml.safe_load(m.get("patroni_yml"))
+        assert doc["name"] == m.name and doc["scope"] == "pg-platform-hamock"
+        assert doc["bootstrap"]["dcs"]["synchronous_mode"] is True
+        assert len(doc["etcd3"]["hosts"]) == 3
+    assert sorted(m.get("host") for m in members) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+
+
+def test_clients_dial_haproxy_and_pgbouncer_only(run: cm.Run) -> None:
+    ha_port = 5000
+    assert f" port={ha_port} " in run.outputs["primary_dsn"]
+    assert f" port={ha_port + 1} " in run.outputs["replica_dsns"][0]
+    assert f" port={config.load(RAW, 'hamock').pooler.port} " in run.outputs["pooler_dsn"]
+    ini = run.mocks.one(DYN + "Pooler", "pooler").get("pgbouncer_ini")
+    assert f"host=127.0.0.1 port={ha_port} " in ini
+    assert f"port={ha_port + 1} " in ini
+    assert all(run.outputs["secret"].values())
+
+
+def test_the_certificate_names_every_address_dialled(run: cm.Run) -> None:
+    certs = run.mocks.one("pulumi-python:dynamic/tls:Certificates", "tls")
+    hosts = certs.get("hosts")
+    assert {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"} <= set(hosts)
+
+
+def test_patroni_superuser_is_break_glass_with_its_own_secret_password(run: cm.Run) -> None:
+    """Security model (issue #12) on the Patroni path: break-glass is Patroni's superuser
+    and pg_rewind user with the Password resource of its own; the owner is not."""
+    passwords = {r.name: r.outputs["value"] for r in run.mocks.of_type(cm.PASSWORD)}
+    cfg = config.load(RAW, "hamock")
+    for m in run.mocks.of_type(DYN + "PatroniMember"):
+        auth = yaml.safe_load(m.get("patroni_yml"))["postgresql"]["authentication"]
+        assert auth["superuser"]["username"] == roles.BREAK_GLASS
+        assert auth["superuser"]["password"] == passwords[f"{roles.BREAK_GLASS}-password"]
+        assert auth["rewind"]["username"] == roles.BREAK_GLASS
+        assert auth["replication"] == {
+            "username": cfg.postgres.replication_role,
+            "password": passwords[f"{cfg.postgres.replication_role}-password"],
+            "sslmode": "verify-full", "sslrootcert": auth["replication"]["sslrootcert"]}
+        assert passwords[f"{cfg.postgres.owner_role}-password"] not in m.get("patroni_yml")
+
+
+def test_bootstrap_and_backups_use_the_security_model(run: cm.Run) -> None:
+    cfg = config.load(RAW, "hamock")
+    db = run.mocks.one(DYN + "Database", "database")
+    assert db.get("superuser") == roles.BREAK_GLASS
+    assert db.get("owner_role") == cfg.postgres.owner_role
+    assert db.get("monitor_role") == roles.MONITOR
+    assert db.get("tenant_admin_role") == roles.TENANT_ADMIN
+    assert db.get("port") == cfg.ha.haproxy_port
+    backup = run.mocks.one(DYN + "Backup", "backup")
+    # pgBackRest logs in by peer on each node's socket: no password reaches it.
+    assert backup.get("superuser") == roles.BREAK_GLASS and backup.get("superuser_password") \
+        is None
+    assert "pg3-socket-path=" in backup.get("pgbackrest_conf")
+
+
+def test_timescaledb_job_runner_follows_the_leader_through_haproxy(run: cm.Run) -> None:
+    """TimescaleDB is installed on this machine (the suite installs it when missing), so
+    the Patroni path preloads it and runs the supervised job runner, dialling HAProxy."""
+    ensure_installed()
+    runner = run.mocks.one(DYN + "JobRunner", "timescaledb-job-runner")
+    assert cm.contains_secret(runner.inputs["dsn"])
+    assert " port=5000 " in runner.get("dsn")
+    dcs = json.loads(run.mocks.one(DYN + "PatroniConfig", "patroni-config").get("dcs"))
+    assert "timescaledb" in dcs["postgresql"]["parameters"]["shared_preload_libraries"]
