@@ -25,7 +25,7 @@ from infra.config.monitoring import MonitoringSettings, parse_monitoring
 from infra.config.names import check_plain_text
 from infra.config.paths import check_state_dir
 from infra.config.pooler import PoolerSettings, parse_pooler
-from infra.config.ports import check_collisions, service_ports
+from infra.config.ports import check_collisions, ha_ports, service_ports
 from infra.config.postgres import MAX_REPLICAS, PostgresSettings, parse_postgres
 from infra.config.section import PROJECT, Section
 from infra.config.tenants import Tenant, parse_tenants
@@ -109,6 +109,8 @@ def load(raw: Mapping[str, Any], stack: str) -> PlatformConfig:
                          rotation=rotation, ha=ha)
     check_collisions(service_ports(cfg.backend, cfg.replicas, postgres, pooler, monitoring,
                                    exporter_ports(cfg)))
+    for group in ha_ports(cfg.backend, ha, postgres, pooler):
+        check_collisions(group)
     return cfg
 
 

@@ -10,6 +10,7 @@ ports on one host are compared.
 
 from __future__ import annotations
 
+from infra.config.ha import HaSettings
 from infra.config.monitoring import MonitoringSettings
 from infra.config.pooler import PoolerSettings
 from infra.config.postgres import PostgresSettings
@@ -47,3 +48,21 @@ def check_collisions(ports: list[tuple[int, str]]) -> None:
             raise ConfigError(f"{what}={port}: collides with {seen[port]}={port}; every "
                               "service of the stack needs a port of its own")
         seen[port] = what
+
+
+def ha_ports(backend: str, ha: HaSettings, postgres: PostgresSettings,
+             pooler: PoolerSettings) -> list[list[tuple[int, str]]]:
+    """With `ha.manager: patroni`, the groups of ports that share an address: on each
+    database host (or local node address) PostgreSQL, Patroni's REST API and etcd; on the
+    local stack's listen address HAProxy's two ports and PgBouncer. Else none."""
+    if ha.manager != "patroni":
+        return []
+    node = [(postgres.port, key("postgres.port")), (ha.restapi_port, key("ha.restapi_port")),
+            (ha.etcd_client_port, key("ha.etcd_client_port")),
+            (ha.etcd_peer_port, key("ha.etcd_peer_port"))]
+    if backend != "local":
+        return [node]
+    front = [(ha.haproxy_port, key("ha.haproxy_port")),
+             (ha.haproxy_port + 1, f"{key('ha.haproxy_port')} + 1 (HAProxy's read-only port)"),
+             (pooler.port, key("pooler.port"))]
+    return [node, front]

@@ -11,6 +11,7 @@ import yaml
 from infra import config, render, roles
 from infra.errors import ConfigError
 from infra.render import patroni as render_ha
+from tests.unit.test_aws_backend import RAW as PROD_RAW
 
 TLS = render.TlsFiles(cert_file="/s/tls/server.crt", key_file="/s/tls/server.key",
                       ca_file="/s/tls/ca.crt")
@@ -185,3 +186,32 @@ def test_pgbouncer_login_retry_takes_a_fraction_of_a_second() -> None:
     with pytest.raises(ConfigError, match=r"pg-platform:pooler.server_login_retry=0.05: "
                                           r"allowed range is 0.1 to 3600"):
         config.load({"pooler": {"server_login_retry": 0.05}}, "local")
+
+
+@pytest.mark.parametrize(("backend", "ha", "extra", "message"), [
+    ("local", {"restapi_port": 5432}, {}, r"pg-platform:ha.restapi_port=5432: collides with "
+                                          r"pg-platform:postgres.port=5432"),
+    ("local", {"etcd_client_port": 5432}, {},
+     r"pg-platform:ha.etcd_client_port=5432: collides with pg-platform:postgres.port"),
+    ("local", {"haproxy_port": 6431}, {"pooler": {"port": 6432}},
+     r"pg-platform:pooler.port=6432: collides with pg-platform:ha.haproxy_port \+ 1"),
+    ("aws", {"etcd_peer_port": 8008}, {},
+     r"pg-platform:ha.etcd_peer_port=8008: collides with pg-platform:ha.restapi_port"),
+])
+def test_ports_that_share_an_address_with_patroni_must_differ(
+        backend: str, ha: dict[str, object], extra: dict[str, object], message: str) -> None:
+    base: dict[str, Any] = dict(PROD_RAW) if backend == "aws" else {"replicas": 2}
+    raw = {**base, "postgres": {"port": 5432}, **extra,
+           "ha": {"manager": "patroni", **ha}}
+    with pytest.raises(ConfigError, match=message):
+        config.load(raw, "prod" if backend == "aws" else "test")
+    # The same ports are fine without Patroni: nothing listens on them.
+    config.load({**raw, "ha": {"manager": "none", **ha}}, "prod" if backend == "aws" else "test")
+
+
+def test_haproxy_may_take_postgres_port_on_the_listen_address() -> None:
+    """The integration suite's Patroni cluster does: nodes listen on 127.0.0.2+, HAProxy on
+    the listen address, so a client's DSN stays the hand-supervised one."""
+    cfg = config.load({"replicas": 1, "postgres": {"port": 5432},
+                       "ha": {"manager": "patroni", "haproxy_port": 5432}}, "test")
+    assert cfg.ha.haproxy_port == cfg.postgres.port
