@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 
 from infra import dsn, hostctl, render, roles
-from infra.backends import tenant_users
+from infra.backends import rendered_checks, tenant_users
 from infra.backends.base import Endpoints
 from infra.backends.local_backup import Backup
 from infra.backends.local_backup_scheduler import BackupScheduler
@@ -147,6 +147,12 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
     (infra/backends/local.py), so both paths make the same roles with one job each
     (infra/roles.py) and schedule the same backups."""
     pg, ha = cfg.postgres, cfg.ha
+    # The files PgBouncer and pgBackRest get go past the real tools first (as on the
+    # hand-supervised path); HAProxy checks its own (haproxy -c) before it starts.
+    pooler, backup_in = pooler_props(cfg, "", layout(cfg).tls), backup_props(cfg)
+    rendered_checks.check_files(cfg, "pooler", {pooler["ini_path"]: pooler["pgbouncer_ini"]})
+    rendered_checks.check_files(cfg, "backup", {backup_in["config_path"]:
+                                                backup_in["pgbackrest_conf"]})
     child = pulumi.ResourceOptions(parent=parent)
     # Break-glass: Patroni's superuser and pg_rewind user, and the bootstrap step's.
     super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from infra import config
-from infra.backends import docker, local, rendered_checks
+from infra.backends import docker, local, local_patroni, rendered_checks
 from infra.backends.local_layout import layout
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
@@ -134,4 +134,20 @@ def test_a_pooler_ini_without_pid_and_log_files_is_checked_too(tmp_path: Path) -
     filecheck.check_pgbouncer_ini(text, "dev pooler")
     with pytest.raises(ConfigError, match="unknown parameter: pgbouncer/auth_typo"):
         filecheck.check_pgbouncer_ini(text + "auth_typo = trust\n", "dev pooler")
+    assert _our_checks() == []
+
+
+def test_the_patroni_paths_pooler_and_backup_files_pass_their_tools() -> None:
+    """ha.manager patroni: PgBouncer's ini (pooling through HAProxy, with the auth_user) and
+    the pgbackrest.conf that names every node are checked as on the other path."""
+    ha = config.load({"replicas": 2, "state_dir": str(scratch_dir("pgp-fcha-") / "state"),
+                      "postgres": {"port": 61532}, "ha": {"manager": "patroni"}}, "checks")
+    pooler = local_patroni.pooler_props(ha, "", layout(ha).tls)
+    backup = local_patroni.backup_props(ha)
+    assert "pg3-path" in backup["pgbackrest_conf"] and "auth_user" in pooler["pgbouncer_ini"]
+    rendered_checks.check_files(ha, "pooler", {pooler["ini_path"]: pooler["pgbouncer_ini"]})
+    rendered_checks.check_files(ha, "backup", {backup["config_path"]: backup["pgbackrest_conf"]})
+    with pytest.raises(ConfigError, match="unknown parameter: pgbouncer/auth_typo"):
+        rendered_checks.check_files(ha, "pooler", {pooler["ini_path"]:
+                                                   pooler["pgbouncer_ini"] + "auth_typo = x\n"})
     assert _our_checks() == []
