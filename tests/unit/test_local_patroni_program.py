@@ -105,3 +105,25 @@ def test_timescaledb_job_runner_follows_the_leader_through_haproxy(run: cm.Run) 
     assert " port=5000 " in runner.get("dsn")
     dcs = json.loads(run.mocks.one(DYN + "PatroniConfig", "patroni-config").get("dcs"))
     assert "timescaledb" in dcs["postgresql"]["parameters"]["shared_preload_libraries"]
+
+
+def test_main_features_reach_the_patroni_path(run: cm.Run) -> None:
+    """What the other branches added on the hand-supervised path: scheduled backups,
+    tenants looked up through PgBouncer's auth_user, rotation of generated passwords."""
+    assert len(run.mocks.of_type(DYN + "BackupScheduler")) == 1
+    ini = run.mocks.one(DYN + "Pooler", "pooler").get("pgbouncer_ini")
+    assert f"auth_user = {roles.POOLER_AUTH}" in ini
+    userlist = run.mocks.one(DYN + "Pooler", "pooler").get("userlist")
+    assert f'"{roles.POOLER_AUTH}"' in userlist
+    database = run.mocks.one(DYN + "Database", "database")
+    assert database.get("pooler_auth_role") == roles.POOLER_AUTH
+    rotated = cm.run({**RAW, "rotation": 1}, "hamock")
+    pg = config.load(RAW, "hamock").postgres
+
+    def rotation(r: cm.Run, role: str) -> int:
+        return int(r.mocks.one(cm.PASSWORD, f"{role}-password").get("rotation"))
+
+    for role in (pg.app_role, pg.owner_role, pg.replication_role, roles.POOLER_AUTH):
+        assert (rotation(run, role), rotation(rotated, role)) == (0, 1), role
+    # Break-glass is Patroni's superuser: rotation leaves it (as on the other path).
+    assert rotation(rotated, roles.BREAK_GLASS) == 0
