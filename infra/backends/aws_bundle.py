@@ -3,7 +3,9 @@
 A host's bundle holds only that host's secrets: its own TLS key, and the
 passwords or verifiers it uses itself (the primary: PgBouncer's auth file and
 the roles SQL; a replica: the replicator's passfile). The break-glass superuser
-has no password at all (peer on the socket), so none is on any volume.
+has no password at all (peer on the socket), so none is on any volume; with
+`ha.manager: patroni` it has one, for pg_rewind over the network, and only the
+host's 0600 patroni.yml holds it (infra/backends/aws_ha.py).
 
 `extra_files` is the hook for other features' files (Patroni's patroni.yml,
 backup timers): return more `BundleFile`s there and they reach running hosts
