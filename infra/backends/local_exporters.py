@@ -105,7 +105,8 @@ def _pgpass(host: str, port: int, user: str, password: Any) -> Any:
 
 
 def exporter_props(cfg: PlatformConfig, *, monitor_password: Any, admin_password: Any,
-                   sql_dir: Path) -> list[dict[str, Any]]:
+                   sql_dir: Path,
+                   nodes: list[tuple[str, str, int]] | None = None) -> list[dict[str, Any]]:
     """Inputs of every exporter of the local stack; passwords may be Outputs or strings.
 
     One postgres exporter per node, logging in as platform_monitor (roles.MONITOR:
@@ -113,7 +114,8 @@ def exporter_props(cfg: PlatformConfig, *, monitor_password: Any, admin_password
     password in a 0600 file; one for the pooler's console; and the backup collector,
     which runs `pgbackrest info` as the service user (no login, no secret). Ports are
     infra.render.monitoring's. The queries carry the stack's sql/ files, so after a
-    deploy the exporter reports what the database still lacks.
+    deploy the exporter reports what the database still lacks. `nodes` (name, host,
+    port) replaces the hand-supervised primary and replicas: Patroni's members.
     """
     mon = cfg.monitoring
     if not mon.exporters:
@@ -123,8 +125,10 @@ def exporter_props(cfg: PlatformConfig, *, monitor_password: Any, admin_password
     queries_path = str(run_dir / "queries.yaml")
     queries = rm.postgres_exporter_queries(cfg, MigrationSet.load(sql_dir))
     targets = {(t.job, t.labels["node"]): t for t in rm.local_targets(cfg)}
-    nodes = [("primary", pg.listen_address, pg.port)]
-    nodes += [(r.name, r.host, r.port) for r in replicas(cfg)]
+    if nodes is None:
+        nodes = [("primary", pg.listen_address, pg.port)]
+        nodes += [(r.name, r.host, r.port) for r in replicas(cfg)]
+    first = nodes[0][0]
     # The query file is shared: the primary's exporter writes it, and the others
     # carry only its digest (they restart when it changes), so a preview shows it once.
     shared = {queries_path: hashlib.sha256(queries.encode()).hexdigest()}
@@ -135,7 +139,7 @@ def exporter_props(cfg: PlatformConfig, *, monitor_password: Any, admin_password
         pass_file = str(run_dir / "secrets" / f"{node}.password")
         out.append({"name": f"postgres-exporter-{node}", "run_dir": str(run_dir),
                     "argv": list(cmd.argv), "listen": listen, "port": int(exporter_port),
-                    **({"files": {queries_path: queries}} if node == "primary"
+                    **({"files": {queries_path: queries}} if node == first
                        else {"files": {}, "shared_files": shared}),
                     "env": {"DATA_SOURCE_URI": _exporter_uri(host, port, pg.database,
                                                              lay.tls.ca_file),
@@ -165,11 +169,12 @@ def exporter_props(cfg: PlatformConfig, *, monitor_password: Any, admin_password
 
 def build(cfg: PlatformConfig, *, monitor_password: pulumi.Input[str],
           admin_password: pulumi.Input[str], sql_dir: Path,
-          opts: pulumi.ResourceOptions) -> list[Exporter]:
+          opts: pulumi.ResourceOptions,
+          nodes: list[tuple[str, str, int]] | None = None) -> list[Exporter]:
     """The local stack's exporters as resources (see exporter_props)."""
     made: list[Exporter] = []
     for props in exporter_props(cfg, monitor_password=monitor_password,
-                                admin_password=admin_password, sql_dir=sql_dir):
+                                admin_password=admin_password, sql_dir=sql_dir, nodes=nodes):
         # Exporters that read a shared file start after the one that writes it.
         after = ([made[0]] if props.get("shared_files") and made else [])
         made.append(Exporter(props["name"], props, pulumi.ResourceOptions.merge(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulumi
 
 from infra import dsn, hostctl, render, roles
-from infra.backends import rendered_checks, tenant_users
+from infra.backends import local_exporters, rendered_checks, tenant_users
 from infra.backends.base import Endpoints
 from infra.backends.local_backup import Backup
 from infra.backends.local_backup_scheduler import BackupScheduler
@@ -149,8 +150,9 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
     pg, ha = cfg.postgres, cfg.ha
     # The files PgBouncer and pgBackRest get go past the real tools first (as on the
     # hand-supervised path); HAProxy checks its own (haproxy -c) before it starts.
-    pooler, backup_in = pooler_props(cfg, "", layout(cfg).tls), backup_props(cfg)
-    rendered_checks.check_files(cfg, "pooler", {pooler["ini_path"]: pooler["pgbouncer_ini"]})
+    pooler_in, backup_in = pooler_props(cfg, "", layout(cfg).tls), backup_props(cfg)
+    rendered_checks.check_files(cfg, "pooler", {pooler_in["ini_path"]:
+                                                pooler_in["pgbouncer_ini"]})
     rendered_checks.check_files(cfg, "backup", {backup_in["config_path"]:
                                                 backup_in["pgbackrest_conf"]})
     child = pulumi.ResourceOptions(parent=parent)
@@ -199,7 +201,14 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
                     pulumi.ResourceOptions(parent=parent, depends_on=[backup]))
     userlist = pulumi.Output.all(app_pw, admin_pw, tadmin_pw, pooler_auth_pw).apply(
         lambda pws: tenant_users.auth_file(cfg, *pws))
-    Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
+    pooler = Pooler("pooler", pooler_props(cfg, pulumi.Output.secret(userlist), tls), after_db)
+    # One postgres exporter per member (each dials its own node, whatever its role), the
+    # pooler's and the backup collector, as roles.MONITOR (pg_monitor only).
+    local_exporters.build(cfg, monitor_password=monitor_pw, admin_password=admin_pw,
+                          sql_dir=Path.cwd() / "sql", nodes=[(n.name, n.host, n.port)
+                                                             for n in (first, *others)],
+                          opts=pulumi.ResourceOptions(parent=parent, depends_on=[
+                              database, backup, pooler, *members]))
     ca, host = tls.ca_file, pg.listen_address
     owner_dsn = _dsn(host, ha.haproxy_port, pg.owner_role, owner_pw, pg.database, ca)
     if timescaledb and cfg.timescaledb.job_runner != "scheduler":

@@ -130,14 +130,17 @@ class ScrapeTarget:
 
 
 def local_targets(cfg: PlatformConfig) -> list[ScrapeTarget]:
-    """The local stack's exporters: the primary's port, then one more per replica."""
+    """The local stack's exporters: the primary's port, then one more per replica.
+
+    With `ha.manager: patroni` the nodes are Patroni's members (`pg-1`, ...): the
+    leader moves, so the label names the member, never a role."""
     host = cfg.postgres.listen_address
     pg_port, bouncer_port = exporter_ports(cfg)
-    out = [ScrapeTarget("postgres", f"{host}:{pg_port}",
-                        {"node": "primary", "stack": cfg.stack})]
-    for i in range(1, cfg.replicas + 1):
-        out.append(ScrapeTarget("postgres", f"{host}:{pg_port + i}",
-                                {"node": f"replica-{i}", "stack": cfg.stack}))
+    names = (["primary", *(f"replica-{i}" for i in range(1, cfg.replicas + 1))]
+             if cfg.ha.manager != "patroni" else
+             [f"pg-{i + 1}" for i in range(cfg.replicas + 1)])
+    out = [ScrapeTarget("postgres", f"{host}:{pg_port + i}", {"node": name, "stack": cfg.stack})
+           for i, name in enumerate(names)]
     out.append(ScrapeTarget("pgbouncer", f"{host}:{bouncer_port}",
                             {"node": "pooler", "stack": cfg.stack}))
     out.append(ScrapeTarget("pgbackrest", f"{host}:{backup_exporter_port(cfg)}",

@@ -127,3 +127,19 @@ def test_main_features_reach_the_patroni_path(run: cm.Run) -> None:
         assert (rotation(run, role), rotation(rotated, role)) == (0, 1), role
     # Break-glass is Patroni's superuser: rotation leaves it (as on the other path).
     assert rotation(rotated, roles.BREAK_GLASS) == 0
+
+
+def test_each_member_has_its_own_exporter_named_by_member(run: cm.Run) -> None:
+    """Exporters follow their nodes: one per Patroni member, dialling that member's address
+    (never HAProxy, whose target moves), labelled pg-N since the leader moves."""
+    exporters = {r.name: r for r in run.mocks.of_type(DYN + "Exporter")}
+    assert set(exporters) == {"postgres-exporter-pg-1", "postgres-exporter-pg-2",
+                              "postgres-exporter-pg-3", "pgbouncer-exporter",
+                              "pgbackrest-exporter"}
+    for i in range(3):
+        env = exporters[f"postgres-exporter-pg-{i + 1}"].get("env")
+        assert env["DATA_SOURCE_URI"].startswith(f"127.0.0.{2 + i}:55432/")
+        assert env["DATA_SOURCE_USER"] == roles.MONITOR
+    # The shared query file is written once, by the first member's exporter.
+    assert exporters["postgres-exporter-pg-1"].get("files")
+    assert exporters["postgres-exporter-pg-2"].get("shared_files")
