@@ -1,41 +1,12 @@
-"""What the dev and prod backends share around the rendered files: the passwords as
-secret Outputs, their DSNs and their `testinfra_hosts` entries.
-
-The file texts themselves are rendered by infra/render (roles, passfile, pooler).
-"""
+"""What the dev and prod backends share around the rendered files: their
+`testinfra_hosts` entries (the file texts are rendered by infra/render)."""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
-import pulumi
-
-from infra.dsn import output as conninfo_output
-from infra.render.roles import Passwords
-
 SERVICE_USER = "postgres"   # PostgreSQL and PgBouncer run as this user on dev and prod
-
-
-class PasswordOutputs:
-    """The generated passwords as secret Outputs, in the order Passwords takes them."""
-
-    def __init__(self, owner: pulumi.Output[str], app: pulumi.Output[str],
-                 replicator: pulumi.Output[str], pooler_admin: pulumi.Output[str]) -> None:
-        self.owner, self.app, self.replicator, self.pooler_admin = (
-            owner, app, replicator, pooler_admin)
-
-    def all(self) -> pulumi.Output[Passwords]:
-        """One secret Output with every password; used to render secret files."""
-        return pulumi.Output.secret(pulumi.Output.all(
-            self.owner, self.app, self.replicator, self.pooler_admin,
-        ).apply(lambda pw: Passwords(*pw)))
-
-
-def dsn(user: str, password: pulumi.Input[str], host: pulumi.Input[str], port: int,
-        database: str) -> pulumi.Output[str]:
-    """A secret conninfo string (infra/dsn.py)."""
-    return conninfo_output(host=host, port=port, user=user, password=password, dbname=database)
 
 
 def inventory_entry(name: str, role: str, spec: str, files: dict[str, str], *,

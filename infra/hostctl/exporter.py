@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,22 @@ from infra.hostctl.proc import (
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 20.0
+BIND_ATTEMPTS = 3
+
+
+def _settled(proc: subprocess.Popen[bytes], props: dict[str, Any]) -> bool:
+    return proc.poll() is not None or _listening(props)
+
+
+def _listening(props: dict[str, Any]) -> bool:
+    return port_open(props["listen"], int(props["port"]))
+
+
+def _lost_the_port(log: Path, offset: int) -> bool:
+    """The run's own log lines say its listening port was in use (Go's and Python's words)."""
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return "address already in use" in f.read().decode(errors="replace").lower()
 
 
 def pid_file(props: dict[str, Any]) -> Path:
@@ -82,19 +101,25 @@ def start(props: dict[str, Any]) -> int:
     log.touch(mode=0o600)
     if user:
         os.chown(log, *service_ids())
-    proc = spawn(props["argv"], log=log, env=env, cwd=run_dir, user=user)
-    write_file(pid_file(props), f"{proc.pid}\n", 0o644)
-
-    def listening() -> bool:
-        if proc.poll() is not None:
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        offset = log.stat().st_size
+        proc = spawn(props["argv"], log=log, env=env, cwd=run_dir, user=user)
+        write_file(pid_file(props), f"{proc.pid}\n", 0o644)
+        wait_until(partial(_settled, proc, props), START_TIMEOUT, 0.1)
+        if proc.poll() is None:
+            if _listening(props):
+                logger.info("exporter %s listens on %s:%s", props["name"], props["listen"],
+                            props["port"])
+                return proc.pid
+            break  # alive but not listening in time
+        if attempt == BIND_ATTEMPTS or not _lost_the_port(log, offset):
             raise ProcessError(f"exporter {props['name']} exited with {proc.returncode} at "
                                f"start (log {log}):\n{log_tail(props)}")
-        return port_open(props["listen"], int(props["port"])) and proc.poll() is None
-
-    if wait_until(listening, START_TIMEOUT, 0.1):
-        logger.info("exporter %s listens on %s:%s", props["name"], props["listen"],
-                    props["port"])
-        return proc.pid
+        # The port is in the kernel's ephemeral range, so a short-lived client connection
+        # can hold it as its local port for a moment: wait and start it again.
+        logger.warning("exporter %s: %s:%s was briefly taken; starting it again",
+                       props["name"], props["listen"], props["port"])
+        time.sleep(1.0)
     stop(props)
     raise ProcessError(f"exporter {props['name']} did not listen on {props['listen']}:"
                        f"{props['port']} within {START_TIMEOUT:.0f}s (log {log}):\n"

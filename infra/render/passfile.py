@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from infra.config import PlatformConfig
 from infra.errors import RenderError
-from infra.render.roles import Passwords
 
 
 def _field(value: str) -> str:
@@ -22,14 +20,3 @@ def pgpass(entries: list[tuple[str, str, str, str, str]]) -> str:
 def pgpass_line(host: str, port: int, user: str, password: str) -> str:
     """A libpq password-file line for every database (`replication` included)."""
     return pgpass([(host, str(port), "*", user, password)])
-
-
-def host_pgpass(cfg: PlatformConfig, pw: Passwords, primary_host: str, *,
-                primary: bool) -> str:
-    """The postgres OS user's passfile: on the primary the owner (pgBackRest connects as
-    it), on a replica only the replicator, which is all streaming needs."""
-    pg = cfg.postgres
-    entries = [(primary_host, str(pg.port), "*", pg.replication_role, pw.replicator)]
-    if primary:
-        entries.insert(0, ("*", str(pg.port), "*", pg.owner_role, pw.owner))
-    return pgpass(entries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,54 @@ def test_a_taken_port_is_refused_with_the_key_to_change(pg_server: RunningServer
         busy.listen()
         with pytest.raises(ProcessError, match=r"already in use.*postgres_exporter_port"):
             ExporterProvider().create(props)
+
+
+def _connection_from(port: int) -> tuple[socket.socket, socket.socket]:
+    """A live loopback connection whose client side has local port `port`: what a
+    short-lived client of the stack can hold, since the exporters' ports lie in the
+    kernel's ephemeral range. It is no listener, so the start's port check cannot see it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    client = socket.socket()
+    client.bind(("127.0.0.1", port))
+    client.connect(server.getsockname())
+    return server, client
+
+
+def test_a_port_held_for_a_moment_by_a_client_connection_is_retried(
+        pg_server: RunningServer, scratch: Path) -> None:
+    props = props_for(pg_server, scratch / "exporters")
+    server, client = _connection_from(props["port"])
+    # The real exporter fails to bind while the connection lives; it ends during the retry.
+    def close() -> None:
+        client.close()
+        server.close()
+
+    release = threading.Timer(0.5, close)
+    release.start()
+    provider = ExporterProvider()
+    try:
+        created = provider.create(props)
+        assert "# TYPE pg_up gauge" in metrics(props)
+        assert "address already in use" in (scratch / "exporters" /
+                                            "postgres-exporter-primary.log").read_text().lower()
+    finally:
+        release.join()
+    assert created.outs is not None
+    provider.delete(created.id, created.outs)
+
+
+def test_a_port_held_for_good_fails_naming_the_log(pg_server: RunningServer,
+                                                   scratch: Path) -> None:
+    props = props_for(pg_server, scratch / "exporters")
+    server, client = _connection_from(props["port"])
+    try:
+        # Three attempts, each in the log tail the error carries.
+        three = r"(?s)exited with .* at start.*(bind: address already in use.*){3}"
+        with pytest.raises(ProcessError, match=three):
+            ExporterProvider().create(props)
+    finally:
+        client.close()
+        server.close()
+    assert running_pid(props) is None

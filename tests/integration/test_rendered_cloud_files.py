@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 
@@ -23,8 +22,8 @@ from infra import config, hostctl
 from infra.backends import aws_userdata as ud
 from infra.backends import docker as dk
 from infra.config import DockerSettings
-from infra.render.roles import Passwords, bootstrap_sql, userlist
-from tests.support import RunningServer, scratch_dir, write_tls
+from infra.render.pooler import pooler_users, userlist_txt
+from tests.support import scratch_dir, write_tls
 from tests.unit.test_aws_backend import PINS
 
 RAW: dict[str, Any] = {
@@ -34,8 +33,7 @@ RAW: dict[str, Any] = {
             "ami": "ami-0123456789abcdef0", "package_versions": PINS},
     "backup": {"s3": {"bucket": "acme-pg-backups"}},
 }
-PW = Passwords(owner="owner-pw-1", app="app-pw-2", replicator="repl-pw-3",
-               pooler_admin="admin-pw-4")
+APP_PW, POOLER_ADMIN_PW = "app-pw-2", "admin-pw-4"
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +142,7 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
     tmp = scratch_dir("pgp-bouncer-")
     try:
         auth = tmp / "userlist.txt"
-        auth.write_text(userlist(prod, PW))
+        auth.write_text(userlist_txt(pooler_users(prod, APP_PW, POOLER_ADMIN_PW)))
         os.chmod(auth, 0o644)
         port = hostctl.free_port()
         tls = write_tls(tmp)
@@ -202,36 +200,3 @@ def test_boot_scripts_parse_in_bash(prod: config.PlatformConfig,
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True,
                                 timeout=30)
         assert (result.returncode == 0) == (script != "if then fi\n"), result.stderr
-
-
-def test_bootstrap_sql_gives_working_roles(pg_server: RunningServer,
-                                           prod: config.PlatformConfig) -> None:
-    pg = prod.postgres
-    admin = pg_server.superuser_dsn()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{pg.database}" WITH (FORCE)')
-        for role in (pg.app_role, pg.replication_role, pg.owner_role):
-            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-        conn.execute(f'CREATE ROLE "{pg.owner_role}" SUPERUSER LOGIN')
-    sql_file = scratch_dir("pgp-sql-") / "bootstrap.sql"
-    sql_file.write_text(bootstrap_sql(prod, PW))
-    for _ in range(2):  # idempotent: a second run changes nothing and does not fail
-        result = subprocess.run(["psql", "-X", "-q", "-d", admin, "-f", str(sql_file)],
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-    server = pg_server.server
-    with psycopg.connect(server.dsn(pg.app_role, PW.app, pg.database)) as conn:
-        row = conn.execute("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles "
-                           "WHERE rolname = current_user").fetchone()
-        assert row == (pg.app_role, False, False)
-    with psycopg.connect(server.dsn(pg.owner_role, PW.owner, pg.database)) as conn:
-        owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database "
-                             "WHERE datname = current_database()").fetchone()
-        assert owner == (pg.owner_role,)
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(server.dsn(pg.app_role, "wrong-password", pg.database)).close()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{pg.database}" WITH (FORCE)')
-        for role in (pg.app_role, pg.replication_role, pg.owner_role):
-            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-    shutil.rmtree(sql_file.parent, ignore_errors=True)
