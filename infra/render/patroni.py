@@ -225,7 +225,9 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
         "pg_hba": hba,
         # The break-glass `local ... peer map=breakglass` line needs its map (infra/roles).
         "pg_ident": pg_hba_lines(pg_ident_conf(*ident_users)),
-        "use_unix_socket": False,
+        # Patroni's own superuser session goes over the socket (peer, break-glass map), so
+        # no superuser session is ever on the network but pg_rewind's to a new leader.
+        "use_unix_socket": True,
         **create_replica_methods(cfg, node),
     }
     if restore:
