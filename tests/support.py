@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -110,3 +111,19 @@ def fresh_database(running: RunningServer) -> Iterator[FreshDatabase]:
     finally:
         with psycopg.connect(running.superuser_dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def session(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection without server-side prepares (PgBouncer's transaction
+    pooling hands each statement to any server connection)."""
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None,
+                         connect_timeout=15) as conn:
+        yield conn
+
+
+def one(dsn: str, query: str, params: Any = None) -> Any:
+    """The first column of the first row, or None."""
+    with session(dsn) as conn:
+        row = conn.execute(query, params).fetchone()
+        return row[0] if row else None
