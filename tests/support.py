@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from infra import config, hostctl, render
+from tests import ports
 
 SUPERUSER = "pgp_admin"
 
@@ -72,7 +73,7 @@ def start_server(workdir: Path | None = None, *, timescaledb: bool = False,
     """
     own_dir = workdir is None
     base = workdir or scratch_dir()
-    port = hostctl.free_port()
+    port = ports.free_port()
     cfg = config.load({"postgres": {"port": port, **postgres}}, "test")
     server = hostctl.Server(data_dir=base / "data", port=port)
     password = secrets.token_urlsafe(18)

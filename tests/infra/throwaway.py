@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from infra import hostctl
+from tests import ports
 from tests.engine import ThrowawayStack
 
 NAME = "infra"
@@ -24,15 +24,10 @@ _KEY = pytest.StashKey[ThrowawayStack]()
 
 def settings() -> dict[str, Any]:
     """A primary whose port + 1 is free on the replica's address, and a pooler port."""
-    for _ in range(50):
-        port = hostctl.free_port()
-        pooler = hostctl.free_port()
-        if port + 1 <= 65535 and pooler != port + 1 and hostctl.port_free("127.0.0.2", port + 1):
-            return {"replicas": 1, "tenants": TENANTS,
-                    "postgres": {"port": port, "max_connections": 60,
-                                 "shared_buffers": "32MB"},
-                    "pooler": {"port": pooler, "default_pool_size": 10}}
-    raise RuntimeError("no free ports for the throw-away stack")
+    return {"replicas": 1, "tenants": TENANTS,
+            "postgres": {"port": ports.stack_port(), "max_connections": 60,
+                         "shared_buffers": "32MB"},
+            "pooler": {"port": ports.free_port(), "default_pool_size": 10}}
 
 
 def shared_stack(config: pytest.Config) -> ThrowawayStack:
