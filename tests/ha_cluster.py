@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
-from infra import config, hostctl, render
+from infra import config, render
 from infra.backends import local, local_patroni
 from infra.backends.local_backup import BackupProvider
 from infra.backends.local_ha import (
@@ -30,7 +30,7 @@ from infra.backends.local_layout import layout
 from infra.backends.local_pooler import PoolerProvider
 from infra.backends.local_postgres import DatabaseProvider
 from infra.render import patroni as render_ha
-from tests import ha_support
+from tests import ha_support, ports
 from tests.support import scratch_dir
 
 
@@ -45,12 +45,8 @@ def patroni_cluster(cluster_cls: Any, timescaledb: bool, max_connections: int,
                     pool_size: int) -> Iterator[Any]:
     """Yield a `cluster_cls` (tests.integration.conftest.Cluster) whose nodes Patroni runs."""
     base = scratch_dir("pgp-hacluster-")
-    taken: set[int] = set()
-    hosts = ("127.0.0.1", *ETCD_HOSTS)
-    port, cport, pport, rport, bport = (ha_support.free_port_on(hosts, taken)
-                                        for _ in range(5))
-    while not hostctl.port_free("127.0.0.1", port + 1):
-        port = ha_support.free_port_on(hosts, taken)
+    p = ports.ha_ports(ETCD_HOSTS)
+    port, cport, pport, rport, bport = p.postgres, p.etcd_client, p.etcd_peer, p.restapi, p.pooler
     settings: dict[str, Any] = {
         "state_dir": str(base), "replicas": 1,
         "postgres": {"port": port, "max_connections": max_connections},

@@ -23,6 +23,7 @@ from infra.hostctl.foreground import wait_for
 from infra.hostctl.haproxy import HaProxy
 from infra.hostctl.patroni import PatroniProcess
 from infra.render import patroni as render_ha
+from tests import ports
 from tests.support import scratch_dir
 
 ETCD_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -39,16 +40,6 @@ def write_tls(base: Path, hosts: tuple[str, ...]) -> render.TlsFiles:
     hostctl.write_file(Path(files.cert_file), server.cert_pem, 0o644)
     hostctl.write_file(Path(files.key_file), server.key_pem, 0o600)
     return files
-
-
-def free_port_on(hosts: tuple[str, ...], taken: set[int]) -> int:
-    """A port free on every one of `hosts` (and not already chosen)."""
-    for _ in range(200):
-        port = hostctl.free_port()
-        if port not in taken and port < 65000 and all(hostctl.port_free(h, port) for h in hosts):
-            taken.add(port)
-            return port
-    raise RuntimeError(f"no port free on all of {hosts}")
 
 
 def etcd_cluster(cfg: config.PlatformConfig, base: Path, files: render.TlsFiles,
@@ -201,11 +192,9 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
              retry_timeout: int = 5, max_connections: int = 50) -> HaStack:
     """Start a whole HA cluster in a scratch directory and wait until every node runs."""
     base = scratch_dir("pgp-ha-")
-    taken: set[int] = set()
-    hosts = ("127.0.0.1", *ETCD_HOSTS)
-    cport, pport, pgport, rport, hport, bport = (free_port_on(hosts, taken) for _ in range(6))
-    while not hostctl.port_free("127.0.0.1", hport + 1):
-        hport = free_port_on(hosts, taken)
+    p = ports.ha_ports(ETCD_HOSTS)
+    cport, pport, pgport, rport, hport, bport = (p.etcd_client, p.etcd_peer, p.postgres,
+                                                 p.restapi, p.haproxy, p.pooler)
     settings: dict[str, Any] = {
         "state_dir": str(base),
         "postgres": {"max_connections": max_connections},
@@ -220,7 +209,7 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
     pw = {k: secrets.token_urlsafe(24) for k in ("superuser", "owner", "app", "replication",
                                                  "admin", "restapi", "monitor",
                                                  "tenant_admin", "tenant_key")}
-    files = write_tls(base, hosts)
+    files = write_tls(base, ("127.0.0.1", *ETCD_HOSTS))
     etcd = etcd_cluster(cfg, base, files, cport, pport)
     nodes = patroni_nodes(cfg, base, count, pgport, rport)
     pdir = hostctl.make_dir(base / "patroni", 0o700)

@@ -14,10 +14,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from infra import config, hostctl, render
+from tests import ports
 
 SUPERUSER = "pgp_admin"
 
@@ -71,7 +73,7 @@ def start_server(workdir: Path | None = None, *, timescaledb: bool = False,
     """
     own_dir = workdir is None
     base = workdir or scratch_dir()
-    port = hostctl.free_port()
+    port = ports.free_port()
     cfg = config.load({"postgres": {"port": port, **postgres}}, "test")
     server = hostctl.Server(data_dir=base / "data", port=port)
     password = secrets.token_urlsafe(18)
@@ -110,3 +112,19 @@ def fresh_database(running: RunningServer) -> Iterator[FreshDatabase]:
     finally:
         with psycopg.connect(running.superuser_dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def session(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection without server-side prepares (PgBouncer's transaction
+    pooling hands each statement to any server connection)."""
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None,
+                         connect_timeout=15) as conn:
+        yield conn
+
+
+def one(dsn: str, query: str, params: Any = None) -> Any:
+    """The first column of the first row, or None."""
+    with session(dsn) as conn:
+        row = conn.execute(query, params).fetchone()
+        return row[0] if row else None

@@ -84,7 +84,7 @@ def start(props: dict[str, Any]) -> int:
     """Write the exporter's files, start it detached, and wait until it listens."""
     if port_open(props["listen"], int(props["port"])):
         raise ProcessError(
-            f"exporter {props['name']}: {props['listen']}:{props['port']} is already in use "
+            f"exporter {props['name']}: {props['listen']}:{int(props['port'])} is already in use "
             "by another process; choose free ports with pg-platform:monitoring."
             "postgres_exporter_port / pgbouncer_exporter_port")
     run_dir = make_dir(Path(props["run_dir"]), 0o755)

@@ -31,6 +31,7 @@ from typing import Any
 import boto3
 
 from infra import hostctl, tls
+from tests import ports
 from tests.hosts.cleanup import Ledger
 
 PGDG_KEY_PATH = "media/keys/ACCC4CF8.asc"
@@ -82,12 +83,12 @@ class World:
     def start(self) -> None:
         ca = tls.make_ca("pg-platform host tier world CA")
         self.ca_file.write_text(ca.cert_pem)
-        self.moto_port = hostctl.free_port()
+        self.moto_port = ports.free_port()
         self._spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
                      "-p", str(self.moto_port)], "moto")
         docroot = self.run_dir / "mirror"
         _mirror(docroot, self.run_dir / "gnupg")
-        http_port = hostctl.free_port()
+        http_port = ports.free_port()
         self._spawn([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
                      "--directory", str(docroot), str(http_port)], "mirror")
         self._tls_front("aws", self.aws_ip, self.moto_port,

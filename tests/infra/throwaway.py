@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from infra import hostctl
 from infra.backends.local_ha_layout import ETCD_HOSTS
+from tests import ports
 from tests.engine import ThrowawayStack
-from tests.ha_support import free_port_on
 
 NAME = "infra"
 TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
@@ -32,23 +31,14 @@ def settings(ha_manager: str | None = None) -> dict[str, Any]:
     """
     if ha_manager == "patroni":
         return patroni_settings()
-    for _ in range(50):
-        port = hostctl.free_port()
-        pooler = hostctl.free_port()
-        if port + 1 <= 65535 and pooler != port + 1 and hostctl.port_free("127.0.0.2", port + 1):
-            return {"replicas": 1, "tenants": TENANTS,
-                    "postgres": {"port": port, "max_connections": 60,
-                                 "shared_buffers": "32MB"},
-                    "pooler": {"port": pooler, "default_pool_size": 10}}
-    raise RuntimeError("no free ports for the throw-away stack")
+    return {"replicas": 1, "tenants": TENANTS,
+            "postgres": {"port": ports.stack_port(), "max_connections": 60,
+                         "shared_buffers": "32MB"},
+            "pooler": {"port": ports.free_port(), "default_pool_size": 10}}
 
 
 def patroni_settings() -> dict[str, Any]:
-    taken: set[int] = set()
-    hosts = ("127.0.0.1", *ETCD_HOSTS)
-    pg, cport, pport, rport, hport, bport = (free_port_on(hosts, taken) for _ in range(6))
-    while not hostctl.port_free("127.0.0.1", hport + 1):
-        hport = free_port_on(hosts, taken)
+    pg, cport, pport, rport, hport, bport = ports.ha_ports(ETCD_HOSTS)
     return {"replicas": 1, "tenants": TENANTS,
             "postgres": {"port": pg, "max_connections": 60, "shared_buffers": "32MB"},
             "pooler": {"port": bport, "default_pool_size": 10, "server_login_retry": 0.25},

@@ -28,6 +28,7 @@ from infra.backends.local_layout import layout, replicas
 from infra.backends.local_pooler import PoolerProvider
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backends.local_replica import ReplicaProvider
+from tests import ports
 from tests.ha_cluster import patroni_cluster
 from tests.support import scratch_dir, write_tls
 from tests.timescale import PATHS, ensure_installed
@@ -38,11 +39,7 @@ POOL_SIZE = 10
 
 def cluster_ports() -> tuple[int, int]:
     """A primary port whose +1 is free on the replicas' addresses, and a pooler port."""
-    for _ in range(50):
-        port = hostctl.free_port()
-        if port < 65535 and all(hostctl.port_free(f"127.0.0.{h}", port + 1) for h in (2, 3, 4)):
-            return port, hostctl.free_port()
-    raise RuntimeError("no free port pair for the test cluster")
+    return ports.stack_port(), ports.free_port()
 
 
 @dataclass

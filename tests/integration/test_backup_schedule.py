@@ -36,6 +36,7 @@ from infra.errors import ProcessError
 from infra.hostctl.files import service_ids
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.hostctl.proc import send
+from tests import ports
 from tests.support import scratch_dir, write_tls
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +81,7 @@ def stack() -> Iterator[Stack]:
     base = scratch_dir("pgp-sched-")
     settings: dict[str, Any] = {
         "state_dir": str(base),
-        "postgres": {"port": hostctl.free_port(), "max_connections": 40},
+        "postgres": {"port": ports.stack_port(), "max_connections": 40},
         "backup": {"schedule": {"full": "0 1 1 * *", "diff": "", "incr": EVERY_MINUTE}},
     }
     cfg = config.load(settings, "test")

@@ -17,6 +17,7 @@ from infra.backends.local_layout import layout
 from infra.backup import restore
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.hostctl.proc import send
+from tests import ports
 from tests.engine import ThrowawayStack, stack_up
 
 pytestmark = pytest.mark.engine
@@ -26,7 +27,7 @@ NEW_INCR_WITHIN = 180.0  # the acceptance bound: a new incr within 3 minutes
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    with stack_up("sched", {"postgres": {"port": hostctl.free_port()},
+    with stack_up("sched", {"postgres": {"port": ports.stack_port()},
                             "backup": {"schedule": {"incr": "* * * * *"}}}) as s:
         yield s
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import hostctl
+from tests import ports
 from tests.engine import ThrowawayStack
 
 pytestmark = pytest.mark.engine
@@ -74,7 +74,7 @@ def test_preview_refuses_the_value_naming_key_and_value(stack: ThrowawayStack,
 
 
 def test_preview_refuses_a_port_another_stack_file_uses(stack: ThrowawayStack) -> None:
-    port = hostctl.free_port()
+    port = ports.stack_port()
     other = stack.project / "Pulumi.neighbour.yaml"
     other.write_text(yaml.safe_dump({"config": {
         "pg-platform:postgres": {"port": port},

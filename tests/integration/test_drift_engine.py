@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import hostctl
 from infra.hostctl.proc import pid_from_file, send, wait_until
 from infra.ops import drift as drift_cli
+from tests import ports
 from tests.engine import ThrowawayStack, stack_up
 
 pytestmark = pytest.mark.engine
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    with stack_up("handedits", {"postgres": {"port": hostctl.free_port()},
+    with stack_up("handedits", {"postgres": {"port": ports.stack_port()},
                             "monitoring": {"exporters": False}}) as s:
         yield s
 

@@ -23,6 +23,7 @@ from infra.backends.local_layout import layout, replicas
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backends.local_replica import ReplicaProvider
 from infra.hostctl import drift, standby
+from tests import ports
 from tests.support import scratch_dir, write_tls
 
 
@@ -30,7 +31,7 @@ from tests.support import scratch_dir, write_tls
 def pair() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     base = scratch_dir("pgp-drift-")
     cfg = config.load({"state_dir": str(base / "state"), "replicas": 1,
-                       "postgres": {"port": hostctl.free_port()}}, "drift")
+                       "postgres": {"port": ports.stack_port()}}, "drift")
     pw = {k: secrets.token_urlsafe(16) for k in ("superuser", "owner", "app", "replication")}
     tls = write_tls(Path(layout(cfg).tls.ca_file).parent)
     made: list[tuple[Any, dict[str, Any]]] = []

@@ -10,6 +10,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from infra import hostctl
+from tests import ports
 from tests.engine import ThrowawayStack, stack_up
 
 pytestmark = pytest.mark.engine
@@ -20,7 +21,7 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    with stack_up("e2e", {"postgres": {"port": hostctl.free_port()}, "tenants": TENANTS}) as s:
+    with stack_up("e2e", {"postgres": {"port": ports.stack_port()}, "tenants": TENANTS}) as s:
         yield s
 
 

@@ -27,6 +27,7 @@ from infra.backends.local_layout import layout, replicas
 from infra.errors import ConfigError
 from infra.hostctl import standby
 from infra.hostctl.pgbouncer import PgBouncer
+from tests import ports
 from tests.engine import ThrowawayStack
 from tests.infra.throwaway import shared_stack
 from tests.support import fresh_database, start_server
@@ -187,7 +188,7 @@ def test_r5_the_engine_refuses_bad_configs_and_creates_nothing() -> None:
     try:
         stack.init()
         for i, (raw, key) in enumerate(ENGINE_BAD):
-            stack.set_config({"postgres": {"port": hostctl.free_port()}, **raw})
+            stack.set_config({"postgres": {"port": ports.stack_port()}, **raw})
             # `up` for the first (nothing may be made), `preview` for the rest.
             proc = (stack.pulumi("up", "--yes", check=False) if i == 0 else
                     stack.preview(check=False))

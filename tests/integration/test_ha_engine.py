@@ -17,7 +17,7 @@ import pytest
 from infra import hostctl, roles
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import from_config
-from tests import ha_support
+from tests import ha_support, ports
 from tests.engine import ThrowawayStack
 from tests.timescale import ensure_installed
 
@@ -26,12 +26,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.ha]
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    taken: set[int] = set()
-    hosts = ("127.0.0.1", *ha_support.ETCD_HOSTS)
-    pg, cport, pport, rport, hport, bport = (ha_support.free_port_on(hosts, taken)
-                                             for _ in range(6))
-    while not hostctl.port_free("127.0.0.1", hport + 1):
-        hport = ha_support.free_port_on(hosts, taken)
+    pg, cport, pport, rport, hport, bport = ports.ha_ports(ha_support.ETCD_HOSTS)
     s = ThrowawayStack("haup", {
         "replicas": 1, "postgres": {"port": pg, "max_connections": 50},
         "pooler": {"port": bport, "server_login_retry": 0.25},

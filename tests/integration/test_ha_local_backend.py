@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra import config, hostctl, roles
+from infra import config, roles
 from infra.backends import local, local_patroni, tenant_users
 from infra.backends.local_backup import BackupProvider
 from infra.backends.local_ha import (
@@ -34,6 +34,7 @@ from infra.hostctl.foreground import wait_for
 from infra.ops.cluster import writable
 from infra.render import patroni as render_ha
 from tests import ha_support
+from tests import ports as test_ports
 from tests.support import scratch_dir
 
 pytestmark = pytest.mark.ha
@@ -42,11 +43,7 @@ pytestmark = pytest.mark.ha
 class Stack:
     def __init__(self) -> None:
         self.base = scratch_dir("pgp-halocal-")
-        taken: set[int] = set()
-        hosts = ("127.0.0.1", *ETCD_HOSTS)
-        ports = [ha_support.free_port_on(hosts, taken) for _ in range(6)]
-        while not hostctl.port_free("127.0.0.1", ports[4] + 1):
-            ports[4] = ha_support.free_port_on(hosts, taken)
+        ports = list(test_ports.ha_ports(ETCD_HOSTS))
         self.settings: dict[str, Any] = {
             "state_dir": str(self.base), "replicas": 1,
             "postgres": {"port": ports[0], "max_connections": 40},

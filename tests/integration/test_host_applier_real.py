@@ -24,6 +24,7 @@ from infra.backends.aws_bundle import CloudPasswords, bootstrap_spec
 from infra.backends.host_bundle import POSTGRES_UNIT, BundleFile, make, reload_postgres
 from infra.hostagent import apply
 from infra.render.roles_sql import bootstrap_script
+from tests import ports
 from tests.support import scratch_dir, write_tls
 
 OLD = CloudPasswords(owner="own-1", app="app-1", replicator="rep-1", pooler_admin="adm-1",
@@ -93,7 +94,7 @@ class Host:
 @pytest.fixture(scope="module")
 def host() -> Iterator[Host]:
     base = scratch_dir("pgp-apply-")
-    server = hostctl.Server(data_dir=base / "data", port=hostctl.free_port())
+    server = hostctl.Server(data_dir=base / "data", port=ports.free_port())
     for owned in (base / "run", base / "data"):
         hostctl.make_dir(owned, 0o700)
         hostctl.chown_service(owned)

@@ -31,6 +31,7 @@ from infra.backends.local_pooler import PoolerProvider
 from infra.dsn import conninfo
 from infra.schema import credentials, engine
 from tests.integration.conftest import Cluster
+from tests.support import one, session
 
 ROOT = Path(__file__).resolve().parents[2]
 A, B = "acme", "globex"
@@ -76,17 +77,6 @@ class Hostile:
         return self._verify(self.cluster.superuser_dsn())
 
 
-@contextlib.contextmanager
-def session(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None,
-                         connect_timeout=10) as conn:
-        yield conn
-
-
-def one(dsn: str, query: str, params: Any = None) -> Any:
-    with session(dsn) as conn:
-        row = conn.execute(query, params).fetchone()
-        return row[0] if row else None
 
 
 @pytest.fixture(scope="module")

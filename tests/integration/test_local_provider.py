@@ -13,6 +13,7 @@ import pytest
 from infra import config, hostctl, render
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.errors import ConfigError, ProcessError
+from tests import ports
 from tests.support import write_tls
 
 
@@ -32,7 +33,7 @@ def server_props(base: Path, port: int, **postgres: Any) -> dict[str, Any]:
 def created(scratch: Path) -> Iterator[tuple[PostgresServerProvider, dict[str, Any]]]:
     base = scratch
     provider = PostgresServerProvider()
-    props = server_props(base, hostctl.free_port())
+    props = server_props(base, ports.free_port())
     outs = provider.create(props).outs or {}
     try:
         yield provider, dict(outs)
@@ -95,7 +96,7 @@ def test_refresh_notices_a_stopped_server_and_update_starts_it(created: Any) -> 
 
 def test_create_refuses_a_data_dir_that_holds_something(scratch: Path) -> None:
     base = scratch
-    props = server_props(base, hostctl.free_port())
+    props = server_props(base, ports.free_port())
     Path(props["data_dir"]).mkdir()
     (Path(props["data_dir"]) / "precious").write_text("keep me")
     with pytest.raises(ProcessError, match="already exists and is not empty"):
@@ -105,7 +106,7 @@ def test_create_refuses_a_data_dir_that_holds_something(scratch: Path) -> None:
 
 def test_failed_create_leaves_nothing_behind(scratch: Path) -> None:
     base = scratch
-    props = server_props(base, hostctl.free_port())
+    props = server_props(base, ports.free_port())
     props["postgresql_conf"] += "shared_buffers = 'not a size'\n"
     with pytest.raises(ProcessError, match="starting PostgreSQL"):
         PostgresServerProvider().create(props)
@@ -115,7 +116,7 @@ def test_failed_create_leaves_nothing_behind(scratch: Path) -> None:
 def test_delete_stops_the_server_and_removes_its_data(scratch: Path) -> None:
     base = scratch
     provider = PostgresServerProvider()
-    props = server_props(base, hostctl.free_port())
+    props = server_props(base, ports.free_port())
     outs = provider.create(props).outs or {}
     provider.delete(props["data_dir"], outs)
     assert not Path(props["data_dir"]).exists()

@@ -19,13 +19,14 @@ from infra.errors import ProcessError
 from infra.hostctl.exporter import running_pid
 from infra.render import monitoring as render_monitoring
 from infra.schema.files import MigrationSet
+from tests import ports
 from tests.support import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def props_for(server: RunningServer, run_dir: Path) -> dict[str, Any]:
-    port = hostctl.free_port()
+    port = ports.free_port()
     queries = run_dir / "queries.yaml"
     cmd = render_monitoring.postgres_exporter_command("127.0.0.1", port, str(queries))
     cfg = config.load({}, "t")

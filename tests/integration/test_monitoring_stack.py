@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from infra import hostctl
 from infra.backends import local_layout
 from infra.render import monitoring as render_monitoring
+from tests import ports
 from tests.engine import ROOT, ThrowawayStack
 from tests.unit.test_monitoring_rules import dashboard_metric_names
 
@@ -37,24 +38,15 @@ TENANTS = [{"slug": "acme", "name": "Acme", "plan": "premium"},
            {"slug": "globex", "name": "Globex", "plan": "free"}]
 
 
-def free_pair() -> int:
-    """A port p with p+1 free too: the primary's exporter and replica-1's."""
-    for _ in range(50):
-        p = hostctl.free_port()
-        if p < 65535 and not hostctl.port_open("127.0.0.1", p + 1):
-            return p
-    raise AssertionError("no two consecutive free ports")
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
     s = ThrowawayStack(NAME, {
-        "postgres": {"port": hostctl.free_port()},
-        "pooler": {"port": hostctl.free_port()},
+        "postgres": {"port": ports.stack_port()},
+        "pooler": {"port": ports.free_port()},
         "replicas": 1,
         "tenants": TENANTS,
-        "monitoring": {"postgres_exporter_port": free_pair(),
-                       "pgbouncer_exporter_port": hostctl.free_port(),
+        "monitoring": {"postgres_exporter_port": ports.free_run(2),
+                       "pgbouncer_exporter_port": ports.free_run(2),  # + 1: backups
                        "scrape_interval_seconds": 1},
     })
     try:
@@ -146,7 +138,7 @@ class Prometheus:
     """Debian's prometheus on a free loopback port with a scratch TSDB."""
 
     def __init__(self, config_text: str, workdir: Path) -> None:
-        self.port = hostctl.free_port()
+        self.port = ports.free_port()
         (workdir / "prometheus.yml").write_text(config_text)
         self.log = (workdir / "prometheus.log").open("w")
         self.proc = subprocess.Popen(

@@ -16,9 +16,7 @@ the role exists or not (no tenant slug can be probed through the pooler).
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from infra.dsn import conninfo
 from infra.hostctl import wait_until
 from infra.schema import credentials, engine
 from tests.integration.conftest import Cluster
+from tests.support import one, session
 
 ROOT = Path(__file__).resolve().parents[2]
 QUOTA = 5000
@@ -41,17 +40,6 @@ def verified(cluster: Cluster, dsn: str) -> str:
                     sslrootcert=cluster.tls.ca_file if cluster.tls else None)
 
 
-@contextlib.contextmanager
-def session(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None,
-                         connect_timeout=15) as conn:
-        yield conn
-
-
-def one(dsn: str, query: str, params: Any = None) -> Any:
-    with session(dsn) as conn:
-        row = conn.execute(query, params).fetchone()
-        return row[0] if row else None
 
 
 def refused(dsn: str, match: str) -> None:

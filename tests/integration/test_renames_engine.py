@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from infra import hostctl
+from tests import ports
 from tests.engine import ThrowawayStack, stack_up
 
 pytestmark = pytest.mark.engine
@@ -34,7 +34,7 @@ def _settings(*, state_dir: str | None = None, **postgres: Any) -> dict[str, Any
             "monitoring": {"exporters": False}, **extra}
 
 
-PORT = hostctl.free_port()
+PORT = ports.stack_port()
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from infra.backends import aws_userdata as ud
 from infra.backends import docker as dk
 from infra.config import DockerSettings
 from infra.render.pooler import pooler_users, userlist_txt
+from tests import ports
 from tests.support import scratch_dir, write_tls
 from tests.unit.test_aws_backend import PINS
 
@@ -85,7 +86,7 @@ def _postgres_accepts(conf: str, workdir: Path) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="module")
 def workdir() -> Any:
     base = scratch_dir()
-    hostctl.Server(data_dir=base / "data", port=hostctl.free_port()).initdb("pgp_admin", "x-pw")
+    hostctl.Server(data_dir=base / "data", port=ports.free_port()).initdb("pgp_admin", "x-pw")
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
@@ -144,7 +145,7 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
         auth = tmp / "userlist.txt"
         auth.write_text(userlist_txt(pooler_users(prod, APP_PW, POOLER_ADMIN_PW)))
         os.chmod(auth, 0o644)
-        port = hostctl.free_port()
+        port = ports.free_port()
         tls = write_tls(tmp)
         real_tls = {host.cert_file: tls.cert_file for host in (ud.TLS, dk.POOLER_TLS)}
         real_tls.update({host.key_file: tls.key_file for host in (ud.TLS, dk.POOLER_TLS)})

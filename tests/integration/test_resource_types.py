@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra import hostctl
 from infra.resource_types import UNTYPED
+from tests import ports
 from tests.engine import ThrowawayStack, stack_up
 
 pytestmark = pytest.mark.engine
@@ -40,7 +40,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThrowawayStack]:
-    with stack_up("types", {"postgres": {"port": hostctl.free_port()}, "replicas": 1}) as s:
+    with stack_up("types", {"postgres": {"port": ports.stack_port()}, "replicas": 1}) as s:
         yield s
 
 

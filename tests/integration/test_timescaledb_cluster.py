@@ -31,6 +31,7 @@ from infra.health import cli as health_cli
 from infra.health.stack import StackTargets
 from infra.schema import engine
 from infra.timescaledb import policies
+from tests import ports
 from tests.integration.conftest import Cluster
 from tests.tenant_roles import ensure_tenant_roles, query
 
@@ -292,7 +293,7 @@ def test_the_real_exporter_reports_the_jobs_chunks_and_ratio(loaded: Loaded,
 
     c = loaded.cluster
     run_dir = hostctl.make_dir(scratch / "exporters", 0o755)  # the exporter runs as postgres
-    port = hostctl.free_port()
+    port = ports.free_port()
     queries = run_dir / "queries.yaml"
     props: dict[str, Any] = {
         "name": "postgres-exporter-ts", "run_dir": str(run_dir), "listen": "127.0.0.1",
