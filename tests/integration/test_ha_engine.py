@@ -15,10 +15,12 @@ import psycopg
 import pytest
 
 from infra import hostctl, roles
+from infra.backends.local_layout import layout
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import from_config
+from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from tests import ha_support, ports
-from tests.engine import ThrowawayStack
+from tests.engine import ROOT, ThrowawayStack
 from tests.timescale import ensure_installed
 
 pytestmark = [pytest.mark.engine, pytest.mark.ha]
@@ -141,6 +143,27 @@ def test_cluster_status_and_a_switchover_by_command(stack: ThrowawayStack) -> No
     assert back.returncode == 0, back.stderr
     # the stack, Patroni having moved the leader twice, still needs no change
     stack.preview("--expect-no-changes")
+
+
+def test_drill_restores_the_cluster_after_its_leader_moved(stack: ThrowawayStack) -> None:
+    """The PITR drill across the timelines the two switchovers made: the base backup is
+    from pg-1's first timeline, the markers are written on the third, and recovery follows
+    the history files the new leaders archived."""
+    cfg = stack.ref.config()
+    lay = layout(cfg)
+    pgbr = PgBackRest(config=lay.pgbackrest_conf, stanza=cfg.backup.stanza)
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra", "backup", "drill", "--rows", "10",
+         "--config", str(lay.pgbackrest_conf), "--stanza", cfg.backup.stanza,
+         "--dsn", stack.outputs()["primary_dsn"], "--restores-dir", str(lay.restores)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+        text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rows committed <= T: 10, present after restore: 10, lost: 0" in proc.stdout
+    assert "rows committed >  T: 10, present after restore: 0 (extra)" in proc.stdout
+    archive = pgbr.info()["archive"][0]
+    assert int(archive["max"][:8], 16) >= 3, archive  # timeline 3: the leader moved twice
+    assert len(full_backups(pgbr.info())) == 1  # restored from the first up's backup
 
 
 def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack) -> None:
