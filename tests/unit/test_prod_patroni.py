@@ -124,9 +124,9 @@ def test_a_parameter_reaches_patroni_yml_and_replaces_no_instance(run: cm.Run) -
     for name in NODES:
         assert user_data(run.mocks.one(INSTANCE, name)) == \
             user_data(after.mocks.one(INSTANCE, name)), name
-        old, new = files(before_b[name]), files(after_b[name])
-        changed = {p for p in new if old.get(p, {}).get("content") != new[p]["content"]}
+        was, now = files(before_b[name]), files(after_b[name])
+        changed = {p for p in now if was.get(p, {}).get("content") != now[p]["content"]}
         assert changed == {f"{CONF}/patroni.yml"}, (name, changed)
-        dcs = yaml.safe_load(new[f"{CONF}/patroni.yml"]["content"])["bootstrap"]["dcs"]
+        dcs = yaml.safe_load(now[f"{CONF}/patroni.yml"]["content"])["bootstrap"]["dcs"]
         assert dcs["postgresql"]["parameters"]["random_page_cost"] == "1.1"
         assert json.dumps(before_b[name]["enable"]) == json.dumps(after_b[name]["enable"])
