@@ -33,6 +33,7 @@ from infra.backends.aws_storage import (
 )
 from infra.backends.aws_userdata import (
     DEVICE_NAME,
+    PROXY_HOST,
     Host,
     fits,
     gzip_base64,
@@ -124,9 +125,14 @@ def _packed_user_data(text: str) -> str | None:
     return None if fits(text) else gzip_base64(text)
 
 
-def cert_hosts(ips: list[str], replica: int) -> list[str]:
+def cert_hosts(ips: list[str], replica: int, ha: bool = False) -> list[str]:
     """The names a host's certificate carries: its address and, on a replica, the read-only
-    pool's whole host list, which PgBouncer 1.18 checks literally under verify-full."""
+    pool's whole host list, which PgBouncer 1.18 checks literally under verify-full. With
+    Patroni, PgBouncer dials every node through HAProxy on its own loopback, so every
+    node's certificate names 127.0.0.1 instead (only a process on the pooler host can be
+    reached there)."""
+    if ha:
+        return [ips[replica], PROXY_HOST]
     if replica and len(ips) > 2:
         return [ips[replica], ",".join(ips[1:])]
     return [ips[replica]]
@@ -164,7 +170,8 @@ class _Hosts:
         """The host's bundle in its own secret; the certificate is the host's own."""
         cfg, name = self.cfg, host.name
         cert = HostCertificate(f"{name}-tls", self.ca,
-                               ips.apply(lambda a: cert_hosts(a, host.replica)),
+                               ips.apply(lambda a: cert_hosts(a, host.replica,
+                                                              aws_ha.enabled(cfg))),
                                opts=self.opts)
         ha_keys = list(self.ha)
         value = pulumi.Output.all(self.every, ips, self.backups.bucket, self.ca.ca_cert,
@@ -269,7 +276,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         host_secret = hosts.bundle(h, all_ips)
         profile = instance_profile(cfg, h.name, backups, host_secret,
                                    status_key(cfg.stack, h.name), _tags(cfg, h.name), child,
-                                   repository=not h.replica)
+                                   # with Patroni any host may lead and archive
+                                   repository=not h.replica or aws_ha.enabled(cfg))
         made += [host_secret, *hosts.instance(h, enis[h.replica], host_secret.arn, profile)]
     owner_dsn = _dsn(ips[0], pg.port, pg.owner_role, pws["owner"], pg.database, ca_file)
     versions = pulumi.Output.all(*hosts.versions.values()).apply(

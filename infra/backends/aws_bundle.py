@@ -24,6 +24,7 @@ from infra.backends import aws_ha
 from infra.backends import aws_userdata as ud
 from infra.backends.converge import status_key
 from infra.backends.host_bundle import (
+    PATRONI_UNIT,
     PGBOUNCER_UNIT,
     POSTGRES_UNIT,
     BundleFile,
@@ -107,8 +108,11 @@ def extra_files(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
                                ha)
 
 
-def _tls_files(tls: HostTls, replica: int) -> list[BundleFile]:
-    then = reload_postgres() + (() if replica else (f"reload:{PGBOUNCER_UNIT}",))
+def _tls_files(tls: HostTls, replica: int, ha: bool) -> list[BundleFile]:
+    # Under Patroni a reload of its unit also has PostgreSQL re-read its certificate
+    # (infra/hostagent/patroni_step.py).
+    server = (f"reload:{PATRONI_UNIT}",) if ha else reload_postgres()
+    then = server + (() if replica else (f"reload:{PGBOUNCER_UNIT}",))
     return [
         BundleFile(ud.TLS.ca_file, tls.ca_cert, "root", "0644", then),
         BundleFile(ud.TLS.cert_file, tls.cert, "postgres", "0644", then),
@@ -182,6 +186,12 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
     pg = cfg.postgres
     host = dataclasses.replace(host, primary_host=addresses.primary if host.replica else "")
     rendered = ud.host_files(cfg, host, addresses.replicas, addresses.own)
+    patroni = aws_ha.enabled(cfg)
+    if patroni:
+        # Patroni writes these itself from patroni.yml (the same renderings, which the
+        # build still checks with the real server, infra/backends/aws.py).
+        for name in ("postgresql.conf", "pg_hba.conf"):
+            del rendered[f"{ud.CONF_DIR}/{name}"]
     then = {
         f"{ud.CONF_DIR}/postgresql.conf": reload_postgres(),
         f"{ud.CONF_DIR}/pg_hba.conf": reload_postgres(),
@@ -193,15 +203,23 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
     files = [BundleFile(path, text, *owners.get(path, ("root", "0644")),
                         then=then.get(path, ()))
              for path, text in rendered.items()]
-    files += _tls_files(tls, host.replica)
+    files += _tls_files(tls, host.replica, patroni)
     files += _access_files(cfg)
     files += _exporter_files(cfg, pw, addresses)
     sql, slots = "", [f"replica_{i}" for i in range(1, cfg.replicas + 1)]
-    enable = [EXPORTER_UNIT]
-    if host.replica:
+    first: list[str] = []   # enabled before the exporter, in this order
+    everyone = (addresses.primary, *addresses.replicas)
+    if patroni:
+        # Any host may lead, and the leader runs the roles SQL: it holds only SCRAM
+        # verifiers, which every node's pg_authid has anyway (replicated). Slots are
+        # Patroni's (use_slots), the replicas' passfile Patroni's own pgpass.
+        sql, slots = bootstrap_script(bootstrap_spec(cfg, pw)), []
+        first += aws_ha.enable(cfg, host.replica, everyone)
+    elif host.replica:
         files.append(BundleFile(ud.PASSFILE, pgpass([(addresses.primary, str(pg.port), "*",
                                                       pg.replication_role, pw.replicator)]),
                                 "postgres", "0600"))
+    if host.replica:
         slots = []
     else:
         users = pooler_users(cfg, pw.app, pw.pooler_admin)
@@ -209,11 +227,12 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
                                 (f"reload:{PGBOUNCER_UNIT}",)))
         sql = bootstrap_script(bootstrap_spec(cfg, pw))
         files += _pooler_exporter_files(cfg, pw, addresses)
-        enable[:0] = [PGBOUNCER_UNIT, BOUNCER_EXPORTER_UNIT, *timer_units(cfg)]
+        first += [PGBOUNCER_UNIT, BOUNCER_EXPORTER_UNIT, *timer_units(cfg)]
     files += extra_files(cfg, host, addresses, ha)
     postgres = {"unit": POSTGRES_UNIT, "socket_dir": ud.SOCKET_DIR, "port": pg.port,
                 "os_user": "postgres"}
     report = {"bucket": bucket, "key": status_key(cfg.stack, host.name),
               "region": cfg.aws.region}
+    ha_spec = aws_ha.applier_spec(cfg, host.replica, everyone) if patroni else None
     return dumps(make(host.name, files, postgres=postgres, sql=sql, slots=slots,
-                      enable=enable, report=report))
+                      enable=[*first, EXPORTER_UNIT], report=report, patroni=ha_spec))

@@ -11,20 +11,34 @@ break-glass, so peer on the socket is not enough there. No volume holds it (the
 bundle writes under /etc/pg-platform on the root volume).
 
 The texts come from infra/render/ha_hosts.py, the renderers the local stack uses.
+
+What runs them: the bundle also carries systemd units for etcd (first three
+hosts) and Patroni, which replaces pg-platform-postgresql.service, and the
+applier's `patroni` section (infra/hostagent/patroni_step.py) starts etcd, then
+Patroni, and sends a changed dynamic configuration to Patroni's REST API. The
+pooler host runs HAProxy on 127.0.0.1 in front of every node, checking Patroni's
+/primary and /replica (the local stack's design, docs/ha.md), and PgBouncer
+dials HAProxy, so it follows the leader without a file change.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.backends import aws_userdata as ud
-from infra.backends.host_bundle import BundleFile
+from infra.backends.host_bundle import ETCD_UNIT, PATRONI_UNIT, BundleFile
 from infra.config import PlatformConfig
 from infra.passwords import Password
 from infra.render import ha_hosts
-from infra.render.patroni import HaSecrets
+from infra.render.patroni import HaSecrets, ProxyTargets, haproxy_cfg
 from infra.roles import BREAK_GLASS
+
+HAPROXY_UNIT = "haproxy.service"          # Debian's unit; it checks the file (-c) first
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+UNIT_DIR = "/etc/systemd/system"
 
 
 def ha_layout(cfg: PlatformConfig) -> ha_hosts.HostLayout:
@@ -66,21 +80,83 @@ def secrets(pws: dict[str, str], replicator: str) -> HaSecrets | None:
     return HaSecrets(pws["superuser"], replicator, pws["rest"])
 
 
+def etcd_unit(cfg: PlatformConfig) -> str:
+    """etcd as `postgres`, its data on the data volume; notify: ready once it has quorum
+    (the applier starts it without waiting: the other members boot at the same time)."""
+    return ("# Rendered by pg-platform (infra/backends/aws_ha.py). Do not edit.\n"
+            "[Unit]\nDescription=etcd member for Patroni (pg-platform)\n"
+            "After=network-online.target\nWants=network-online.target\n"
+            f"RequiresMountsFor={ud.DATA_MOUNT}\n\n"
+            "[Service]\nType=notify\nUser=postgres\nGroup=postgres\n"
+            f"ExecStart=/usr/bin/etcd --config-file {ha_layout(cfg).etcd_conf}\n"
+            "Restart=on-failure\nRestartSec=5\nLimitNOFILE=65536\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+
+
+def patroni_unit(cfg: PlatformConfig) -> str:
+    """Patroni as `postgres`, instead of pg-platform-postgresql.service. KillMode=process
+    (as Debian's own unit): on stop Patroni shuts PostgreSQL down itself and releases the
+    leader key, rather than systemd killing the postmaster under it."""
+    return ("# Rendered by pg-platform (infra/backends/aws_ha.py). Do not edit.\n"
+            f"[Unit]\nDescription=Patroni: PostgreSQL {cfg.postgres.version} (pg-platform)\n"
+            f"After=network-online.target {ETCD_UNIT}\nWants=network-online.target\n"
+            f"RequiresMountsFor={ud.DATA_MOUNT}\n\n"
+            "[Service]\nType=simple\nUser=postgres\nGroup=postgres\n"
+            f"ExecStart=/usr/bin/patroni {ha_layout(cfg).patroni_yml}\n"
+            "ExecReload=/bin/kill -HUP $MAINPID\nKillMode=process\nTimeoutStopSec=600\n"
+            "Restart=on-failure\nRestartSec=5\nOOMScoreAdjust=-900\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+
+
+def haproxy_file(cfg: PlatformConfig, addresses: tuple[str, ...]) -> str:
+    """The pooler host's HAProxy: read-write on haproxy_port, read-only on the next, both
+    on loopback only, in front of every node (the renderer the local stack uses)."""
+    targets = ProxyTargets(ud.PROXY_HOST, cfg.ha.haproxy_port, "/run/haproxy/admin.sock")
+    return haproxy_cfg(ha_hosts.nodes(cfg, addresses, ha_layout(cfg)), targets, ud.TLS)
+
+
 def bundle_files(cfg: PlatformConfig, replica: int, addresses: tuple[str, ...],
                  sec: HaSecrets | None) -> list[BundleFile]:
-    """Host `replica`'s patroni.yml (0600, postgres) and, on the first three, etcd.conf.
+    """Host `replica`'s patroni.yml (0600, postgres), Patroni's unit and, on the first
+    three, etcd.conf and etcd's unit; HAProxy's config on the pooler host (`replica` 0).
 
-    `addresses`: every database host's private address, primary first. No `then`:
-    nothing on the host runs Patroni or etcd yet (docs/ha.md, "Dev and prod")."""
+    `addresses`: every database host's private address, primary first. A changed
+    patroni.yml is a Patroni reload (SIGHUP: node-local settings); its dynamic part goes
+    through the REST API (infra/hostagent/patroni_step.py)."""
     if sec is None:
         return []
     lay = ha_layout(cfg)
-    files = [BundleFile(path, text, "root", "0644")
+    files = [BundleFile(path, text, "root", "0644", (f"restart:{ETCD_UNIT}",))
              for path, text in ha_hosts.plain_files(cfg, replica, addresses, lay).items()]
-    files += [BundleFile(path, text, "postgres", "0600")
+    if files:
+        files.append(BundleFile(f"{UNIT_DIR}/{ETCD_UNIT}", etcd_unit(cfg), "root", "0644",
+                                ("daemon-reload", f"restart:{ETCD_UNIT}")))
+    files += [BundleFile(path, text, "postgres", "0600", (f"reload:{PATRONI_UNIT}",))
               for path, text in ha_hosts.secret_files(cfg, replica, addresses, lay,
                                                       sec).items()]
+    files.append(BundleFile(f"{UNIT_DIR}/{PATRONI_UNIT}", patroni_unit(cfg), "root", "0644",
+                            ("daemon-reload", f"restart:{PATRONI_UNIT}")))
+    if replica == 0:
+        files.append(BundleFile(HAPROXY_CFG, haproxy_file(cfg, addresses), "root", "0644",
+                                (f"reload:{HAPROXY_UNIT}",)))
     return files
+
+
+def applier_spec(cfg: PlatformConfig, replica: int, addresses: tuple[str, ...]) -> dict[str, Any]:
+    """The bundle's `patroni` section: what pgp-apply runs instead of the postgresql unit."""
+    lay = ha_layout(cfg)
+    etcd = bool(ha_hosts.plain_files(cfg, replica, addresses, lay))
+    return {"unit": PATRONI_UNIT, "etcd_unit": ETCD_UNIT if etcd else "",
+            "config": lay.patroni_yml, "ca_file": ud.TLS.ca_file,
+            "members": [f"https://{a}:{cfg.ha.restapi_port}" for a in addresses]}
+
+
+def enable(cfg: PlatformConfig, replica: int, addresses: tuple[str, ...]) -> list[str]:
+    """The units pgp-apply enables first, in order: etcd before Patroni, then HAProxy
+    before PgBouncer on the pooler host."""
+    spec = applier_spec(cfg, replica, addresses)
+    return [u for u in (spec["etcd_unit"], PATRONI_UNIT) if u] + (
+        [HAPROXY_UNIT] if replica == 0 else [])
 
 
 def security_rules(cfg: PlatformConfig, sg: aws.ec2.SecurityGroup,

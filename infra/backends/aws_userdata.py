@@ -24,9 +24,10 @@ from typing import Any
 from infra import render
 from infra.backends.base import slot_name
 from infra.backends.cloud_files import inventory_entry
-from infra.backends.host_bundle import POSTGRES_UNIT
+from infra.backends.host_bundle import ETCD_UNIT, PATRONI_UNIT, POSTGRES_UNIT
 from infra.config import PlatformConfig
 from infra.hostagent import apply as applier
+from infra.hostagent import patroni_api, patroni_step
 from infra.render.backup_timers import backup_timer_files
 
 USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
@@ -45,6 +46,13 @@ TLS = render.TlsFiles(cert_file=f"{CONF_DIR}/tls/server.crt",
                       key_file=f"{CONF_DIR}/tls/server.key", ca_file=f"{CONF_DIR}/tls/ca.crt")
 APPLIER = "/usr/local/lib/pg-platform/pgp_apply.py"
 APPLIER_SOURCE = Path(applier.__file__)
+# With `ha.manager: patroni` the applier's Patroni step and REST client go beside it,
+# under the names it imports them by (infra/hostagent/apply.py, `_ha`).
+HA_APPLIER_MODULES = (Path(patroni_step.__file__), Path(patroni_api.__file__))
+PROXY_HOST = "127.0.0.1"  # HAProxy on the pooler host, loopback only (infra/backends/aws_ha)
+# Debian starts its own etcd (on 2379) and Patroni units at install; pg-platform runs both
+# under its own (the bundle's), so with `ha.manager: patroni` these are masked first.
+HA_MASKED = ("etcd.service", "patroni.service")
 
 
 @dataclass(frozen=True)
@@ -73,10 +81,16 @@ def data_dir(cfg: PlatformConfig) -> str:
     return f"{DATA_MOUNT}/{cfg.postgres.version}/main"
 
 
+def patroni(cfg: PlatformConfig) -> bool:
+    return cfg.ha.manager == "patroni"
+
+
 def host_paths(cfg: PlatformConfig, host: Host) -> render.HostPaths:
-    """Only the primary archives WAL; replicas have no repository of their own."""
+    """Only the primary archives WAL; replicas have no repository of their own. With
+    Patroni any host may lead (and archive), and replicas are made by a pgBackRest restore."""
+    repo = None if host.replica and not patroni(cfg) else PGBACKREST_CONF
     return render.HostPaths(data_dir=data_dir(cfg), socket_dir=SOCKET_DIR,
-                            pgbackrest_config=None if host.replica else PGBACKREST_CONF)
+                            pgbackrest_config=repo)
 
 
 def backup_paths() -> render.BackupPaths:
@@ -99,11 +113,17 @@ def standby(cfg: PlatformConfig, host: Host) -> render.Standby:
 
 def pooler_ini(cfg: PlatformConfig, primary_host: str, replica_hosts: tuple[str, ...]) -> str:
     """PgBouncer on the primary host. It reaches its primary at the host's private address,
-    which pg_hba admits (the VPC) and the certificate names, never 127.0.0.1."""
+    which pg_hba admits (the VPC) and the certificate names, never 127.0.0.1. With Patroni
+    it dials HAProxy on loopback instead (read-write, read-only on the next port), which
+    follows the leader; every node's certificate then also names 127.0.0.1."""
     paths = render.PoolerPaths(auth_file=AUTH_FILE, socket_dir=SOCKET_DIR)
+    port = replica_port = cfg.postgres.port
+    if patroni(cfg):
+        primary_host, port, replica_port = PROXY_HOST, cfg.ha.haproxy_port, cfg.ha.haproxy_port + 1
+        replica_hosts = (PROXY_HOST,) if replica_hosts else ()
     targets = render.PoolerTargets(listen_address="0.0.0.0", primary_host=primary_host,
-                                   primary_port=cfg.postgres.port, replica_hosts=replica_hosts,
-                                   replica_port=cfg.postgres.port)
+                                   primary_port=port, replica_hosts=replica_hosts,
+                                   replica_port=replica_port)
     return render.pgbouncer_ini(cfg, paths, targets, TLS)
 
 
@@ -134,8 +154,9 @@ def host_files(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] =
         f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, hba_networks(cfg),
                                                       ident_map=False, tls=True),
     }
-    if not host.replica:
+    if paths.pgbackrest_config:
         files[PGBACKREST_CONF] = render.pgbackrest_conf(cfg, paths, backup_paths())
+    if not host.replica:
         files.update(backup_timers(cfg))
         files[POOLER_INI] = pooler_ini(cfg, self_ip or host.primary_host or "127.0.0.1",
                                        replica_hosts)
@@ -146,7 +167,8 @@ def host_files(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] =
 def backup_timers(cfg: PlatformConfig) -> dict[str, str]:
     """The primary's scheduled backups: a systemd timer and service per backup type
     (infra/render/backup_timers.py); pgBackRest logs in as break-glass by socket peer."""
-    return backup_timer_files(cfg, PGBACKREST_CONF, passfile=None, postgres_unit=POSTGRES_UNIT)
+    return backup_timer_files(cfg, PGBACKREST_CONF, passfile=None,
+                              postgres_unit=PATRONI_UNIT if patroni(cfg) else POSTGRES_UNIT)
 
 
 def testinfra_hosts(cfg: PlatformConfig, ips: list[str]) -> list[dict[str, Any]]:
@@ -183,20 +205,28 @@ def host_env(cfg: PlatformConfig, host: Host) -> list[tuple[str, str]]:
         "PGBACKREST_CONF": PGBACKREST_CONF, "PRIMARY_HOST": host.primary_host,
         "SLOT": host.slot, "POSTGRES_UNIT": POSTGRES_UNIT, "APPLIER": APPLIER,
     }
+    if patroni(cfg):
+        env.update({"PATRONI_UNIT": PATRONI_UNIT, "ETCD_UNIT": ETCD_UNIT,
+                    "RESTAPI_PORT": str(cfg.ha.restapi_port)})
     return [(k, shlex.quote(v)) for k, v in env.items()]
 
 
 def user_data(cfg: PlatformConfig, host: Host) -> str:
     """The #cloud-config document for one host; the same on every day-2 change."""
     assert cfg.aws is not None
-    pins = cfg.aws.pins(cfg.postgres.version)
-    setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version)
+    ha = patroni(cfg)
+    pins = cfg.aws.pins(cfg.postgres.version, ha=ha)
+    setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version,
+                          ha=ha, masked=HA_MASKED)
+    modules = [(str(Path(APPLIER).with_name(m.name)), m.read_text())
+               for m in HA_APPLIER_MODULES] if ha else []
     return render.render(
         "cloud-init.yaml.j2", role=host.role, stack=cfg.stack, secret_id=host.secret_id,
         host_env=host_env(cfg, host), pins=[f"{n}={v}" for n, v in pins],
         pg_version=cfg.postgres.version, data_mount=DATA_MOUNT, data_dir=data_dir(cfg),
         conf_dir=CONF_DIR, setup_script=setup, applier_path=APPLIER,
-        applier_source=APPLIER_SOURCE.read_text(), postgres_unit=POSTGRES_UNIT)
+        applier_source=APPLIER_SOURCE.read_text(), applier_modules=modules,
+        postgres_unit=POSTGRES_UNIT, ha=ha)
 
 
 def fits(text: str) -> bool:

@@ -21,6 +21,9 @@ from infra.hostagent.apply import FORMAT, bundle_version
 
 POSTGRES_UNIT = "pg-platform-postgresql.service"
 PGBOUNCER_UNIT = "pgbouncer.service"
+# With `ha.manager: patroni` (infra/backends/aws_ha.py): Patroni instead of POSTGRES_UNIT.
+PATRONI_UNIT = "pg-platform-patroni.service"
+ETCD_UNIT = "pg-platform-etcd.service"
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,10 @@ def reload_postgres() -> tuple[str, ...]:
 
 def make(host: str, files: Iterable[BundleFile], *, postgres: dict[str, Any], sql: str = "",
          slots: Sequence[str] = (), enable: Sequence[str] = (),
-         report: dict[str, str] | None = None) -> dict[str, Any]:
-    """The bundle as pgp-apply reads it, with its version."""
+         report: dict[str, str] | None = None,
+         patroni: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The bundle as pgp-apply reads it, with its version; `patroni`: what it runs
+    instead of the `postgres` unit with `ha.manager: patroni` (infra/backends/aws_ha.py)."""
     by_path: dict[str, BundleFile] = {}
     for f in files:
         if f.path in by_path:
@@ -63,6 +68,8 @@ def make(host: str, files: Iterable[BundleFile], *, postgres: dict[str, Any], sq
         "files": [by_path[p].as_dict() for p in sorted(by_path)],
         "sql": sql, "slots": list(slots), "enable": list(enable), "report": report or {},
     }
+    if patroni:
+        bundle["patroni"] = patroni
     bundle["version"] = bundle_version(bundle)
     return bundle
 

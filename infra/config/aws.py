@@ -29,6 +29,8 @@ _PIN = re.compile(r"^[A-Za-z0-9.+~:-]+$")
 PACKAGES = ("postgresql-{v}", "postgresql-{v}-postgis-3", "timescaledb-2-postgresql-{v}",
             "pgbouncer", "pgbackrest", "prometheus-postgres-exporter",
             "prometheus-pgbouncer-exporter")
+# ... and, with `ha.manager: patroni`, these (pinned the same way).
+HA_PACKAGES = ("patroni", "etcd-server", "haproxy")
 _KMS = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+$")
 
 
@@ -63,12 +65,16 @@ class AwsSettings:
     # apt versions of PACKAGES ({v}: postgres.version), e.g. {"pgbouncer": "1.18.0-1+deb12u1"}.
     package_versions: tuple[tuple[str, str], ...] = ()
 
-    def pins(self, pg_version: int) -> tuple[tuple[str, str], ...]:
-        """(package, version) for every package the hosts install, in install order."""
-        check_pins(self, pg_version)
+    def pins(self, pg_version: int, ha: bool = False) -> tuple[tuple[str, str], ...]:
+        """(package, version) for every package the hosts install, in install order;
+        `ha`: with Patroni's (HA_PACKAGES)."""
+        check_pins(self, pg_version, ha)
         found = dict(self.package_versions)
-        return tuple((name, found[name]) for name in
-                     (p.format(v=pg_version) for p in PACKAGES))
+        return tuple((name, found[name]) for name in packages(pg_version, ha))
+
+
+def packages(pg_version: int, ha: bool) -> tuple[str, ...]:
+    return tuple(p.format(v=pg_version) for p in PACKAGES) + (HA_PACKAGES if ha else ())
 
 
 def _ids(sec: Section, name: str, kind: str, *, required: bool = False) -> tuple[str, ...]:
@@ -108,10 +114,10 @@ def _pins(sec: Section) -> tuple[tuple[str, str], ...]:
     return tuple(pins)
 
 
-def check_pins(settings: AwsSettings, pg_version: int) -> None:
+def check_pins(settings: AwsSettings, pg_version: int, ha: bool = False) -> None:
     """Every package the hosts install is pinned: a rebuilt host must not get newer ones."""
     have = dict(settings.package_versions)
-    missing = [p.format(v=pg_version) for p in PACKAGES if p.format(v=pg_version) not in have]
+    missing = [p for p in packages(pg_version, ha) if p not in have]
     if missing:
         raise ConfigError(f"pg-platform:aws.package_versions: no version for {', '.join(missing)}"
                           "; pin every package the hosts install (apt-cache policy NAME on a "

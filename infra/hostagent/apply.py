@@ -19,6 +19,11 @@ of it. This program
    roles, so new verifiers are in the database before its auth file has them);
 7. enables the units and timers, records the version and reports it.
 
+With a `patroni` section (`ha.manager: patroni`) Patroni runs PostgreSQL: steps 3
+and 5 are infra/hostagent/patroni_step.py's (etcd, then Patroni, the dynamic
+configuration through Patroni's REST API on the leader; slots are Patroni's),
+and the roles SQL runs only where this host's node leads.
+
 Run by pg-platform-apply.timer (pull) and by pgp-setup at first boot. Python 3
 stdlib only, plus boto3 (Debian's python3-boto3) to read the bundle from
 Secrets Manager and to report to S3. It never prints a file's content.
@@ -39,6 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 FORMAT = 1
@@ -87,6 +93,7 @@ class Outcome:
     """What one run changed and did, for the log and the report."""
 
     version: str
+    role: str = ""
     written: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     sql: bool = False
@@ -101,6 +108,8 @@ class Host:
     run: Run = run_command
     state_file: str = STATE_FILE
     sleep: Callable[[float], None] = time.sleep
+    # infra/hostagent/patroni_api, loaded when a bundle has a `patroni` section
+    api: ModuleType | None = None
 
     def path(self, path: str) -> Path:
         return self.root / path.lstrip("/")
@@ -249,7 +258,73 @@ def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) ->
             actions += [a for a in item.get("then", []) if a not in actions]
     spec = bundle["postgres"]
     pg = Postgres(host, spec)
-    unit = spec["unit"]
+    if bundle.get("patroni"):
+        primary = _converge_patroni(bundle["patroni"], host, pg, actions, out)
+    else:
+        primary = _converge_postgres(host, pg, actions, out)
+    out.role = "primary" if primary else "replica"
+    if primary and bundle.get("sql"):
+        if state.get("sql") != digest(bundle["sql"]):
+            pg.script(bundle["sql"])
+            out.sql = True
+        if not bundle.get("patroni"):
+            out.slots = converge_slots(pg, bundle.get("slots") or [])
+    managed = (spec["unit"], *_ha_units(bundle))
+    for action in actions:
+        verb, _, name = action.partition(":")
+        if verb == "reload" and f"restart:{name}" in actions:
+            continue  # the restart reads the new files too
+        if name and name not in managed and verb in ("reload", "restart"):
+            host.run(["systemctl", "reload-or-restart" if verb == "reload" else "restart",
+                      name], None)
+            out.actions.append(f"{verb} {name}")
+    for name in bundle.get("enable") or []:
+        host.run(["systemctl", "enable", "--now", name], None)
+    # The SQL counts as run only where it ran: a Patroni replica that leads later runs it.
+    sql_done = digest(bundle.get("sql") or "") if primary else state.get("sql", digest(""))
+    record = {"version": bundle["version"], "sql": sql_done, "at": int(time.time())}
+    target = host.path(host.state_file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(record, sort_keys=True) + "\n")
+    return out
+
+
+def _ha_units(bundle: dict[str, Any]) -> tuple[str, ...]:
+    ha = bundle.get("patroni") or {}
+    return tuple(u for u in (ha.get("unit"), ha.get("etcd_unit")) if u)
+
+
+def _patroni_modules() -> tuple[ModuleType, ModuleType]:
+    """patroni_step and patroni_api: this package's in the project; on a host, the files
+    cloud-init writes beside this one (so no file of the applier imports the project)."""
+    if __package__:
+        return (importlib.import_module(f"{__package__}.patroni_step"),
+                importlib.import_module(f"{__package__}.patroni_api"))
+    return importlib.import_module("patroni_step"), importlib.import_module("patroni_api")
+
+
+def _converge_patroni(ha: dict[str, Any], host: Host, pg: Postgres, actions: list[str],
+                      out: Outcome) -> bool:
+    """etcd, Patroni and the dynamic configuration (patroni_step); whether this node leads."""
+    step, api = _patroni_modules()
+    api = host.api or api
+    try:
+        result = step.converge(api, ha, host.run, actions, host.sleep)
+    except api.PatroniApiError as exc:
+        raise ApplyError(str(exc)) from None
+    out.actions += result.actions
+    pg.wait_ready()
+    if f"reload:{ha['unit']}" in actions:
+        # A changed certificate: Patroni's SIGHUP reloads PostgreSQL only when its own
+        # settings changed, so have the server re-read its files itself.
+        pg.query("SELECT pg_reload_conf()")
+    return bool(result.leader)
+
+
+def _converge_postgres(host: Host, pg: Postgres, actions: list[str], out: Outcome) -> bool:
+    """pg-platform-postgresql.service: started, restarted or reloaded as its files need
+    (restarted after a reload only if a changed setting is pending_restart)."""
+    unit = pg.spec["unit"]
     if not pg.active():
         host.run(["systemctl", "start", unit], None)
         out.actions.append(f"start {unit}")
@@ -265,28 +340,7 @@ def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) ->
             host.run(["systemctl", "restart", unit], None)
             out.actions.append(f"restart {unit} ({', '.join(pending)})")
     pg.wait_ready()
-    primary = not pg.in_recovery()
-    if primary and bundle.get("sql"):
-        if state.get("sql") != digest(bundle["sql"]):
-            pg.script(bundle["sql"])
-            out.sql = True
-        out.slots = converge_slots(pg, bundle.get("slots") or [])
-    for action in actions:
-        verb, _, name = action.partition(":")
-        if verb == "reload" and f"restart:{name}" in actions:
-            continue  # the restart reads the new files too
-        if name and name != unit and verb in ("reload", "restart"):
-            host.run(["systemctl", "reload-or-restart" if verb == "reload" else "restart",
-                      name], None)
-            out.actions.append(f"{verb} {name}")
-    for name in bundle.get("enable") or []:
-        host.run(["systemctl", "enable", "--now", name], None)
-    record = {"version": bundle["version"], "sql": digest(bundle.get("sql") or ""),
-              "at": int(time.time())}
-    target = host.path(host.state_file)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(record, sort_keys=True) + "\n")
-    return out
+    return not pg.in_recovery()
 
 
 def _boto3() -> Any:
@@ -345,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{'; roles SQL' if out.sql else ''}{'; ' + ', '.join(out.slots) if out.slots else ''}")
     if not args.files_only:
         report(bundle, {"host": name, "version": out.version, "ok": True, "error": "",
-                        "at": int(time.time())})
+                        "role": out.role, "at": int(time.time())})
     return 0
 
 

@@ -9,16 +9,9 @@ patronictl reads from there too.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import shutil
 import signal
-import ssl
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +20,14 @@ from typing import Any
 import yaml
 
 from infra.errors import ProcessError
+from infra.hostagent import patroni_api as api
 from infra.hostctl.files import make_dir, write_file
 from infra.hostctl.foreground import ForegroundServer, wait_for
 from infra.hostctl.net import port_open
 from infra.render.postgres import TlsFiles
 
 PATRONI = "/usr/bin/patroni"
-PATRONICTL = "/usr/bin/patronictl"
-
-
-def _ctx(tls: TlsFiles) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=tls.ca_file)
+PATRONICTL = api.PATRONICTL
 
 
 @dataclass(frozen=True)
@@ -96,42 +86,17 @@ class PatroniProcess:
 
     def status(self) -> dict[str, Any] | None:
         """GET /patroni: role, state, timeline, xlog; None when the API does not answer."""
-        return self._get("/patroni")[1]
+        return api.get(self.rest_url, "/patroni", self.tls.ca_file)[1]
 
     def probe(self, path: str) -> int:
         """The HTTP status HAProxy would see for `path` (/primary, /replica); 0 when down."""
-        return self._get(path)[0]
-
-    def _get(self, path: str) -> tuple[int, dict[str, Any] | None]:
-        try:
-            with urllib.request.urlopen(self.rest_url + path, context=_ctx(self.tls),
-                                        timeout=2) as resp:
-                return int(resp.status), json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            try:
-                return int(exc.code), json.loads(exc.read() or b"{}")
-            except ValueError:
-                return int(exc.code), None
-        except (OSError, ValueError):
-            return 0, None
+        return api.get(self.rest_url, path, self.tls.ca_file)[0]
 
     def post(self, path: str, body: dict[str, Any], timeout: float = 60.0,
              method: str = "POST") -> tuple[int, str]:
         """POST (or PATCH) to the REST API with the credentials from this node's patroni.yml."""
-        auth = yaml.safe_load(self.config_file.read_text())["restapi"]["authentication"]
-        token = base64.b64encode(f"{auth['username']}:{auth['password']}".encode()).decode()
-        req = urllib.request.Request(self.rest_url + path, data=json.dumps(body).encode(),
-                                     method=method, headers={
-                                         "Authorization": f"Basic {token}",
-                                         "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, context=_ctx(self.tls),
-                                        timeout=timeout) as resp:
-                return int(resp.status), resp.read().decode(errors="replace")
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), exc.read().decode(errors="replace")
-        except OSError as exc:
-            return 0, str(exc)
+        return api.send(self.rest_url, path, body, str(self.config_file), self.tls.ca_file,
+                        method=method, timeout=timeout)
 
     def wait_running(self, timeout: float = 90.0) -> None:
         try:
@@ -157,66 +122,45 @@ def from_config(config_file: Path) -> PatroniProcess:
 
 def patronictl(config_file: Path, *args: str, timeout: float = 120.0) -> str:
     """Run patronictl with a node's patroni.yml; the output, or ProcessError with it."""
-    proc = subprocess.run([PATRONICTL, "-c", str(config_file), *args], capture_output=True,
-                          text=True, timeout=timeout, check=False, cwd="/")
-    if proc.returncode != 0:
-        raise ProcessError(f"patronictl {' '.join(args)} failed (exit {proc.returncode}): "
-                           f"{(proc.stderr or proc.stdout).strip()}")
-    return proc.stdout
+    try:
+        return api.patronictl(str(config_file), *args, timeout=timeout)
+    except api.PatroniApiError as exc:
+        raise ProcessError(str(exc)) from None
 
 
 def members(config_file: Path) -> list[dict[str, Any]]:
     """`patronictl list -f json`: Member, Host, Role, State, TL, Lag in MB."""
-    out: list[dict[str, Any]] = json.loads(patronictl(config_file, "list", "-f", "json"))
-    return out
-
-
+    try:
+        return api.members(str(config_file))
+    except api.PatroniApiError as exc:
+        raise ProcessError(str(exc)) from None
 
 
 def leader_name(config_file: Path) -> str | None:
-    for m in members(config_file):
-        if m.get("Role") == "Leader":
-            return str(m["Member"])
-    return None
+    try:
+        return api.leader_name(str(config_file))
+    except api.PatroniApiError as exc:
+        raise ProcessError(str(exc)) from None
 
 
 def restart_pending(config_file: Path, scope: str,
                     wait: Callable[[str], None]) -> list[str]:
-    """Restart members with pending_restart: replicas first, the leader last.
-
-    A hot standby must run with max_connections, max_wal_senders,
-    max_prepared_transactions, max_locks_per_transaction and max_worker_processes at
-    least as high as its primary's: raising them on the primary first would make the
-    standbys stop replay with "insufficient parameter settings". `wait(member)`
-    returns once the restarted member runs again. Returns the order used.
-    """
-    ms = members(config_file)
-    lead = leader_name(config_file)
-    order = [str(m["Member"]) for m in ms if m["Member"] != lead]
-    if lead is not None:
-        order.append(lead)
-    for name in order:
-        patronictl(config_file, "restart", scope, name, "--pending", "--force")
-        wait(name)
-    return order
+    """infra/hostagent/patroni_api.restart_pending: replicas first, the leader last."""
+    try:
+        return api.restart_pending(str(config_file), scope, wait)
+    except api.PatroniApiError as exc:
+        raise ProcessError(str(exc)) from None
 
 
 def apply_dynamic_config(procs: list[PatroniProcess], scope: str, dcs: dict[str, Any],
                          settle: float) -> list[str]:
-    """PATCH /config on the first member that answers, let every member apply it (one
-    loop_wait, `settle` seconds), then restart those that need it in the order above."""
-    body = ""
-    for proc in procs:
-        status, body = proc.post("/config", dcs, method="PATCH")
-        if status == 200:
-            break
-    else:
-        raise ProcessError(f"Patroni PATCH /config: no member accepted the change: {body}")
-    time.sleep(settle)
-    if not any((p.status() or {}).get("pending_restart") for p in procs):
-        return []
-
+    """PATCH /config, then restart the members that need it (infra/hostagent/patroni_api,
+    the code prod's host applier runs too)."""
     def wait(name: str) -> None:
         next(p for p in procs if p.name == name).wait_running(timeout=180)
 
-    return restart_pending(procs[0].config_file, scope, wait)
+    try:
+        return api.apply_dynamic_config([p.rest_url for p in procs], str(procs[0].config_file),
+                                        procs[0].tls.ca_file, scope, dcs, settle, wait)
+    except api.PatroniApiError as exc:
+        raise ProcessError(str(exc)) from None

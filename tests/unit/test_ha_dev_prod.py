@@ -37,8 +37,14 @@ def dev_raw() -> dict[str, Any]:
     return {**DEV_RAW, "postgres": POSTGRES, "ha": HA}
 
 
+# bookworm's own versions (the host tier's rootfs and this machine have them).
+HA_PINS = {"patroni": "3.0.2-1", "etcd-server": "3.4.23-4+b4", "haproxy": "2.6.12-1+deb12u4"}
+
+
 def prod_raw() -> dict[str, Any]:
-    return {**PROD_RAW, "postgres": POSTGRES, "ha": HA}
+    aws = {**PROD_RAW["aws"], "package_versions": {**PROD_RAW["aws"]["package_versions"],
+                                                   **HA_PINS}}
+    return {**PROD_RAW, "postgres": POSTGRES, "ha": HA, "aws": aws}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +122,9 @@ def test_every_host_gets_a_secret_patroni_yml_and_three_an_etcd_member(
     pw = patroni(prod)["postgresql"]["authentication"]["superuser"]["password"]
     for n in NODES:
         ud = files["prod"][n]["user_data"]
-        assert pw not in ud and "patroni.yml" not in ud and "etcd.conf" not in ud, n
+        written = {f["path"] for f in yaml.safe_load(ud)["write_files"]}
+        assert pw not in ud, n
+        assert not {f"{CONF}/patroni.yml", f"{CONF}/etcd.conf"} & written, n
 
 
 def test_dev_and_prod_render_the_same_dynamic_configuration(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infra.backends.host_bundle import BundleFile, make
-from infra.hostagent import apply
+from infra.hostagent import apply, patroni_api, patroni_step
 
 PG = {"unit": "pg-platform-postgresql.service", "socket_dir": "/run/postgresql", "port": 5432,
       "os_user": "postgres"}
@@ -206,10 +206,12 @@ def test_main_reports_failure_and_exits_nonzero(tmp_path: Path,
 
 
 def test_the_applier_imports_nothing_from_the_project() -> None:
-    """cloud-init copies it alone onto the host: stdlib (and boto3, lazily) only."""
-    text = Path(apply.__file__).read_text()
-    assert "from infra" not in text and "import infra" not in text
-    assert os.access(apply.__file__, os.R_OK)
+    """cloud-init copies it onto the host, with Patroni's step and REST client beside it
+    when Patroni runs there: stdlib (and boto3, PyYAML, lazily) only."""
+    for module in (apply, patroni_step, patroni_api):
+        text = Path(module.__file__ or "").read_text()
+        assert "from infra" not in text and "import infra" not in text, module.__name__
+        assert os.access(module.__file__ or "", os.R_OK)
 
 
 def test_setup_failure_is_reported_as_setup(tmp_path: Path,

@@ -1,0 +1,115 @@
+"""pgp-apply's step for a host whose PostgreSQL Patroni runs (`ha.manager: patroni`).
+
+Instead of starting, reloading or restarting pg-platform-postgresql.service, the
+applier (infra/hostagent/apply.py) calls `converge` with the bundle's `patroni`
+section (infra/backends/aws_ha.py, `applier_spec`):
+
+1. etcd's unit, on the hosts that carry one: started (or restarted for a changed
+   etcd.conf or unit) without waiting, since a member is ready only once a
+   majority runs and the other hosts boot at the same time;
+2. Patroni's unit: started, restarted for a changed unit, reloaded (SIGHUP) for a
+   changed patroni.yml, which Patroni re-reads for its node-local settings;
+3. wait until this node's Patroni reports `running` (it bootstraps the first
+   node, or makes this replica: pgBackRest restore, then pg_basebackup);
+4. on the leader only: the dynamic configuration (every PostgreSQL parameter,
+   Patroni's timing and modes) is patroni.yml's `bootstrap.dcs`, which Patroni
+   reads only when it bootstraps a cluster; when /config lacks any of it, it is
+   PATCHed there and the members a change needs restarting are restarted,
+   replicas first (infra/hostagent/patroni_api.py, the code the local stack's
+   PatroniConfig runs too).
+
+Stdlib only, like the applier; cloud-init installs it beside pgp-apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+READY_TIMEOUT = 600   # a replica's first pgBackRest restore or basebackup counts too
+
+Run = Callable[[Sequence[str], str | None], str]
+
+
+@dataclass
+class Result:
+    leader: bool
+    actions: list[str] = field(default_factory=list)
+
+
+def _unit(run: Run, unit: str, actions: Sequence[str], active: bool,
+          block: bool = True) -> str:
+    """What a unit's changed files need, as pgp-apply's `then` words say; the action done."""
+    nb = [] if block else ["--no-block"]
+    if not active:
+        run(["systemctl", "start", *nb, unit], None)
+        return f"start {unit}"
+    if f"restart:{unit}" in actions:
+        run(["systemctl", "restart", *nb, unit], None)
+        return f"restart {unit}"
+    if f"reload:{unit}" in actions:
+        run(["systemctl", "reload", unit], None)
+        return f"reload {unit}"
+    return ""
+
+
+def is_active(run: Run, unit: str) -> bool:
+    try:
+        run(["systemctl", "is-active", "--quiet", unit], None)
+    except Exception:
+        return False
+    return True
+
+
+def wait_running(api: ModuleType, url: str, ca_file: str, sleep: Callable[[float], None],
+                 unit: str, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """GET /patroni until its state is `running`; its status, or the error naming the unit."""
+    waited, state = 0.0, "no answer"
+    while True:
+        status = api.get(url, "/patroni", ca_file)[1] or {}
+        state = str(status.get("state", "no answer"))
+        if state == "running":
+            return dict(status)
+        if waited >= timeout:
+            raise api.PatroniApiError(f"{unit}: Patroni at {url} is {state!r}, not running, "
+                                      f"after {timeout:.0f} s; see journalctl -u {unit}")
+        sleep(2)
+        waited += 2
+
+
+def converge_dcs(api: ModuleType, spec: dict[str, Any], url: str,
+                 sleep: Callable[[float], None]) -> list[str]:
+    """The leader's share: PATCH the bundle's dynamic configuration where /config lacks it."""
+    config, ca = spec["config"], spec["ca_file"]
+    wanted = api.load_config(config)["bootstrap"]["dcs"]
+    status, current = api.get(url, "/config", ca)
+    if status != 200:
+        raise api.PatroniApiError(f"Patroni GET /config at {url}: HTTP {status}")
+    if not api.differs(wanted, current):
+        return []
+    scope = str(api.load_config(config)["scope"])
+    restarted = api.apply_dynamic_config(
+        [url, *[m for m in spec["members"] if m != url]], config, ca, scope, wanted,
+        settle=float(wanted.get("loop_wait", 5)) + 1,
+        wait=lambda name: api.wait_member(config, name, sleep=sleep), sleep=sleep)
+    return ["PATCH /config", *[f"restart {name} (pending)" for name in restarted]]
+
+
+def converge(api: ModuleType, spec: dict[str, Any], run: Run, actions: Sequence[str],
+             sleep: Callable[[float], None]) -> Result:
+    """Steps 1-4 above; `actions` are the `then` words of the files this run wrote."""
+    done: list[str] = []
+    etcd = spec.get("etcd_unit") or ""
+    if etcd:
+        done.append(_unit(run, etcd, actions, is_active(run, etcd), block=False))
+    unit = spec["unit"]
+    done.append(_unit(run, unit, actions, is_active(run, unit)))
+    doc = api.load_config(spec["config"])
+    url = api.rest_url(doc)
+    status = wait_running(api, url, spec["ca_file"], sleep, unit)
+    leader = str(status.get("role")) in api.LEADER_ROLES
+    if leader:
+        done += converge_dcs(api, spec, url, sleep)
+    return Result(leader=leader, actions=[a for a in done if a])
