@@ -51,8 +51,10 @@ def reload_postgres() -> tuple[str, ...]:
 
 def make(host: str, files: Iterable[BundleFile], *, postgres: dict[str, Any], sql: str = "",
          slots: Sequence[str] = (), enable: Sequence[str] = (),
-         report: dict[str, str] | None = None) -> dict[str, Any]:
-    """The bundle as pgp-apply reads it, with its version."""
+         report: dict[str, str] | None = None,
+         services: dict[str, dict[str, list[str]]] | None = None) -> dict[str, Any]:
+    """The bundle as pgp-apply reads it, with its version; `services`: each unit's own
+    commands where there is no systemd (a dev container), left out on prod."""
     by_path: dict[str, BundleFile] = {}
     for f in files:
         if f.path in by_path:
@@ -63,6 +65,8 @@ def make(host: str, files: Iterable[BundleFile], *, postgres: dict[str, Any], sq
         "files": [by_path[p].as_dict() for p in sorted(by_path)],
         "sql": sql, "slots": list(slots), "enable": list(enable), "report": report or {},
     }
+    if services:
+        bundle["services"] = services
     bundle["version"] = bundle_version(bundle)
     return bundle
 

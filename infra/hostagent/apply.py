@@ -19,9 +19,13 @@ of it. This program
    roles, so new verifiers are in the database before its auth file has them);
 7. enables the units and timers, records the version and reports it.
 
-Run by pg-platform-apply.timer (pull) and by pgp-setup at first boot. Python 3
-stdlib only, plus boto3 (Debian's python3-boto3) to read the bundle from
-Secrets Manager and to report to S3. It never prints a file's content.
+Run by pg-platform-apply.timer (pull) and by pgp-setup at first boot on prod;
+in a dev container by infra/hostagent/watch.py, where there is no systemd: the
+bundle's `services` then say how to act on each unit, a bundle without
+`postgres` (the PgBouncer container) skips steps 3 to 5, and the status goes
+to a file (`report.file`). Python 3 stdlib only, plus boto3 (Debian's
+python3-boto3) to read the bundle from Secrets Manager and to report to S3.
+It never prints a file's content.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ FORMAT = 1
 STATE_FILE = "/var/lib/pg-platform/applied.json"
 SLOT = re.compile(r"^replica_[0-9]+$")
 READY_TIMEOUT = 300
+# A bundle's `services` may give its own command for these (no systemd in a container).
+VERBS = {"is-active": ("is-active", "--quiet"), "start": ("start",), "stop": ("stop",),
+         "reload": ("reload",), "restart": ("restart",),
+         "reload-or-restart": ("reload-or-restart",), "enable": ("enable", "--now")}
 
 Run = Callable[[Sequence[str], str | None], str]
 
@@ -80,6 +88,11 @@ def check_bundle(bundle: dict[str, Any]) -> None:
     for slot in bundle.get("slots") or []:
         if not SLOT.match(slot):
             raise ApplyError(f"slot {slot!r}: pg-platform slots are named replica_N")
+    for unit, verbs in (bundle.get("services") or {}).items():
+        for verb, cmd in verbs.items():
+            if verb not in VERBS or not cmd or not all(isinstance(a, str) for a in cmd):
+                raise ApplyError(f"services.{unit}.{verb}: a verb of {sorted(VERBS)} with "
+                                 "a command as a list of strings")
 
 
 @dataclass
@@ -102,8 +115,15 @@ class Host:
     state_file: str = STATE_FILE
     sleep: Callable[[float], None] = time.sleep
 
+    services: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
     def path(self, path: str) -> Path:
         return self.root / path.lstrip("/")
+
+    def unit(self, verb: str, name: str) -> None:
+        """`systemctl VERB NAME`, or the bundle's own command for it (`services`)."""
+        own = self.services.get(name, {}).get(verb)
+        self.run(own if own else ["systemctl", *VERBS[verb], name], None)
 
     def ids(self, owner: str) -> tuple[int, int]:
         if self.root != Path("/"):
@@ -167,7 +187,7 @@ class Postgres:
 
     def active(self) -> bool:
         try:
-            self.host.run(["systemctl", "is-active", "--quiet", self.spec["unit"]], None)
+            self.host.unit("is-active", self.spec["unit"])
         except ApplyError:
             return False
         return True
@@ -229,6 +249,7 @@ def _state(host: Host) -> dict[str, Any]:
 def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) -> Outcome:
     """Bring the host to `bundle`; see the module docstring for the order."""
     check_bundle(bundle)
+    host.services = bundle.get("services") or {}
     out = Outcome(version=bundle["version"])
     actions: list[str] = []
     for item in sorted(bundle["files"], key=lambda i: i["path"]):
@@ -247,46 +268,52 @@ def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) ->
         # files): every unit gets what its files need, as if they had all just changed.
         for item in bundle["files"]:
             actions += [a for a in item.get("then", []) if a not in actions]
-    spec = bundle["postgres"]
-    pg = Postgres(host, spec)
-    unit = spec["unit"]
-    if not pg.active():
-        host.run(["systemctl", "start", unit], None)
-        out.actions.append(f"start {unit}")
-    elif f"restart:{unit}" in actions:
-        host.run(["systemctl", "restart", unit], None)
-        out.actions.append(f"restart {unit}")
-    elif f"reload:{unit}" in actions:
-        host.run(["systemctl", "reload", unit], None)
-        out.actions.append(f"reload {unit}")
-        pg.wait_ready()
-        pending = pg.pending_restart()
-        if pending:
-            host.run(["systemctl", "restart", unit], None)
-            out.actions.append(f"restart {unit} ({', '.join(pending)})")
-    pg.wait_ready()
-    primary = not pg.in_recovery()
-    if primary and bundle.get("sql"):
-        if state.get("sql") != digest(bundle["sql"]):
-            pg.script(bundle["sql"])
-            out.sql = True
-        out.slots = converge_slots(pg, bundle.get("slots") or [])
+    unit = ""
+    if bundle.get("postgres"):   # none in a dev PgBouncer container
+        unit = bundle["postgres"]["unit"]
+        _converge_postgres(bundle, host, Postgres(host, bundle["postgres"]), state,
+                           actions, out)
     for action in actions:
         verb, _, name = action.partition(":")
         if verb == "reload" and f"restart:{name}" in actions:
             continue  # the restart reads the new files too
         if name and name != unit and verb in ("reload", "restart"):
-            host.run(["systemctl", "reload-or-restart" if verb == "reload" else "restart",
-                      name], None)
+            host.unit("reload-or-restart" if verb == "reload" else "restart", name)
             out.actions.append(f"{verb} {name}")
     for name in bundle.get("enable") or []:
-        host.run(["systemctl", "enable", "--now", name], None)
+        host.unit("enable", name)
     record = {"version": bundle["version"], "sql": digest(bundle.get("sql") or ""),
               "at": int(time.time())}
     target = host.path(host.state_file)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(record, sort_keys=True) + "\n")
     return out
+
+
+def _converge_postgres(bundle: dict[str, Any], host: Host, pg: Postgres, state: dict[str, Any],
+                       actions: list[str], out: Outcome) -> None:
+    """Steps 3 to 5: the server up with its new files, then (primary) roles and slots."""
+    unit = pg.spec["unit"]
+    if not pg.active():
+        host.unit("start", unit)
+        out.actions.append(f"start {unit}")
+    elif f"restart:{unit}" in actions:
+        host.unit("restart", unit)
+        out.actions.append(f"restart {unit}")
+    elif f"reload:{unit}" in actions:
+        host.unit("reload", unit)
+        out.actions.append(f"reload {unit}")
+        pg.wait_ready()
+        pending = pg.pending_restart()
+        if pending:
+            host.unit("restart", unit)
+            out.actions.append(f"restart {unit} ({', '.join(pending)})")
+    pg.wait_ready()
+    if not pg.in_recovery() and bundle.get("sql"):
+        if state.get("sql") != digest(bundle["sql"]):
+            pg.script(bundle["sql"])
+            out.sql = True
+        out.slots = converge_slots(pg, bundle.get("slots") or [])
 
 
 def _boto3() -> Any:
@@ -303,6 +330,13 @@ def report(bundle: dict[str, Any], status: dict[str, Any]) -> None:
     """Write this host's status object, which `pulumi up` waits for (infra/backends/converge)."""
     where = bundle.get("report")
     if not where:
+        return
+    if where.get("file"):   # dev: a status file in a directory the machine running Pulumi reads
+        target = Path(where["file"])
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(status, sort_keys=True) + "\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, target)
         return
     client = _boto3().client("s3", region_name=where["region"])
     client.put_object(Bucket=where["bucket"], Key=where["key"],
