@@ -90,7 +90,8 @@ def check_bundle(bundle: dict[str, Any]) -> None:
             raise ApplyError(f"slot {slot!r}: pg-platform slots are named replica_N")
     for unit, verbs in (bundle.get("services") or {}).items():
         for verb, cmd in verbs.items():
-            if verb not in VERBS or not cmd or not all(isinstance(a, str) for a in cmd):
+            if (verb not in VERBS or not isinstance(cmd, list) or not cmd
+                    or not all(isinstance(a, str) for a in cmd)):
                 raise ApplyError(f"services.{unit}.{verb}: a verb of {sorted(VERBS)} with "
                                  "a command as a list of strings")
 
@@ -349,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--secret-id", help="the host's bundle in Secrets Manager")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", ""))
     parser.add_argument("--bundle-file", help="read the bundle from this file (dev, tests)")
+    parser.add_argument("--state-file", default=STATE_FILE,
+                        help="where the applied version is recorded (tests)")
     parser.add_argument("--files-only", action="store_true",
                         help="write files and reload systemd only (first boot, before initdb)")
     parser.add_argument("--report-setup-failure", metavar="MESSAGE",
@@ -367,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "at": int(time.time())})
         return 0
     try:
-        out = converge(bundle, Host(), files_only=args.files_only)
+        out = converge(bundle, Host(state_file=args.state_file), files_only=args.files_only)
     except (ApplyError, OSError, KeyError) as exc:
         print(f"pgp-apply: {name}: {exc}", file=sys.stderr)
         if not args.files_only:

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """pgp-watch: a dev container's main process, in place of prod's pg-platform-apply.timer.
 
-`python3 watch.py DIR`: DIR is the container's bundle directory, bind-mounted
+`python3 watch.py DIR [APPLY_ARGS...]`: DIR is the container's bundle directory, bind-mounted
 read-only from the machine running Pulumi (infra/backends/docker_delivery.py),
 holding `bundle.json` and this program's applier, `apply.py`. It runs the
 applier at once, again within seconds of a new bundle version, and every
@@ -38,10 +38,10 @@ def version(bundle_file: Path) -> str:
         return ""
 
 
-def apply_once(directory: Path) -> tuple[bool, str]:
+def apply_once(directory: Path, extra: list[str]) -> tuple[bool, str]:
     """One run of the applier; its one-line summary (never a file's content)."""
     proc = subprocess.run([sys.executable, str(directory / "apply.py"), "--bundle-file",
-                           str(directory / "bundle.json")],
+                           str(directory / "bundle.json"), *extra],
                           capture_output=True, text=True, check=False)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
@@ -66,15 +66,26 @@ def _raise_stop(_signum: int, _frame: Any) -> None:
     raise Stop
 
 
-def watch(directory: Path, *, clock: Any = time.monotonic, sleep: Any = time.sleep,
-          runs: int = -1) -> None:
+def forget_status(bundle_file: Path) -> None:
+    """A new container reports afresh: a status file an earlier one left says nothing."""
+    try:
+        where = json.loads(bundle_file.read_text()).get("report") or {}
+    except (OSError, ValueError):
+        return
+    if where.get("file"):
+        Path(where["file"]).unlink(missing_ok=True)
+
+
+def watch(directory: Path, extra: list[str] | None = None, *, clock: Any = time.monotonic,
+          sleep: Any = time.sleep, runs: int = -1) -> None:
     """Apply on start, on a new version and every minute; `runs` bounds it in tests."""
     bundle_file = directory / "bundle.json"
+    forget_status(bundle_file)
     applied, due, last_line = "", 0.0, ""
     while runs != 0:
         now, current = clock(), version(bundle_file)
         if current and (current != applied or now >= due):
-            ok, line = apply_once(directory)
+            ok, line = apply_once(directory, extra or [])
             if line and (line != last_line or not ok):
                 print(line, flush=True)
             last_line = line
@@ -85,14 +96,14 @@ def watch(directory: Path, *, clock: Any = time.monotonic, sleep: Any = time.sle
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: watch.py BUNDLE_DIR", file=sys.stderr)
+    if not args:
+        print("usage: watch.py BUNDLE_DIR [APPLY_ARGS...]", file=sys.stderr)
         return 2
     directory = Path(args[0])
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
-        watch(directory)
+        watch(directory, args[1:])
     except Stop:
         stop_services(directory / "bundle.json")
     return 0
