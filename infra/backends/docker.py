@@ -20,6 +20,11 @@ hostssl only), the break-glass superuser logs in by peer on the socket only
 (no password exists), and the roles come from the same idempotent script
 (infra/render/roles_sql.py), which pgp-apply runs when it changes.
 
+Scheduled backups (`backup.schedule`) come from the local stack's scheduler
+daemon on the Docker host (`backup_scheduler` below), which runs pgBackRest in
+the primary container through `docker exec`: the image has no systemd or cron,
+and a schedule change then restarts only that daemon, never a container.
+
 Image facts this relies on: PGDATA=/home/postgres/pgdata/data, the `postgres`
 user (uid 1000), PostgreSQL's programs in /usr/lib/postgresql/<major>/bin,
 python3 (the image's Patroni needs it), runuser, pgbackrest and pgbouncer.
@@ -27,7 +32,9 @@ python3 (the image's Patroni needs it), runuser, pgbackrest and pgbouncer.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from typing import Any
 
 import pulumi
@@ -39,6 +46,7 @@ from infra.backends import docker_ha, rendered_checks
 from infra.backends.aws_bundle import cloud_passwords
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.converge import ContainersConverged
+from infra.backends.docker_bundle import OS_USER
 from infra.backends.docker_files import (
     BACKUP_DIR,
     BIND_ADDRESS,
@@ -60,6 +68,7 @@ from infra.backends.docker_files import (
     testinfra_hosts,
 )
 from infra.backends.host_bundle import version_of
+from infra.backends.local_backup_scheduler import BackupScheduler, scheduler_props
 from infra.backends.local_layout import state_dir
 from infra.cloud_tls import CaFile, HostCertificate, StackCa
 from infra.config import DEFAULT_IMAGE, DockerSettings, PlatformConfig
@@ -114,6 +123,47 @@ def agent_command() -> dict[str, Any]:
     postgres. Explicit, so the image's own entrypoint and command never run."""
     return {"user": "root", "init": True, "entrypoints": ["python3"],
             "command": [delivery.WATCH, delivery.BUNDLE_MOUNT], "stop_timeout": 60}
+
+
+# What selects the engine for the Docker CLI (none is a secret); the scheduler daemon's
+# environment is otherwise only PATH and LANG.
+DOCKER_CLI_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY",
+                  "DOCKER_CERT_PATH", "HOME")
+
+
+def pgbackrest_exec(container: pulumi.Input[str]) -> pulumi.Output[list[str]]:
+    """How the Docker host runs pgBackRest in `container`: as postgres, which logs in by
+    peer on the container's socket (no password exists). The CLI by its full path: the
+    daemon's PATH is /usr/bin:/bin only."""
+    cli = shutil.which("docker") or "docker"
+    return pulumi.Output.from_input(container).apply(
+        lambda name: [cli, "exec", "-u", OS_USER, name])
+
+
+def docker_cli_env() -> dict[str, str]:
+    """The engine `pulumi up` talks to (`docker:host` first), for the Docker CLI."""
+    env = {k: os.environ[k] for k in DOCKER_CLI_ENV if os.environ.get(k)}
+    host = pulumi.Config("docker").get("host")
+    if host:
+        env["DOCKER_HOST"] = host
+    return env
+
+
+def backup_scheduler(cfg: PlatformConfig, primary: docker.Container,
+                     depends: list[pulumi.Resource],
+                     parent: pulumi.Resource) -> BackupScheduler:
+    """The local stack's scheduler daemon, on the Docker host, with pgBackRest in the
+    primary container. Its inputs are the schedule and the container's name only, so a
+    schedule change restarts the daemon and touches no container or volume."""
+    sched = cfg.backup.schedule
+    run_dir = str(state_dir(cfg) / "backup-scheduler")
+    props = scheduler_props(
+        config_path=PGBACKREST_CONF, stanza=cfg.backup.stanza,
+        schedule={"full": sched.full, "diff": sched.diff, "incr": sched.incr},
+        run_dir=run_dir, log_path=run_dir, exec_prefix=pgbackrest_exec(primary.name),
+        env=docker_cli_env())
+    return BackupScheduler("backup-scheduler", props,
+                           pulumi.ResourceOptions(parent=parent, depends_on=depends))
 
 
 def check_pooler_limit(cfg: PlatformConfig) -> None:
@@ -205,6 +255,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         "containers-converged", stack=cfg.stack, status_dir=str(bundles_root),
         prefix=layout.prefix, versions=_collect(versions), dsn=owner_dsn,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[primary, *replicas, ca_local]))
+    # After the primary reported: its start script has made the stanza and a first full.
+    backup_scheduler(cfg, primary, [primary, servers_done], parent)
     # After the database: a rotation's new verifiers are in it before PgBouncer's userlist.
     pooler_bundle_dir = deliver("pooler", lambda files, pw: pooler_bundle(cfg, files, pw), {},
                                 [servers_done])
@@ -281,7 +333,7 @@ class DockerBackend:
         return build(cfg, parent)
 
     def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
-        return None  # pgBackRest runs in the primary's container
+        return None  # pgBackRest runs in the primary's container (see `pgbackrest_exec`)
 
 
 BACKEND = DockerBackend()

@@ -151,8 +151,9 @@ DEV_BASE = _dev(RAW)
 DEV_CONTAINER = "docker:index/container:Container"
 DEV_VOLUME = "docker:index/volume:Volume"
 DEV_BUNDLE = "pulumi-python:dynamic/docker:Bundle"
+DEV_SCHEDULER = "pulumi-python:dynamic/local:BackupScheduler"
 # Which containers' bundles each change must reach (at least). backup.schedule reaches
-# none: dev runs no scheduled backups yet (docs/backup.md), so it is only checked above.
+# none: it is the scheduler daemon's on the Docker host (test_dev_schedule_* below).
 DEV_REACHES = {
     "pool size": {"pooler"},
     "replica added": {"primary", "pooler", "replica-1", "replica-2"},
@@ -228,3 +229,42 @@ def test_an_image_change_does_replace_the_containers(dev_base: cm.Run) -> None:
     raw["docker"] = {"image": "timescale/timescaledb-ha:pg15@sha256:" + "ef" * 32}
     old, new = _inputs(dev_base, DEV_CONTAINER), _inputs(cm.run(raw, "dev"), DEV_CONTAINER)
     assert all(old[n]["image"] != new[n]["image"] for n in ("primary", "replica-1", "pooler"))
+
+
+def _scheduler(run: cm.Run) -> dict[str, Any]:
+    return dict(cm.plain(run.mocks.one(DEV_SCHEDULER, "backup-scheduler").inputs))
+
+
+def test_dev_schedule_change_updates_only_the_scheduler(dev_base: cm.Run) -> None:
+    """No container, volume or bundle input changes; the scheduler's schedule does."""
+    after = cm.run(DEV_CHANGES["backup schedule"], "dev")
+    for typ in (DEV_CONTAINER, DEV_VOLUME, DEV_BUNDLE):
+        assert _inputs(dev_base, typ) == _inputs(after, typ), typ
+    old, new = _scheduler(dev_base), _scheduler(after)
+    assert {k for k in set(old) | set(new) if old.get(k) != new.get(k)} == {"schedule"}
+    assert new["schedule"] == {"full": "30 3 * * 0", "diff": "0 1 * * 1-6",
+                               "incr": "0 */4 * * *"}
+
+
+def test_dev_scheduler_runs_pgbackrest_in_the_primary_container(dev_base: cm.Run) -> None:
+    """The daemon's argv: the local scheduler with `docker exec -u postgres <primary>` and
+    the in-container pgbackrest.conf; no password anywhere in its inputs."""
+    from infra.backends.local_backup_scheduler import daemon
+
+    props = _scheduler(cm.run(DEV_CHANGES["backup schedule"], "dev"))
+    primary = cm.plain(dev_base.mocks.one(DEV_CONTAINER, "primary").inputs)["name"]
+    argv = list(daemon(props).argv)
+    assert argv[1:3] == ["-m", "infra.backup.scheduler"]
+    prefix = next(a.removeprefix("--exec-prefix=") for a in argv
+                  if a.startswith("--exec-prefix="))
+    cli, *rest = prefix.split(" ")
+    assert cli.endswith("docker") and rest == ["exec", "-u", "postgres", primary], prefix
+    assert primary == "pgp-dev-primary"
+    for arg in ("--config=/etc/pg-platform/pgbackrest.conf", "--stanza=main",
+                "--full=30 3 * * 0", "--diff=0 1 * * 1-6", "--incr=0 */4 * * *"):
+        assert arg in argv, (arg, argv)
+    assert not any("password" in a.lower() or "passfile" in a for a in argv), argv
+    text = json.dumps(props)
+    for role in ("app", "platform_owner", "replicator"):
+        assert dev_base.mocks.password(role) not in text, role
+    assert "backup-scheduler" not in _inputs(dev_base, DEV_CONTAINER)
