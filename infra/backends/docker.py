@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -73,6 +74,7 @@ from infra.backends.local_layout import state_dir
 from infra.cloud_tls import CaFile, HostCertificate, StackCa
 from infra.config import DEFAULT_IMAGE, DockerSettings, PlatformConfig
 from infra.errors import ConfigError
+from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
 
 
@@ -131,13 +133,19 @@ DOCKER_CLI_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_
                   "DOCKER_CERT_PATH", "HOME")
 
 
-def pgbackrest_exec(container: pulumi.Input[str]) -> pulumi.Output[list[str]]:
+def container_prefix(cfg: PlatformConfig) -> str:
+    return f"pgp-{cfg.stack}"
+
+
+def exec_argv(container: str) -> list[str]:
     """How the Docker host runs pgBackRest in `container`: as postgres, which logs in by
     peer on the container's socket (no password exists). The CLI by its full path: the
-    daemon's PATH is /usr/bin:/bin only."""
-    cli = shutil.which("docker") or "docker"
-    return pulumi.Output.from_input(container).apply(
-        lambda name: [cli, "exec", "-u", OS_USER, name])
+    scheduler daemon's PATH is /usr/bin:/bin only."""
+    return [shutil.which("docker") or "docker", "exec", "-u", OS_USER, container]
+
+
+def pgbackrest_exec(container: pulumi.Input[str]) -> pulumi.Output[list[str]]:
+    return pulumi.Output.from_input(container).apply(exec_argv)
 
 
 def docker_cli_env() -> dict[str, str]:
@@ -180,7 +188,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     settings = cfg.docker or DockerSettings()
     pg = cfg.postgres
     child = pulumi.ResourceOptions(parent=parent)
-    layout = Layout(prefix=f"pgp-{cfg.stack}", port=pg.port, replicas=cfg.replicas,
+    layout = Layout(prefix=container_prefix(cfg), port=pg.port, replicas=cfg.replicas,
                     pooler_port=cfg.pooler.port)
     ha_lay = docker_ha.ha_layout(cfg, settings, conf_dir=CONF_DIR, data_dir=PGDATA,
                                  socket_dir=SOCKET_DIR, pgbackrest_config=PGBACKREST_CONF,
@@ -333,7 +341,12 @@ class DockerBackend:
         return build(cfg, parent)
 
     def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
-        return None  # pgBackRest runs in the primary's container (see `pgbackrest_exec`)
+        return None  # pgBackRest runs in the primary's container: `remote_pgbackrest`
+
+    def remote_pgbackrest(self, cfg: PlatformConfig) -> PgBackRest | None:
+        """The primary container's pgBackRest, as the scheduler runs it."""
+        return PgBackRest(config=Path(PGBACKREST_CONF), stanza=cfg.backup.stanza,
+                          exec_prefix=tuple(exec_argv(f"{container_prefix(cfg)}-primary")))
 
 
 BACKEND = DockerBackend()

@@ -44,7 +44,7 @@ from infra.backends.local_layout import layout
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backup import hot_standby, restore
 from infra.errors import PlatformError, ProcessError
-from infra.health.probes import backup_ages
+from infra.health.probes import probe_backups
 from infra.hostctl.files import service_ids
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.hostctl.proc import send
@@ -257,8 +257,10 @@ def test_backup_info_through_an_exec_prefix_gives_the_ages_health_reads(
     prefix, calls = docker_stand_in
     pgbr = PgBackRest(config=layout(stack.cfg).pgbackrest_conf,
                       stanza=stack.cfg.backup.stanza, exec_prefix=tuple(prefix))
-    ages, counts = backup_ages(pgbr.info())
-    assert counts["full"] >= 1 and ages["full"] is not None, (ages, counts)
+    got = probe_backups(stack.owner_dsn(), pgbr.config, pgbr.stanza, pgbr.exec_prefix)
+    assert got.available and got.error is None, got
+    assert got.count["full"] >= 1 and got.age_seconds["full"] is not None, got
+    assert got.source and got.source.endswith(" through " + " ".join(prefix)), got.source
     assert _calls(calls)[-1]["argv"][-2:] == ["--output=json", "info"]
     wrong = PgBackRest(config=pgbr.config, stanza=pgbr.stanza,
                        exec_prefix=(*prefix[:-1], "pgp-test-missing"))

@@ -268,3 +268,12 @@ def test_dev_scheduler_runs_pgbackrest_in_the_primary_container(dev_base: cm.Run
     for role in ("app", "platform_owner", "replicator"):
         assert dev_base.mocks.password(role) not in text, role
     assert "backup-scheduler" not in _inputs(dev_base, DEV_CONTAINER)
+    # Health asks the same pgBackRest the same way (infra/health/stack.py).
+    from infra import config
+    from infra.backends import registry
+
+    health = registry.get("docker").remote_pgbackrest(config.load(DEV_BASE, "dev"))
+    assert health is not None
+    assert health.argv("info") == [cli, *rest, "pgbackrest",
+                                   "--config=/etc/pg-platform/pgbackrest.conf",
+                                   "--stanza=main", "info"]
