@@ -48,6 +48,7 @@ from infra.backends.host_bundle import version_of
 from infra.backends.local_layout import state_dir
 from infra.cloud_tls import CaFile, HostCertificate, StackCa
 from infra.config import AwsSettings, PlatformConfig, exporter_ports
+from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
 
 
@@ -318,6 +319,9 @@ class AwsBackend:
 
     def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
         return None  # pgBackRest runs on the primary's host
+
+    def remote_pgbackrest(self, cfg: PlatformConfig) -> PgBackRest | None:
+        return None  # the hosts are reached over SSH only; run health there
 
 
 BACKEND = AwsBackend()

@@ -27,7 +27,7 @@ from infra.backends.cloud_files import inventory_entry
 from infra.backends.host_bundle import ETCD_UNIT, PATRONI_UNIT, POSTGRES_UNIT
 from infra.config import PlatformConfig
 from infra.hostagent import apply as applier
-from infra.hostagent import patroni_api, patroni_step
+from infra.hostagent import patroni_api, patroni_step, postgres_node
 from infra.render.backup_timers import backup_timer_files
 
 USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
@@ -46,8 +46,9 @@ TLS = render.TlsFiles(cert_file=f"{CONF_DIR}/tls/server.crt",
                       key_file=f"{CONF_DIR}/tls/server.key", ca_file=f"{CONF_DIR}/tls/ca.crt")
 APPLIER = "/usr/local/lib/pg-platform/pgp_apply.py"
 APPLIER_SOURCE = Path(applier.__file__)
-# With `ha.manager: patroni` the applier's Patroni step and REST client go beside it,
-# under the names it imports them by (infra/hostagent/apply.py, `_ha`).
+# Its modules go beside it, under the names it imports them by: always the server's,
+# and with `ha.manager: patroni` the Patroni step and REST client (infra/hostagent/apply.py).
+APPLIER_MODULES = (Path(postgres_node.__file__),)
 HA_APPLIER_MODULES = (Path(patroni_step.__file__), Path(patroni_api.__file__))
 PROXY_HOST = "127.0.0.1"  # HAProxy on the pooler host, loopback only (infra/backends/aws_ha)
 # Debian starts its own etcd (on 2379) and Patroni units at install; pg-platform runs both
@@ -219,7 +220,7 @@ def user_data(cfg: PlatformConfig, host: Host) -> str:
     setup = render.render("pgp-setup.sh.j2", role=host.role, pg_version=cfg.postgres.version,
                           ha=ha, masked=HA_MASKED)
     modules = [(str(Path(APPLIER).with_name(m.name)), m.read_text())
-               for m in HA_APPLIER_MODULES] if ha else []
+               for m in (*APPLIER_MODULES, *(HA_APPLIER_MODULES if ha else ()))]
     return render.render(
         "cloud-init.yaml.j2", role=host.role, stack=cfg.stack, secret_id=host.secret_id,
         host_env=host_env(cfg, host), pins=[f"{n}={v}" for n, v in pins],

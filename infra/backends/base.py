@@ -16,6 +16,7 @@ import pulumi
 
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
+from infra.hostctl.pgbackrest import PgBackRest
 
 # The stack outputs every backend exports, in this order (README, Outputs).
 # `applied_migrations` is the SQL engine's, added by infra/platform.py.
@@ -87,6 +88,12 @@ class Backend(Protocol):
 
     def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
         """Where this machine holds the stack's pgBackRest files; None when on other hosts."""
+        ...
+
+    def remote_pgbackrest(self, cfg: PlatformConfig) -> PgBackRest | None:
+        """pgBackRest where `local_files` has none but this machine can still run it
+        elsewhere (dev: in the primary container, through `docker exec`), for read-only
+        questions such as health's backup ages; None where it cannot (prod)."""
         ...
 
 

@@ -10,14 +10,20 @@ or the ones still on an older version when the timeout passes. Then, with
 `dsn` set, it waits for the primary to accept a verified TLS login as the
 owner role, which is what the schema step does next.
 
+Dev containers report the same way to a status file in a directory the machine
+running Pulumi shares with each container (infra/backends/docker_delivery.py);
+`ContainersConverged` waits for those with the same loop, through `FileStatus`.
+
 Under Pulumi's mocks it is only a node of the graph.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -31,10 +37,26 @@ from infra.resource_types import keep_urn
 PROVIDER_VERSION = "1"
 STATUS_PREFIX = "pg-platform-status"
 POLL_SECONDS = 10
+PROD_HINT = ("Each host pulls it every minute (pg-platform-apply.timer); check the host's "
+             "journal (journalctl -u pg-platform-setup -u pg-platform-apply)")
 
 
 def status_key(stack: str, host: str) -> str:
     return f"{STATUS_PREFIX}/{stack}/{host}.json"
+
+
+class FileStatus:
+    """Status files read the way `wait_for_hosts` reads S3: Bucket a directory, Key a path
+    below it; a missing file is S3's NoSuchKey."""
+
+    class NoSuchKey(Exception):
+        pass
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        try:
+            return {"Body": io.BytesIO((Path(Bucket) / Key).read_bytes())}
+        except FileNotFoundError:
+            raise self.NoSuchKey(Key) from None
 
 
 def _read_status(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -51,14 +73,19 @@ def _read_status(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
 def wait_for_hosts(props: dict[str, Any], *, client: Any = None,
                    sleep: Any = time.sleep, clock: Any = time.monotonic) -> None:
     """Poll until every host reports its version; raise naming the host otherwise."""
-    if client is None:
+    if client is None and props.get("files"):
+        client = FileStatus()
+    elif client is None:
         client = importlib.import_module("boto3").client("s3", region_name=props["region"])
+    key_format = props.get("key_format") or f"{STATUS_PREFIX}/{{stack}}/{{host}}.json"
+    hint = props.get("hint") or PROD_HINT
     deadline = clock() + float(props["timeout_seconds"])
     pending = dict(props["versions"])
     last: dict[str, str] = {}
     while pending:
         for host, version in list(pending.items()):
-            status = _read_status(client, props["bucket"], status_key(props["stack"], host))
+            key = key_format.format(stack=props["stack"], host=host)
+            status = _read_status(client, props["bucket"], key)
             if status is None:
                 last[host] = "no report yet"
                 continue
@@ -70,8 +97,7 @@ def wait_for_hosts(props: dict[str, Any], *, client: Any = None,
                 last[host] = f"setup failing: {status.get('error')}"
             elif status.get("version") == version:
                 raise ProcessError(f"host {host} failed to apply bundle {version[:12]}: "
-                                   f"{status.get('error')}; see journalctl -u "
-                                   "pg-platform-apply on the host")
+                                   f"{status.get('error')}. {hint}")
             else:
                 last[host] = f"still on {str(status.get('version'))[:12]}"
         if not pending:
@@ -80,8 +106,7 @@ def wait_for_hosts(props: dict[str, Any], *, client: Any = None,
             named = ", ".join(f"{h} ({last.get(h, 'no report')})" for h in sorted(pending))
             raise ProcessError(
                 f"hosts did not apply their new bundle within {props['timeout_seconds']} s: "
-                f"{named}. Each host pulls it every minute (pg-platform-apply.timer); check "
-                "the host's journal (journalctl -u pg-platform-setup -u pg-platform-apply)")
+                f"{named}. {hint}")
         sleep(POLL_SECONDS)
 
 
@@ -133,6 +158,24 @@ class HostsConverged(Resource, module="hosts", name="Converged"):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(ConvergedProvider(), name,
                          {"stack": stack, "bucket": bucket, "region": region,
+                          "versions": versions, "dsn": dsn, "timeout_seconds": timeout_seconds,
+                          "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts, secret=["dsn"]))
+
+
+class ContainersConverged(Resource, module="docker", name="Converged"):
+    """Done when every dev container in `versions` (name to bundle version) has applied it,
+    as its status file under `status_dir` (`<status_dir>/<name>/status/status.json`) says."""
+
+    def __init__(self, name: str, *, stack: str, status_dir: str, prefix: str,
+                 versions: pulumi.Input[dict[str, str]], dsn: pulumi.Input[str] | None = None,
+                 timeout_seconds: int = 900,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        hint = (f"Each container applies a new bundle within seconds (infra/hostagent/"
+                f"watch.py); see `docker logs {prefix}-<name>`")
+        super().__init__(ConvergedProvider(), name,
+                         {"stack": stack, "bucket": status_dir, "files": True,
+                          "key_format": "{host}/status/status.json", "hint": hint,
                           "versions": versions, "dsn": dsn, "timeout_seconds": timeout_seconds,
                           "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["dsn"]))

@@ -3,172 +3,85 @@
 One user-defined network; a volume per PostgreSQL instance and one for the
 pgBackRest repository; a primary, its streaming replicas and a PgBouncer, all
 from one image (by default the TimescaleDB HA image, which also ships PostGIS,
-pgBackRest and PgBouncer). Config files are the shared renderings, uploaded
-into the containers; secret-bearing ones are built inside `Output.apply` so
-they stay secrets in state. Ports are published on 127.0.0.1 only.
+pgBackRest and PgBouncer). Ports are published on 127.0.0.1 only.
+
+Containers converge in place, as prod hosts do (docs/day2.md): everything that
+may change on day 2 (rendered files, roles SQL, slots) is in each container's
+versioned bundle (infra/backends/docker_bundle.py), delivered through a
+read-only bind-mounted directory (infra/backends/docker_delivery.py); the
+container's main process runs the prod applier on it and reports, and
+`ContainersConverged` waits for every container's report. A container's own
+inputs (image, mounts, env, ports, command) do not depend on any of it, so a
+day-2 change replaces no container; an image change does (deleted first,
+since names and ports are fixed), and the volumes, and so the data, stay.
 
 As on prod: TLS everywhere (one CA per stack, one certificate per container,
 hostssl only), the break-glass superuser logs in by peer on the socket only
 (no password exists), and the roles come from the same idempotent script
-(infra/render/roles_sql.py), run on every start of the primary, so a password
-rotation reaches the database. A changed file replaces its container (deleted
-first, since names and ports are fixed); the volumes, and so the data, stay.
+(infra/render/roles_sql.py), which pgp-apply runs when it changes.
 
-Image facts this relies on: PGDATA=/home/postgres/pgdata/data, the server runs
-as `postgres` (uid 1000), and /docker-entrypoint.sh initialises an empty data
-directory and runs /docker-entrypoint-initdb.d/* with a socket-only server.
+Scheduled backups (`backup.schedule`) come from the local stack's scheduler
+daemon on the Docker host (`backup_scheduler` below), which runs pgBackRest in
+the primary container through `docker exec`: the image has no systemd or cron,
+and a schedule change then restarts only that daemon, never a container.
+
+Image facts this relies on: PGDATA=/home/postgres/pgdata/data, the `postgres`
+user (uid 1000), PostgreSQL's programs in /usr/lib/postgresql/<major>/bin,
+python3 (the image's Patroni needs it), runuser, pgbackrest and pgbouncer.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 
-from infra import dsn, render, roles
+from infra import dsn, roles
+from infra.backends import docker_delivery as delivery
 from infra.backends import docker_ha, rendered_checks
-from infra.backends.aws_bundle import CloudPasswords, bootstrap_spec, cloud_passwords
-from infra.backends.base import Endpoints, LocalFiles, slot_name
-from infra.backends.cloud_files import inventory_entry
+from infra.backends.aws_bundle import cloud_passwords
+from infra.backends.base import Endpoints, LocalFiles
+from infra.backends.converge import ContainersConverged
+from infra.backends.docker_bundle import OS_USER
+from infra.backends.docker_files import (
+    BACKUP_DIR,
+    BIND_ADDRESS,
+    CONF_DIR,
+    NOFILE,
+    PASSFILE,
+    PGBACKREST_CONF,
+    PGDATA,
+    PGHOME,
+    PRIMARY_HOST,
+    SERVER_TLS,
+    SOCKET_DIR,
+    TLS_FILES,
+    Layout,
+    pooler_bundle,
+    pooler_files,
+    server_bundle,
+    server_files,
+    testinfra_hosts,
+)
+from infra.backends.host_bundle import version_of
+from infra.backends.local_backup_scheduler import BackupScheduler, scheduler_props
 from infra.backends.local_layout import state_dir
 from infra.cloud_tls import CaFile, HostCertificate, StackCa
 from infra.config import DEFAULT_IMAGE, DockerSettings, PlatformConfig
+from infra.errors import ConfigError
+from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
-from infra.render.passfile import pgpass
-from infra.render.pooler import pooler_users, userlist_txt
-from infra.render.roles_sql import bootstrap_script
-
-BIND_ADDRESS = "127.0.0.1"          # published ports answer on loopback only
-PGHOME = "/home/postgres/pgdata"    # the volume; the image's PGDATA is data/ below it
-PGDATA = f"{PGHOME}/data"
-BACKUP_DIR = f"{PGHOME}/backup"     # the backup volume, mounted inside the data volume
-MARKS = f"{PGHOME}/.pg-platform"    # bootstrap progress, on the data volume
-READY = f"{MARKS}/ready"            # the healthcheck's condition, besides a TCP answer
-CONF_DIR = "/etc/pg-platform"
-SOCKET_DIR = "/var/run/postgresql"
-PGBACKREST_CONF = f"{CONF_DIR}/pgbackrest.conf"
-PRIMARY_HOST = "primary"
-PASSFILE = "/home/postgres/.pgpass"
-POOLER_INI = f"{CONF_DIR}/pgbouncer.ini"
-AUTH_FILE = f"{CONF_DIR}/userlist.txt"
-TLS_UPLOADS = (f"{CONF_DIR}/tls/ca.crt", f"{CONF_DIR}/tls/server.crt",
-               f"{CONF_DIR}/tls/server.key")
-# Uploads are root's and 0644: start.sh copies the key to a 0600 file of the server's user.
-SERVER_TLS = render.TlsFiles(cert_file=TLS_UPLOADS[1], key_file="/home/postgres/tls/server.key",
-                             ca_file=TLS_UPLOADS[0])
-POOLER_TLS = render.TlsFiles(cert_file=TLS_UPLOADS[1], key_file="/tmp/tls/server.key",
-                             ca_file=TLS_UPLOADS[0])
-SECRET_UPLOADS = frozenset({f"{CONF_DIR}/pgpass", f"{CONF_DIR}/roles.sql", AUTH_FILE,
-                            TLS_UPLOADS[2], f"{CONF_DIR}/patroni.yml"})
-_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Names and ports of the containers, derived once from settings."""
-
-    prefix: str
-    port: int
-    replicas: int
-    pooler_port: int
-
-    def replica_host(self, i: int) -> str:
-        return f"replica-{i}"
-
-    def replica_port(self, i: int) -> int:
-        """Published port of replica i (1-based): the ports after the primary's."""
-        return self.port + i
-
-
-def host_paths(replica: int = 0) -> render.HostPaths:
-    """Only the primary archives WAL (to the backup volume); replicas have no repository."""
-    return render.HostPaths(data_dir=PGDATA, socket_dir=SOCKET_DIR,
-                            pgbackrest_config=None if replica else PGBACKREST_CONF)
-
-
-def backup_paths() -> render.BackupPaths:
-    return render.BackupPaths(repo_path=BACKUP_DIR, log_path=f"{PGHOME}/pgbackrest/log",
-                              lock_path="/tmp/pgbackrest", spool_path=f"{PGHOME}/pgbackrest/spool")
-
-
-def standby(cfg: PlatformConfig, i: int) -> render.Standby:
-    return render.Standby(primary_host=PRIMARY_HOST, primary_port=cfg.postgres.port,
-                          user=cfg.postgres.replication_role, slot=slot_name(i),
-                          passfile=PASSFILE, sslrootcert=SERVER_TLS.ca_file)
-
-
-def pooler_files(cfg: PlatformConfig, layout: Layout) -> str:
-    paths = render.PoolerPaths(auth_file=AUTH_FILE, socket_dir="/tmp")
-    targets = render.PoolerTargets(
-        listen_address="*", primary_host=PRIMARY_HOST, primary_port=cfg.postgres.port,
-        replica_hosts=tuple(layout.replica_host(i) for i in range(1, layout.replicas + 1)),
-        replica_port=cfg.postgres.port)
-    return render.pgbouncer_ini(cfg, paths, targets, POOLER_TLS)
-
-
-def server_files(cfg: PlatformConfig, settings: DockerSettings,
-                 replica: int = 0) -> dict[str, str]:
-    """The non-secret files of one PostgreSQL container (replica 0 is the primary)."""
-    sb = standby(cfg, replica) if replica else None
-    files = {
-        f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
-            cfg, host_paths(replica), timescaledb=True, listen="*", standby=sb,
-            tls=SERVER_TLS),
-        f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(cfg, (settings.network_subnet,),
-                                                      ident_map=False, tls=True),
-        f"{CONF_DIR}/start.sh": render.render(
-            "docker-start.sh.j2", role="replica" if replica else "primary", conf_dir=CONF_DIR,
-            standby=sb, backup_dir="" if replica else BACKUP_DIR, ready_marker=READY,
-            key_dir="/home/postgres/tls"),
-    }
-    if not replica:
-        files[PGBACKREST_CONF] = render.pgbackrest_conf(cfg, host_paths(), backup_paths())
-        files[f"{CONF_DIR}/finish-init.sh"] = render.render(
-            "docker-finish-init.sh.j2", socket_dir=SOCKET_DIR, port=cfg.postgres.port,
-            conf_dir=CONF_DIR, marks=MARKS, ready_marker=READY, config_path=PGBACKREST_CONF,
-            stanza=cfg.backup.stanza)
-        files["/docker-entrypoint-initdb.d/10-pg-platform.sh"] = (
-            f"# pg-platform: sourced by the image's entrypoint on a new cluster.\n"
-            f"bash {CONF_DIR}/finish-init.sh\n")
-    return files
-
-
-def testinfra_hosts(container: dict[str, str], plain: dict[str, dict[str, str]]
-                    ) -> list[dict[str, Any]]:
-    """The hosts for the testinfra suite, from the container names and the exact non-secret
-    texts uploaded to each (`plain`, by container: "primary", "replica-N", "pooler").
-
-    Secret uploads (passfile, roles script, userlist, TLS key) are left out.
-    """
-    hosts = []
-    for name, files in plain.items():
-        spec = f"docker://{container[name]}"
-        if name == "pooler":
-            hosts.append(inventory_entry(name, "pooler", spec, files,
-                                         pooler_ini=POOLER_INI, auth_file=AUTH_FILE))
-        elif name == "primary":
-            hosts.append(inventory_entry(name, "primary", spec, files, data_dir=PGDATA,
-                                         pgbackrest_config=PGBACKREST_CONF))
-        else:
-            hosts.append(inventory_entry(name, "replica", spec, files, data_dir=PGDATA))
-    return hosts
-
-
-def _uploads(plain: dict[str, str],
-             secret: dict[str, pulumi.Output[str]]) -> list[docker.ContainerUploadArgs]:
-    """Uploads in a fixed order, so an unchanged file never shows as a diff."""
-    items: dict[str, pulumi.Input[str]] = {**plain, **secret}
-    return [docker.ContainerUploadArgs(file=path, content=items[path]) for path in sorted(items)]
-
-
-def healthcheck(port: int, marker: str | None) -> docker.ContainerHealthcheckArgs:
-    """Healthy only when the final server answers on TCP (the entrypoint's and start.sh's
-    temporary servers listen on the socket only) and, for servers, bootstrap has finished."""
-    probe = f"pg_isready -q -h 127.0.0.1 -p {port}"
-    test = f"test -e {marker} && {probe}" if marker else probe
+def healthcheck(port: int) -> docker.ContainerHealthcheckArgs:
+    """Healthy once pgp-apply has reported a bundle applied and the server answers on TCP."""
+    test = (f"grep -q '\"ok\": true' {delivery.STATUS_FILE} && "
+            f"pg_isready -q -h 127.0.0.1 -p {port}")
     return docker.ContainerHealthcheckArgs(tests=["CMD", "bash", "-c", test], interval="5s",
                                            timeout="3s", retries=10, start_period="30s")
 
@@ -198,34 +111,104 @@ def cert_names(layout: Layout, name: str) -> list[str]:
     return names
 
 
+def agent_volumes(bundle: delivery.ContainerBundle) -> list[docker.ContainerVolumeArgs]:
+    """The bundle directory read-only, the status directory read-write; paths only, so a
+    new bundle never changes the container."""
+    return [docker.ContainerVolumeArgs(host_path=bundle.bundle_dir,
+                                       container_path=delivery.BUNDLE_MOUNT, read_only=True),
+            docker.ContainerVolumeArgs(host_path=bundle.status_dir,
+                                       container_path=delivery.STATUS_MOUNT)]
+
+
+def agent_command() -> dict[str, Any]:
+    """Root runs pgp-apply's loop (tini reaps the servers' orphans); the servers run as
+    postgres. Explicit, so the image's own entrypoint and command never run."""
+    return {"user": "root", "init": True, "entrypoints": ["python3"],
+            "command": [delivery.WATCH, delivery.BUNDLE_MOUNT], "stop_timeout": 60}
+
+
+# What selects the engine for the Docker CLI (none is a secret); the scheduler daemon's
+# environment is otherwise only PATH and LANG.
+DOCKER_CLI_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_TLS_VERIFY",
+                  "DOCKER_CERT_PATH", "HOME")
+
+
+def container_prefix(cfg: PlatformConfig) -> str:
+    return f"pgp-{cfg.stack}"
+
+
+def exec_argv(container: str) -> list[str]:
+    """How the Docker host runs pgBackRest in `container`: as postgres, which logs in by
+    peer on the container's socket (no password exists). The CLI by its full path: the
+    scheduler daemon's PATH is /usr/bin:/bin only."""
+    return [shutil.which("docker") or "docker", "exec", "-u", OS_USER, container]
+
+
+def pgbackrest_exec(container: pulumi.Input[str]) -> pulumi.Output[list[str]]:
+    return pulumi.Output.from_input(container).apply(exec_argv)
+
+
+def docker_cli_env() -> dict[str, str]:
+    """The engine `pulumi up` talks to (`docker:host` first), for the Docker CLI."""
+    env = {k: os.environ[k] for k in DOCKER_CLI_ENV if os.environ.get(k)}
+    host = pulumi.Config("docker").get("host")
+    if host:
+        env["DOCKER_HOST"] = host
+    return env
+
+
+def backup_scheduler(cfg: PlatformConfig, primary: docker.Container,
+                     depends: list[pulumi.Resource],
+                     parent: pulumi.Resource) -> BackupScheduler:
+    """The local stack's scheduler daemon, on the Docker host, with pgBackRest in the
+    primary container. Its inputs are the schedule and the container's name only, so a
+    schedule change restarts the daemon and touches no container or volume."""
+    sched = cfg.backup.schedule
+    run_dir = str(state_dir(cfg) / "backup-scheduler")
+    props = scheduler_props(
+        config_path=PGBACKREST_CONF, stanza=cfg.backup.stanza,
+        schedule={"full": sched.full, "diff": sched.diff, "incr": sched.incr},
+        run_dir=run_dir, log_path=run_dir, exec_prefix=pgbackrest_exec(primary.name),
+        env=docker_cli_env())
+    return BackupScheduler("backup-scheduler", props,
+                           pulumi.ResourceOptions(parent=parent, depends_on=depends))
+
+
+def check_pooler_limit(cfg: PlatformConfig) -> None:
+    need = _nofile(cfg)
+    if need > NOFILE:
+        raise ConfigError(
+            f"pg-platform:pooler.max_client_conn={cfg.pooler.max_client_conn}: PgBouncer would "
+            f"need {need} file descriptors with max_connections={cfg.postgres.max_connections} "
+            f"and {cfg.replicas} replicas; allowed is a total up to {NOFILE} on dev")
+
+
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
-    """Network, volumes, primary, replicas and PgBouncer; returns how to reach them."""
+    """Network, volumes, bundles, primary, replicas and PgBouncer; how to reach them."""
     settings = cfg.docker or DockerSettings()
     pg = cfg.postgres
     child = pulumi.ResourceOptions(parent=parent)
-    layout = Layout(prefix=f"pgp-{cfg.stack}", port=pg.port, replicas=cfg.replicas,
+    layout = Layout(prefix=container_prefix(cfg), port=pg.port, replicas=cfg.replicas,
                     pooler_port=cfg.pooler.port)
     ha_lay = docker_ha.ha_layout(cfg, settings, conf_dir=CONF_DIR, data_dir=PGDATA,
                                  socket_dir=SOCKET_DIR, pgbackrest_config=PGBACKREST_CONF,
                                  home=PGHOME, tls=SERVER_TLS)
     docker_ha.check(cfg, ha_lay)
-    # Rendered once: the same texts are checked, uploaded and hashed into `testinfra_hosts`.
+    check_pooler_limit(cfg)
+    # Rendered once: the same texts are checked, delivered and hashed into `testinfra_hosts`.
     plain = {"primary": server_files(cfg, settings) | docker_ha.plain_uploads(cfg, ha_lay, 0),
              **{f"replica-{i}": server_files(cfg, settings, i)
                 | docker_ha.plain_uploads(cfg, ha_lay, i) for i in range(1, cfg.replicas + 1)},
-             "pooler": {POOLER_INI: pooler_files(cfg, layout)}}
+             "pooler": pooler_files(cfg, layout)}
     for node, node_files in plain.items():
         rendered_checks.check_files(cfg, node, node_files)
     pws = passwords(cfg, child)
     every = cloud_passwords(pws)
     ha = docker_ha.secrets(cfg, pws["replicator"], child)  # None without ha.manager patroni
-    if not _DIGEST.search(settings.image):
-        pulumi.log.warn(f"pg-platform:docker.image={settings.image!r} is not pinned by digest; "
-                        "add @sha256:<digest> (docker buildx imagetools inspect IMAGE) so a "
-                        "rebuilt container runs the same image")
     ca = StackCa("tls-ca", cfg.stack, opts=child)
     ca_file = str(state_dir(cfg) / "ca.crt")
     ca_local = CaFile("tls-ca-file", ca_file, ca, opts=child)
+    bundles_root = state_dir(cfg) / "docker"
     network = docker.Network("network", name=f"{layout.prefix}-net", driver="bridge",
                              ipam_configs=[docker.NetworkIpamConfigArgs(
                                  subnet=settings.network_subnet)], opts=child)
@@ -234,78 +217,80 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     pooler_image = image if not settings.pooler_image else docker.RemoteImage(
         "pooler-image", name=settings.pooler_image, keep_locally=settings.keep_image, opts=child)
     backup_volume = docker.Volume("backup-volume", name=f"{layout.prefix}-backup", opts=child)
+    versions: dict[str, pulumi.Output[str]] = {}
 
-    def tls_uploads(name: str) -> dict[str, pulumi.Output[str]]:
+    def deliver(name: str, make: Any, secret: dict[str, pulumi.Output[str]],
+                depends: list[pulumi.Resource]) -> delivery.ContainerBundle:
+        """Container `name`'s bundle: `make(files, passwords)` once every secret is known."""
         cert = HostCertificate(f"{name}-tls", ca, cert_names(layout, name), opts=child)
-        key: pulumi.Output[str] = pulumi.Output.secret(cert.key)
-        return dict(zip(TLS_UPLOADS, (ca.ca_cert, cert.cert, key), strict=True))
+        outputs = {**dict(zip(TLS_FILES, (ca.ca_cert, cert.cert, cert.key), strict=True)),
+                   **secret}
+        keys = sorted(outputs)
+        text: pulumi.Output[str] = pulumi.Output.secret(pulumi.Output.all(
+            every, *[outputs[k] for k in keys]).apply(
+                lambda a: make({**plain[name], **dict(zip(keys, a[1:], strict=True))}, a[0])))
+        versions[name] = text.apply(version_of)
+        return delivery.ContainerBundle(f"{name}-bundle", bundles_root / name, text,
+                                        opts=pulumi.ResourceOptions(parent=parent,
+                                                                    depends_on=depends))
 
     def server(name: str, host: str, published: int, replica: int,
                depends: list[pulumi.Resource]) -> docker.Container:
         volume = docker.Volume(f"{name}-volume", name=f"{layout.prefix}-{name}", opts=child)
-        mounts = [docker.ContainerVolumeArgs(volume_name=volume.name, container_path=PGHOME)]
-
-        def passfile(p: CloudPasswords) -> str:
-            """A replica's replicator line; the primary needs none (pgBackRest: peer)."""
-            if not replica:
-                return "# pg-platform: no passwords on the primary\n"
-            return pgpass([(PRIMARY_HOST, str(pg.port), "*", pg.replication_role,
-                            p.replicator)])
-
-        secret = {f"{CONF_DIR}/pgpass": every.apply(passfile), **tls_uploads(name),
-                  **docker_ha.secret_uploads(cfg, ha_lay, replica, ha)}
-        envs: list[pulumi.Input[str]] = [f"PGDATA={PGDATA}", f"PGPORT={pg.port}",
-                                         "NO_TS_TUNE=true", f"PGPASSFILE={PASSFILE}"]
+        bundle = deliver(name, lambda files, pw: server_bundle(cfg, name, replica, files, pw),
+                         docker_ha.secret_uploads(cfg, ha_lay, replica, ha), [])
+        mounts = [docker.ContainerVolumeArgs(volume_name=volume.name, container_path=PGHOME),
+                  *agent_volumes(bundle)]
         if not replica:
             mounts.append(docker.ContainerVolumeArgs(volume_name=backup_volume.name,
                                                      container_path=BACKUP_DIR))
-            secret[f"{CONF_DIR}/roles.sql"] = every.apply(
-                lambda p: bootstrap_script(bootstrap_spec(cfg, p)))
-            # The break-glass superuser gets no password: the entrypoint's generated
-            # pg_hba.conf is never used (hba_file is ours, peer on the socket only).
-            envs += ["POSTGRES_USER=postgres", "POSTGRES_HOST_AUTH_METHOD=trust"]
         return docker.Container(
             name, name=f"{layout.prefix}-{name}", image=image.image_id, hostname=host,
-            command=["bash", f"{CONF_DIR}/start.sh"], envs=envs, volumes=mounts,
+            envs=[f"PGDATA={PGDATA}", f"PGPORT={pg.port}", "NO_TS_TUNE=true",
+                  f"PGPASSFILE={PASSFILE}"], volumes=mounts,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.id,
                                                                     aliases=[host])],
             ports=[docker.ContainerPortArgs(internal=pg.port, external=published,
                                             ip=BIND_ADDRESS)],
-            uploads=_uploads(plain[name], secret), healthcheck=healthcheck(pg.port, READY),
-            restart="unless-stopped", wait=True, wait_timeout=900,
-            opts=container_options(parent, depends))
+            healthcheck=healthcheck(pg.port), restart="unless-stopped", wait=True,
+            wait_timeout=900, **agent_command(), opts=container_options(parent, depends))
 
     primary = server("primary", PRIMARY_HOST, pg.port, 0, [])
     replicas = [server(f"replica-{i}", layout.replica_host(i), layout.replica_port(i), i,
                        [primary]) for i in range(1, cfg.replicas + 1)]
-    userlist = every.apply(lambda p: userlist_txt(pooler_users(cfg, p.app, p.pooler_admin)))
-    key_dir = POOLER_TLS.key_file.rsplit("/", 1)[0]
+    owner_dsn = client_dsn(pg.port, pg.owner_role, pws["owner"], pg.database, ca_file)
+    servers_done = ContainersConverged(
+        "containers-converged", stack=cfg.stack, status_dir=str(bundles_root),
+        prefix=layout.prefix, versions=_collect(versions), dsn=owner_dsn,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[primary, *replicas, ca_local]))
+    # After the primary reported: its start script has made the stanza and a first full.
+    backup_scheduler(cfg, primary, [primary, servers_done], parent)
+    # After the database: a rotation's new verifiers are in it before PgBouncer's userlist.
+    pooler_bundle_dir = deliver("pooler", lambda files, pw: pooler_bundle(cfg, files, pw), {},
+                                [servers_done])
     pooler = docker.Container(
-        "pooler", name=f"{layout.prefix}-pooler",
-        image=pooler_image.image_id,
-        command=["bash", "-c", f"install -d -m 0700 {key_dir} && install -m 0600 "
-                 f"{TLS_UPLOADS[2]} {POOLER_TLS.key_file} && exec pgbouncer {POOLER_INI}"],
+        "pooler", name=f"{layout.prefix}-pooler", image=pooler_image.image_id,
+        volumes=agent_volumes(pooler_bundle_dir),
         networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.id,
                                                                 aliases=["pooler"])],
         ports=[docker.ContainerPortArgs(internal=cfg.pooler.port, external=cfg.pooler.port,
                                         ip=BIND_ADDRESS)],
         # File descriptors for every client PgBouncer may accept (Docker's default: 1024).
-        ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=_nofile(cfg),
-                                            hard=_nofile(cfg))],
-        uploads=_uploads(plain["pooler"], {AUTH_FILE: pulumi.Output.secret(userlist),
-                                            **tls_uploads("pooler")}),
-        healthcheck=healthcheck(cfg.pooler.port, None),
-        restart="unless-stopped", wait=True, wait_timeout=120,
-        opts=container_options(parent, [primary, *replicas]))
+        ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=NOFILE, hard=NOFILE)],
+        healthcheck=healthcheck(cfg.pooler.port), restart="unless-stopped", wait=True,
+        wait_timeout=120, **agent_command(), opts=container_options(parent, [servers_done]))
+    pooler_done = ContainersConverged(
+        "pooler-converged", stack=cfg.stack, status_dir=str(bundles_root),
+        prefix=layout.prefix, versions=_collect({"pooler": versions["pooler"]}),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[pooler]))
     containers = [primary, *replicas, pooler]      # in the order of `plain`
 
     def client(port: int, user: str, password: pulumi.Input[str],
                database: str = pg.database) -> pulumi.Output[str]:
-        return dsn.output(host=BIND_ADDRESS, port=port, user=user, password=password,
-                          dbname=database, sslmode="verify-full", sslrootcert=ca_file)
+        return client_dsn(port, user, password, database, ca_file)
 
     return Endpoints(
-        primary_dsn=client(pg.port, pg.owner_role, pws["owner"]),
+        primary_dsn=owner_dsn,
         app_dsn=client(pg.port, pg.app_role, pws["app"]),
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(*[
             client(layout.replica_port(i), pg.app_role, pws["app"])
@@ -317,9 +302,21 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         primary_id=primary.id,
         testinfra_hosts=pulumi.Output.all(*[c.name for c in containers]).apply(
             lambda names: testinfra_hosts(dict(zip(plain, names, strict=True)), plain)),
-        ready=[primary, pooler, ca_local],
+        ready=[primary, pooler, ca_local, servers_done, pooler_done],
         monitor_dsn=client(pg.port, roles.MONITOR, pws["monitor"]),
     )
+
+
+def client_dsn(port: int, user: str, password: pulumi.Input[str], database: str,
+               ca_file: str) -> pulumi.Output[str]:
+    return dsn.output(host=BIND_ADDRESS, port=port, user=user, password=password,
+                      dbname=database, sslmode="verify-full", sslrootcert=ca_file)
+
+
+def _collect(versions: dict[str, pulumi.Output[str]]) -> pulumi.Output[dict[str, str]]:
+    names = list(versions)
+    return pulumi.Output.all(*versions.values()).apply(
+        lambda v: dict(zip(names, v, strict=True)))
 
 
 def _nofile(cfg: PlatformConfig) -> int:
@@ -344,7 +341,12 @@ class DockerBackend:
         return build(cfg, parent)
 
     def local_files(self, cfg: PlatformConfig) -> LocalFiles | None:
-        return None  # pgBackRest runs in the primary's container
+        return None  # pgBackRest runs in the primary's container: `remote_pgbackrest`
+
+    def remote_pgbackrest(self, cfg: PlatformConfig) -> PgBackRest | None:
+        """The primary container's pgBackRest, as the scheduler runs it."""
+        return PgBackRest(config=Path(PGBACKREST_CONF), stanza=cfg.backup.stanza,
+                          exec_prefix=tuple(exec_argv(f"{container_prefix(cfg)}-primary")))
 
 
 BACKEND = DockerBackend()

@@ -55,9 +55,12 @@ def reload_postgres() -> tuple[str, ...]:
 def make(host: str, files: Iterable[BundleFile], *, postgres: dict[str, Any], sql: str = "",
          slots: Sequence[str] = (), enable: Sequence[str] = (),
          report: dict[str, str] | None = None,
-         patroni: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The bundle as pgp-apply reads it, with its version; `patroni`: what it runs
-    instead of the `postgres` unit with `ha.manager: patroni` (infra/backends/aws_ha.py)."""
+         patroni: dict[str, Any] | None = None,
+         services: dict[str, dict[str, list[str]]] | None = None) -> dict[str, Any]:
+    """The bundle as pgp-apply reads it, with its version. `patroni`: what it runs
+    instead of the `postgres` unit with `ha.manager: patroni` (infra/backends/aws_ha.py);
+    `services`: each unit's own commands where there is no systemd (a dev container),
+    left out on prod."""
     by_path: dict[str, BundleFile] = {}
     for f in files:
         if f.path in by_path:
@@ -70,6 +73,8 @@ def make(host: str, files: Iterable[BundleFile], *, postgres: dict[str, Any], sq
     }
     if patroni:
         bundle["patroni"] = patroni
+    if services:
+        bundle["services"] = services
     bundle["version"] = bundle_version(bundle)
     return bundle
 

@@ -29,6 +29,7 @@ from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase, PostgresServer
 from infra.backends.local_replica import Replica
 from infra.config import PlatformConfig
+from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
 from infra.timescaledb.presence import installed as timescaledb_files_installed
 from infra.tls import TlsCertificates, TlsFiles
@@ -333,6 +334,9 @@ class LocalBackend:
                                                     for n in ha_nodes(cfg)),
                               haproxy_socket=ha.haproxy_dir / "stats.sock")
         return LocalFiles(pgbackrest_config=lay.pgbackrest_conf, restores_dir=lay.restores)
+
+    def remote_pgbackrest(self, cfg: PlatformConfig) -> PgBackRest | None:
+        return None  # `local_files` has it
 
 
 BACKEND = LocalBackend()

@@ -8,12 +8,19 @@ whether it runs, so `pulumi refresh` (and `make up`, which refreshes) brings a
 stopped one back through `update`; an unchanged one is left running across
 `make up` re-runs.
 
+The dev stack uses the same resource on the Docker host (infra/backends/
+docker.py): `exec_prefix` (`docker exec -u postgres <primary container>`) makes
+the loop run pgBackRest in the primary container, `config_path` being the path
+there; `env` passes the Docker CLI's engine selection (DOCKER_HOST and the like,
+never a secret) to the daemon, whose environment is otherwise only PATH and LANG.
+
 Pickled by reference into the state like the other local providers: import
 without side effects, keep the path, bump PROVIDER_VERSION on changes.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -42,10 +49,13 @@ def daemon(props: dict[str, Any]) -> Daemon:
             f"--config={props['config_path']}", f"--stanza={props['stanza']}",
             f"--state-file={run_dir / 'backup-scheduler.state'}",
             *[f"--{kind}={props['schedule'].get(kind) or ''}" for kind in ("full", "diff", "incr")]]
+    if props.get("exec_prefix"):
+        argv.append(f"--exec-prefix={shlex.join(props['exec_prefix'])}")
     return Daemon(what="backup scheduler", argv=argv,
                   pid_file=run_dir / "backup-scheduler.pid",
                   log_file=Path(props["log_path"]) / "backup-scheduler.log",
-                  started_marker=STARTED, cwd=Path(props.get("project_dir") or "."))
+                  started_marker=STARTED, cwd=Path(props.get("project_dir") or "."),
+                  extra_env=dict(props.get("env") or {}))
 
 
 class BackupSchedulerProvider(ResourceProvider):
@@ -75,12 +85,21 @@ class BackupSchedulerProvider(ResourceProvider):
 
 
 def scheduler_props(*, config_path: str, stanza: str, schedule: dict[str, str],
-                    run_dir: str, log_path: str) -> dict[str, Any]:
-    """The inputs `pulumi up` gives the provider (the tests call it with the same)."""
-    return {"config_path": config_path, "stanza": stanza, "schedule": dict(schedule),
-            "run_dir": run_dir, "log_path": log_path, "python": sys.executable,
-            "project_dir": str(Path.cwd()), "running": None,
-            "provider_version": PROVIDER_VERSION}
+                    run_dir: str, log_path: str, exec_prefix: Any = None,
+                    env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The inputs `pulumi up` gives the provider (the tests call it with the same).
+
+    `exec_prefix` (a list, or an Output of one) and `env` only where given, so the local
+    stack's inputs, and its running scheduler, stay as they were."""
+    props: dict[str, Any] = {
+        "config_path": config_path, "stanza": stanza, "schedule": dict(schedule),
+        "run_dir": run_dir, "log_path": log_path, "python": sys.executable,
+        "project_dir": str(Path.cwd()), "running": None, "provider_version": PROVIDER_VERSION}
+    if exec_prefix is not None:
+        props["exec_prefix"] = exec_prefix
+    if env:
+        props["env"] = dict(env)
+    return props
 
 
 class BackupScheduler(Resource, module="local", name="BackupScheduler"):

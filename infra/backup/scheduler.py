@@ -11,6 +11,12 @@ database's OS user, and it reaches the primary on its Unix socket by peer
 authentication, so no password exists for it to hold. On hosts that log in
 with a password instead, `--passfile` names a 0600 libpq passfile.
 
+On the dev stack it runs on the Docker host and pgBackRest runs in the primary
+container: `--exec-prefix 'docker exec -u postgres pgp-dev-primary'` is put
+before every pgbackrest command (`--config` is then the path in the container).
+It then stays the user it was started as, since the Docker CLI needs that
+user's access to the engine and the prefix switches to `postgres` itself.
+
 It remembers in `--state-file` up to when it has looked, so a run missed while
 it was stopped (a restart, `make up` replacing it, a long backup) happens once
 when it is back, like a systemd timer's `Persistent=true`. A failed backup is
@@ -24,6 +30,7 @@ import json
 import logging
 import os
 import pwd
+import shlex
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -87,9 +94,11 @@ def run_due(pgbr: PgBackRest, jobs: dict[str, str], last: datetime, now: datetim
 def loop(pgbr: PgBackRest, jobs: dict[str, str], state_file: Path,
          stop: threading.Event) -> None:
     last = _load_last(state_file, datetime.now(UTC))
-    logger.info("%s for stanza %s: %s; looking from %s", STARTED, pgbr.stanza,
+    logger.info("%s for stanza %s: %s; looking from %s%s", STARTED, pgbr.stanza,
                 ", ".join(f"{k} {v!r}" for k, v in jobs.items() if v) or "nothing scheduled",
-                last.strftime("%Y-%m-%d %H:%M:%S UTC"))
+                last.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                f"; pgbackrest through {shlex.join(pgbr.exec_prefix)}" if pgbr.exec_prefix
+                else "")
     while not stop.is_set():
         now = datetime.now(UTC)
         run_due(pgbr, jobs, last, now)
@@ -109,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where the scheduler remembers up to when it looked")
     p.add_argument("--passfile", type=Path, help="a 0600 libpq passfile, where peer "
                    "authentication is not used")
+    p.add_argument("--exec-prefix", default="", help="a command (shell words) that runs "
+                   "pgbackrest elsewhere, e.g. 'docker exec -u postgres CONTAINER'")
     for kind in schedule.ORDER:
         p.add_argument(f"--{kind}", default="", help=f"cron expression of {kind} backups")
     return p
@@ -119,11 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(message)s")
     jobs = {kind: getattr(args, kind) for kind in schedule.ORDER}
+    prefix = tuple(shlex.split(args.exec_prefix))
     try:
         for kind, cron in jobs.items():
             if cron:
                 schedule.check(cron, f"backup.schedule.{kind}")
-        become_service_user()
+        if prefix and args.passfile is not None:
+            raise PlatformError("--passfile with --exec-prefix: the passfile would not "
+                                "reach pgbackrest where the prefix runs it")
+        if not prefix:
+            become_service_user()
         if args.passfile is not None and args.passfile.stat().st_mode & 0o077:
             raise PlatformError(f"--passfile {args.passfile}: libpq ignores a passfile "
                                 "readable by others; make it 0600")
@@ -132,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stop = threading.Event()
     stop_on_signals(stop)
-    loop(PgBackRest(config=args.config, stanza=args.stanza, passfile=args.passfile),
-         jobs, args.state_file, stop)
+    loop(PgBackRest(config=args.config, stanza=args.stanza, passfile=args.passfile,
+                    exec_prefix=prefix), jobs, args.state_file, stop)
     return 0
 
 

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from infra.config.section import Section, cidr
 from infra.errors import ConfigError
 
-DEFAULT_IMAGE = "timescale/timescaledb-ha:pg15"
+# The public record of timescale/timescaledb-ha:pg15-latest's RepoDigest (docs/day2.md:
+# not verified from a machine with no registry access).
+DEFAULT_IMAGE = ("timescale/timescaledb-ha:pg15-latest@sha256:"
+                 "a8e3322e1cf936828698cb4de2a9c4b59acae1b123909f023bb15f42270af95d")
 IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
-_ALLOWED_IMAGE = "an image reference such as 'timescale/timescaledb-ha:pg15'"
-# Pinned: `name:tag@sha256:<64 hex>` (docker buildx imagetools inspect NAME:TAG shows it).
+_ALLOWED_IMAGE = f"an image reference pinned by digest, such as {DEFAULT_IMAGE!r}"
+# Pinned: `name[:tag]@sha256:<64 hex>` (docker buildx imagetools inspect NAME:TAG shows it).
 DIGEST = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$")
 
 
@@ -36,9 +39,12 @@ def parse_docker(sec: Section, backend: str) -> DockerSettings | None:
     image = sec.pattern("image", d.image, IMAGE, _ALLOWED_IMAGE, required=True)
     pooler = sec.pattern("pooler_image", d.pooler_image, IMAGE, _ALLOWED_IMAGE)
     for name, value in (("image", image), ("pooler_image", pooler)):
-        if "@" in value and not DIGEST.match(value):
-            raise ConfigError(f"{sec.where(name)}={value!r}: a pinned image ends in "
-                              "'@sha256:' and 64 lowercase hex digits")
+        # A bare tag would let a rebuilt container (an image pull, a new machine) run another
+        # image than the one the stack was tested with.
+        if value and not DIGEST.match(value):
+            raise ConfigError(f"{sec.where(name)}={value!r}: not pinned by digest; allowed is "
+                              "NAME[:TAG]@sha256:<64 lowercase hex digits> (docker buildx "
+                              f"imagetools inspect NAME:TAG shows it), e.g. {DEFAULT_IMAGE!r}")
     subnet = cidr(sec.where("network_subnet"), sec.get("network_subnet", d.network_subnet))
     if ipaddress.ip_network(subnet).num_addresses < 8:
         raise ConfigError(f"{sec.where('network_subnet')}={subnet!r}: too small; allowed are "

@@ -42,7 +42,7 @@ def gather(targets: stack.StackTargets, sql_dir: Path) -> Report:
     else:
         report.pooler = Pooler(error="the stack has no pooler_dsn output or console password")
     report.backups = probes.probe_backups(reader, targets.pgbackrest_config,
-                                          cfg.backup.stanza)
+                                          cfg.backup.stanza, targets.pgbackrest_exec)
     report.schema = probes.probe_schema(reader, sql_dir, cfg.tenants, cfg.postgres.app_role)
     # The owner (not a superuser): TimescaleDB shows a job's error text (job_errors)
     # only to members of the job's owner or of the database owner.
@@ -172,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return OK
         targets = stack.load(ref)
         if args.pgbackrest_config is not None:
-            targets = dataclasses.replace(targets, pgbackrest_config=args.pgbackrest_config)
+            # A config named here is this machine's (on a host): no exec prefix.
+            targets = dataclasses.replace(targets, pgbackrest_config=args.pgbackrest_config,
+                                          pgbackrest_exec=())
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE

@@ -9,6 +9,7 @@ Error texts come from libpq or PgBouncer and never contain the DSN's password.
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -178,19 +179,23 @@ def backup_ages(info: dict[str, Any], now: float | None = None) -> tuple[dict[st
     return ages, counts
 
 
-def probe_backups(primary_dsn: str, pgbackrest_config: Path | None, stanza: str) -> Backups:
-    """pgbackrest info for the backups (where its config is on this machine); the archiver
+def probe_backups(primary_dsn: str, pgbackrest_config: Path | None, stanza: str,
+                  exec_prefix: tuple[str, ...] = ()) -> Backups:
+    """pgbackrest info for the backups (where its config is on this machine, or, with
+    `exec_prefix`, where the prefix runs it: dev's primary container); the archiver
     statistics from the primary."""
     backups = Backups()
     errors: list[str] = []
     if pgbackrest_config is not None:
         try:
-            info = PgBackRest(config=pgbackrest_config, stanza=stanza).info()
+            info = PgBackRest(config=pgbackrest_config, stanza=stanza,
+                              exec_prefix=exec_prefix).info()
             if not info:
                 raise PlatformError(f"stanza {stanza!r} is not in the repository")
             backups.age_seconds, backups.count = backup_ages(info)
             backups.available = True
-            backups.source = f"pgbackrest info ({pgbackrest_config})"
+            backups.source = f"pgbackrest info ({pgbackrest_config})" + (
+                f" through {shlex.join(exec_prefix)}" if exec_prefix else "")
         except (PlatformError, OSError, ValueError) as exc:
             errors.append(f"pgbackrest info: {_error(exc)}")
     else:

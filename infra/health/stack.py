@@ -29,6 +29,8 @@ class StackTargets:
     pooler_admin_dsn: str | None
     pgbackrest_config: Path | None
     pooler_dsn: str | None = None
+    # dev: pgbackrest runs in the primary container (`docker exec ...`), the config there.
+    pgbackrest_exec: tuple[str, ...] = ()
     # The pg_monitor-only role (local stacks): statistics views show other sessions'
     # fields (replication state and lag) to pg_monitor members only.
     monitor_dsn: str | None = None
@@ -59,12 +61,15 @@ def load(ref: StackRef) -> StackTargets:
         raise PlatformError(f"stack {ref.name!r} has no primary_dsn output; run `pulumi up` "
                             "first")
     pooler_admin = outputs.get("pooler_admin_dsn")
-    files = registry.get(cfg.backend).local_files(cfg)
+    backend = registry.get(cfg.backend)
+    files = backend.local_files(cfg)
     pgbr = files.pgbackrest_config if files and files.pgbackrest_config.exists() else None
+    remote = backend.remote_pgbackrest(cfg) if files is None else None
     return StackTargets(cfg=cfg, monitoring=cfg.monitoring, primary_dsn=primary,
                         replica_dsns=tuple(outputs.get("replica_dsns") or ()),
                         pooler_admin_dsn=pooler_admin if isinstance(pooler_admin, str) else None,
-                        pgbackrest_config=pgbr,
+                        pgbackrest_config=remote.config if remote else pgbr,
+                        pgbackrest_exec=remote.exec_prefix if remote else (),
                         pooler_dsn=pooled if isinstance(pooled := outputs.get("pooler_dsn"),
                                                         str) else None,
                         monitor_dsn=mon if isinstance(mon := outputs.get("monitor_dsn"),

@@ -24,9 +24,13 @@ and 5 are infra/hostagent/patroni_step.py's (etcd, then Patroni, the dynamic
 configuration through Patroni's REST API on the leader; slots are Patroni's),
 and the roles SQL runs only where this host's node leads.
 
-Run by pg-platform-apply.timer (pull) and by pgp-setup at first boot. Python 3
-stdlib only, plus boto3 (Debian's python3-boto3) to read the bundle from
-Secrets Manager and to report to S3. It never prints a file's content.
+Run by pg-platform-apply.timer (pull) and by pgp-setup at first boot on prod;
+in a dev container by infra/hostagent/watch.py, where there is no systemd: the
+bundle's `services` then say how to act on each unit, a bundle without
+`postgres` (the PgBouncer container) skips steps 3 to 5, and the status goes
+to a file (`report.file`). Python 3 stdlib only, plus boto3 (Debian's
+python3-boto3) to read the bundle from Secrets Manager and to report to S3.
+It never prints a file's content.
 """
 
 from __future__ import annotations
@@ -37,8 +41,6 @@ import importlib
 import json
 import os
 import pwd
-import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,25 +49,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+try:  # in the project (tests, Pulumi); on a host and in a container, the file beside this one
+    from .postgres_node import SLOT, ApplyError, Postgres, Run, converge_slots, run_command
+except ImportError:
+    from postgres_node import (  # type: ignore[no-redef,import-not-found]  # noqa: I001
+        SLOT, ApplyError, Postgres, Run, converge_slots, run_command)
+
+__all__ = ["ApplyError", "Host", "Outcome", "bundle_version", "converge", "main", "run_command"]
+
 FORMAT = 1
 STATE_FILE = "/var/lib/pg-platform/applied.json"
-SLOT = re.compile(r"^replica_[0-9]+$")
-READY_TIMEOUT = 300
-
-Run = Callable[[Sequence[str], str | None], str]
-
-
-class ApplyError(Exception):
-    """A step failed; the message names the step and the file or unit."""
-
-
-def run_command(cmd: Sequence[str], stdin: str | None = None) -> str:
-    """Run a command; its output is returned, its failure raised without the input."""
-    proc = subprocess.run(list(cmd), input=stdin, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ApplyError(f"{' '.join(cmd[:4])}... exited {proc.returncode}: "
-                         f"{proc.stderr.strip()[-500:]}")
-    return proc.stdout
+# A bundle's `services` may give its own command for these (no systemd in a container).
+VERBS = {"is-active": ("is-active", "--quiet"), "start": ("start",), "stop": ("stop",),
+         "reload": ("reload",), "restart": ("restart",),
+         "reload-or-restart": ("reload-or-restart",), "enable": ("enable", "--now")}
 
 
 def digest(text: str) -> str:
@@ -86,6 +83,12 @@ def check_bundle(bundle: dict[str, Any]) -> None:
     for slot in bundle.get("slots") or []:
         if not SLOT.match(slot):
             raise ApplyError(f"slot {slot!r}: pg-platform slots are named replica_N")
+    for unit, verbs in (bundle.get("services") or {}).items():
+        for verb, cmd in verbs.items():
+            if (verb not in VERBS or not isinstance(cmd, list) or not cmd
+                    or not all(isinstance(a, str) for a in cmd)):
+                raise ApplyError(f"services.{unit}.{verb}: a verb of {sorted(VERBS)} with "
+                                 "a command as a list of strings")
 
 
 @dataclass
@@ -110,9 +113,15 @@ class Host:
     sleep: Callable[[float], None] = time.sleep
     # infra/hostagent/patroni_api, loaded when a bundle has a `patroni` section
     api: ModuleType | None = None
+    services: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def path(self, path: str) -> Path:
         return self.root / path.lstrip("/")
+
+    def unit(self, verb: str, name: str) -> None:
+        """`systemctl VERB NAME`, or the bundle's own command for it (`services`)."""
+        own = self.services.get(name, {}).get(verb)
+        self.run(own if own else ["systemctl", *VERBS[verb], name], None)
 
     def ids(self, owner: str) -> tuple[int, int]:
         if self.root != Path("/"):
@@ -155,78 +164,6 @@ def write_file(host: Host, item: dict[str, Any]) -> None:
             tmp.unlink()
 
 
-class Postgres:
-    """The local server, reached as the break-glass superuser by peer on its socket."""
-
-    def __init__(self, host: Host, spec: dict[str, Any]) -> None:
-        self.host, self.spec = host, spec
-
-    def _base(self, program: str) -> list[str]:
-        return ["runuser", "-u", self.spec["os_user"], "--", program, "-h",
-                self.spec["socket_dir"], "-p", str(self.spec["port"])]
-
-    def query(self, text: str) -> str:
-        return self.host.run([*self._base("psql"), "-X", "-q", "-At", "-d", "postgres",
-                              "-v", "ON_ERROR_STOP=1", "-c", text], None).strip()
-
-    def script(self, text: str) -> None:
-        """A psql script on stdin: never on the command line, never in a file."""
-        self.host.run([*self._base("psql"), "-X", "-q", "-d", "postgres",
-                       "-v", "ON_ERROR_STOP=1", "-f", "-"], text)
-
-    def active(self) -> bool:
-        try:
-            self.host.run(["systemctl", "is-active", "--quiet", self.spec["unit"]], None)
-        except ApplyError:
-            return False
-        return True
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        waited = 0.0
-        while True:
-            try:
-                self.host.run([*self._base("pg_isready"), "-q"], None)
-                return
-            except ApplyError:
-                if waited >= timeout:
-                    raise ApplyError(f"{self.spec['unit']}: not accepting connections on "
-                                     f"{self.spec['socket_dir']} after {timeout:.0f} s; see "
-                                     f"journalctl -u {self.spec['unit']}") from None
-                self.host.sleep(2)
-                waited += 2
-
-    def in_recovery(self) -> bool:
-        return self.query("SELECT pg_is_in_recovery()") == "t"
-
-    def pending_restart(self) -> list[str]:
-        found = self.query("SELECT string_agg(name, ',') FROM pg_settings WHERE pending_restart")
-        return [n for n in found.split(",") if n]
-
-
-def converge_slots(pg: Postgres, wanted: Sequence[str]) -> list[str]:
-    """Create missing slots, replace invalidated ones, drop the removed replicas' slots."""
-    done: list[str] = []
-    rows = pg.query("SELECT slot_name || ':' || coalesce(wal_status, '') || ':' || active "
-                    "FROM pg_replication_slots WHERE slot_type = 'physical'")
-    have = {}
-    for line in rows.splitlines():
-        name, status, flag = line.split(":")
-        have[name] = (status, flag == "t")
-    for name, (status, active) in sorted(have.items()):
-        if SLOT.match(name) and name not in wanted and not active:
-            pg.query(f"SELECT pg_drop_replication_slot('{name}')")
-            done.append(f"dropped {name}")
-        elif name in wanted and status == "lost" and not active:
-            pg.query(f"SELECT pg_drop_replication_slot('{name}')")
-            del have[name]
-            done.append(f"replaced lost {name}")
-    for name in wanted:
-        if name not in have:
-            pg.query(f"SELECT pg_create_physical_replication_slot('{name}', true)")
-            done.append(f"created {name}")
-    return done
-
-
 def _state(host: Host) -> dict[str, Any]:
     try:
         loaded: dict[str, Any] = json.loads(host.path(host.state_file).read_text())
@@ -238,6 +175,7 @@ def _state(host: Host) -> dict[str, Any]:
 def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) -> Outcome:
     """Bring the host to `bundle`; see the module docstring for the order."""
     check_bundle(bundle)
+    host.services = bundle.get("services") or {}
     out = Outcome(version=bundle["version"])
     actions: list[str] = []
     for item in sorted(bundle["files"], key=lambda i: i["path"]):
@@ -256,30 +194,28 @@ def converge(bundle: dict[str, Any], host: Host, *, files_only: bool = False) ->
         # files): every unit gets what its files need, as if they had all just changed.
         for item in bundle["files"]:
             actions += [a for a in item.get("then", []) if a not in actions]
-    spec = bundle["postgres"]
-    pg = Postgres(host, spec)
-    if bundle.get("patroni"):
-        primary = _converge_patroni(bundle["patroni"], host, pg, actions, out)
-    else:
-        primary = _converge_postgres(host, pg, actions, out)
-    out.role = "primary" if primary else "replica"
-    if primary and bundle.get("sql"):
-        if state.get("sql") != digest(bundle["sql"]):
-            pg.script(bundle["sql"])
-            out.sql = True
-        if not bundle.get("patroni"):
-            out.slots = converge_slots(pg, bundle.get("slots") or [])
-    managed = (spec["unit"], *_ha_units(bundle))
+    primary, managed = False, _ha_units(bundle)
+    if bundle.get("postgres"):   # none in a dev PgBouncer container
+        pg = Postgres(host, bundle["postgres"])
+        managed += (pg.spec["unit"],)
+        primary = (_converge_patroni(bundle["patroni"], host, pg, actions, out)
+                   if bundle.get("patroni") else _converge_postgres(host, pg, actions, out))
+        out.role = "primary" if primary else "replica"
+        if primary and bundle.get("sql"):
+            if state.get("sql") != digest(bundle["sql"]):
+                pg.script(bundle["sql"])
+                out.sql = True
+            if not bundle.get("patroni"):
+                out.slots = converge_slots(pg, bundle.get("slots") or [])
     for action in actions:
         verb, _, name = action.partition(":")
         if verb == "reload" and f"restart:{name}" in actions:
             continue  # the restart reads the new files too
         if name and name not in managed and verb in ("reload", "restart"):
-            host.run(["systemctl", "reload-or-restart" if verb == "reload" else "restart",
-                      name], None)
+            host.unit("reload-or-restart" if verb == "reload" else "restart", name)
             out.actions.append(f"{verb} {name}")
     for name in bundle.get("enable") or []:
-        host.run(["systemctl", "enable", "--now", name], None)
+        host.unit("enable", name)
     # The SQL counts as run only where it ran: a Patroni replica that leads later runs it.
     sql_done = digest(bundle.get("sql") or "") if primary else state.get("sql", digest(""))
     record = {"version": bundle["version"], "sql": sql_done, "at": int(time.time())}
@@ -326,18 +262,18 @@ def _converge_postgres(host: Host, pg: Postgres, actions: list[str], out: Outcom
     (restarted after a reload only if a changed setting is pending_restart)."""
     unit = pg.spec["unit"]
     if not pg.active():
-        host.run(["systemctl", "start", unit], None)
+        host.unit("start", unit)
         out.actions.append(f"start {unit}")
     elif f"restart:{unit}" in actions:
-        host.run(["systemctl", "restart", unit], None)
+        host.unit("restart", unit)
         out.actions.append(f"restart {unit}")
     elif f"reload:{unit}" in actions:
-        host.run(["systemctl", "reload", unit], None)
+        host.unit("reload", unit)
         out.actions.append(f"reload {unit}")
         pg.wait_ready()
         pending = pg.pending_restart()
         if pending:
-            host.run(["systemctl", "restart", unit], None)
+            host.unit("restart", unit)
             out.actions.append(f"restart {unit} ({', '.join(pending)})")
     pg.wait_ready()
     return not pg.in_recovery()
@@ -358,6 +294,13 @@ def report(bundle: dict[str, Any], status: dict[str, Any]) -> None:
     where = bundle.get("report")
     if not where:
         return
+    if where.get("file"):   # dev: a status file in a directory the machine running Pulumi reads
+        target = Path(where["file"])
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(status, sort_keys=True) + "\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, target)
+        return
     client = _boto3().client("s3", region_name=where["region"])
     client.put_object(Bucket=where["bucket"], Key=where["key"],
                       Body=json.dumps(status, sort_keys=True).encode(),
@@ -373,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write files and reload systemd only (first boot, before initdb)")
     parser.add_argument("--report-setup-failure", metavar="MESSAGE",
                         help="report that pgp-setup failed (it retries); `pulumi up` shows it")
+    parser.add_argument("--state-file", default=STATE_FILE,
+                        help="where the applied version is recorded (tests)")
     args = parser.parse_args(argv)
     if args.bundle_file:
         bundle = json.loads(Path(args.bundle_file).read_text())
@@ -387,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "at": int(time.time())})
         return 0
     try:
-        out = converge(bundle, Host(), files_only=args.files_only)
+        out = converge(bundle, Host(state_file=args.state_file), files_only=args.files_only)
     except (ApplyError, OSError, KeyError) as exc:
         print(f"pgp-apply: {name}: {exc}", file=sys.stderr)
         if not args.files_only:

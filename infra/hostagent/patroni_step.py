@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 READY_TIMEOUT = 600   # a replica's first pgBackRest restore or basebackup counts too
+CONFIG_TIMEOUT = 60   # the leader's /config, once it runs
 
 Run = Callable[[Sequence[str], str | None], str]
 
@@ -84,9 +85,17 @@ def converge_dcs(api: ModuleType, spec: dict[str, Any], url: str,
     """The leader's share: PATCH the bundle's dynamic configuration where /config lacks it."""
     config, ca = spec["config"], spec["ca_file"]
     wanted = api.load_config(config)["bootstrap"]["dcs"]
+    # Right after it bootstraps, the leader answers 502 until its configuration is in the
+    # DCS (seen on a loaded machine): wait for it as for `running`.
+    waited = 0.0
     status, current = api.get(url, "/config", ca)
+    while status == 502 and waited < CONFIG_TIMEOUT:
+        sleep(1)
+        waited += 1
+        status, current = api.get(url, "/config", ca)
     if status != 200:
-        raise api.PatroniApiError(f"Patroni GET /config at {url}: HTTP {status}")
+        raise api.PatroniApiError(f"Patroni GET /config at {url}: HTTP {status}"
+                                  f"{f' after {waited:.0f} s' if waited else ''}")
     if not api.differs(wanted, current):
         return []
     scope = str(api.load_config(config)["scope"])

@@ -5,6 +5,13 @@ and the tests. Commands that connect to PostgreSQL (stanza-create, check,
 backup) get the owner role's password in PGPASSWORD, only in the environment
 of the pgbackrest process, so it never rests in a file (or in a libpq passfile
 named by PGPASSFILE, on hosts that keep one).
+
+With `exec_prefix` (the dev stack: `docker exec -u postgres <primary container>`)
+pgbackrest runs wherever the prefix puts it, as the user the prefix names, and
+this process stays who it is (the Docker CLI needs the caller's access to the
+engine, not the `postgres` user's). Nothing of this process's environment
+reaches the command there, so a password or passfile is refused rather than
+silently dropped: in the container pgBackRest logs in by peer on the socket.
 """
 
 from __future__ import annotations
@@ -33,15 +40,25 @@ class PgBackRest:
     stanza: str
     passfile: Path | None = None
     password: str | None = field(default=None, repr=False)
+    exec_prefix: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.exec_prefix and (self.passfile or self.password):
+            raise ValueError("pgbackrest through an exec prefix logs in by peer where it "
+                             "runs; a passfile or password would not reach it")
+
+    def argv(self, command: str, *options: str) -> list[str]:
+        """The command line: no secret is ever on it."""
+        return [*self.exec_prefix, PGBACKREST, f"--config={self.config}",
+                f"--stanza={self.stanza}", *options, command]
 
     def run(self, command: str, *options: str, timeout: float = 600.0) -> str:
-        argv = [PGBACKREST, f"--config={self.config}", f"--stanza={self.stanza}",
-                *options, command]
         env = {"PGPASSFILE": str(self.passfile)} if self.passfile else {}
         if self.password:
             env["PGPASSWORD"] = self.password
-        return run(argv, what=f"pgbackrest {command} ({shlex.join(options)})".rstrip(),
-                   timeout=timeout, env=env)
+        return run(self.argv(command, *options),
+                   what=f"pgbackrest {command} ({shlex.join(options)})".rstrip(),
+                   timeout=timeout, env=env, switch_user=not self.exec_prefix)
 
     def stanza_create(self) -> None:
         """Safe to repeat: pgBackRest accepts an existing stanza that matches the cluster."""

@@ -38,9 +38,12 @@ def service_cmd(argv: Sequence[str]) -> list[str]:
 
 
 def run(argv: Sequence[str], *, what: str, timeout: float = 120.0,
-        env: dict[str, str] | None = None, input_text: str | None = None) -> str:
-    """Run a command as the service user; raise ProcessError with its output."""
-    cmd = service_cmd(argv)
+        env: dict[str, str] | None = None, input_text: str | None = None,
+        switch_user: bool = True) -> str:
+    """Run a command as the service user (or, with `switch_user=False`, as this
+    process's user: a command that switches users itself); raise ProcessError with its
+    output."""
+    cmd = service_cmd(argv) if switch_user else list(argv)
     logger.debug("running %s", " ".join(cmd))
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, cwd="/",

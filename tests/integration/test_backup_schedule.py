@@ -4,11 +4,18 @@ A primary with WAL archiving, the platform database and a pgBackRest stanza,
 made by the local backend's own providers with the inputs `pulumi up` gives
 them, on a free port in a scratch directory. The incr schedule is every
 minute, so the scheduler has something to do within the test's patience.
+
+The dev stack's path (the scheduler on the Docker host, pgBackRest in the primary
+container through `docker exec -u postgres <container>`) is driven here through
+DOCKER_STAND_IN: a stand-in for the Docker CLI only, which checks the `exec -u
+USER CONTAINER` shape, records the call, becomes USER and runs the command on
+this machine. The database, the repository and pgBackRest are real.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -28,11 +35,16 @@ import pytest
 from infra import config, hostctl
 from infra.backends import local
 from infra.backends.local_backup import BackupProvider
-from infra.backends.local_backup_scheduler import BackupSchedulerProvider, daemon
+from infra.backends.local_backup_scheduler import (
+    BackupSchedulerProvider,
+    daemon,
+    scheduler_props,
+)
 from infra.backends.local_layout import layout
 from infra.backends.local_postgres import DatabaseProvider, PostgresServerProvider
 from infra.backup import hot_standby, restore
-from infra.errors import ProcessError
+from infra.errors import PlatformError, ProcessError
+from infra.health.probes import probe_backups
 from infra.hostctl.files import service_ids
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.hostctl.proc import send
@@ -155,6 +167,108 @@ def test_a_killed_scheduler_is_seen_by_read_and_restarted_by_update(stack: Stack
         assert provider.diff("", again, stack.scheduler_props()).changes is False
     finally:
         provider.delete("", outs)
+
+
+CONTAINER = "pgp-test-primary"
+DOCKER_STAND_IN = """#!{python}
+# A stand-in for the Docker CLI's `docker exec -u USER CONTAINER CMD...` (no Docker engine
+# here): the command runs on this machine, as USER, and each call is recorded.
+import json, os, pwd, shutil, sys
+args = sys.argv[1:]
+if args[:2] != ["exec", "-u"] or len(args) < 5:
+    sys.exit(f"docker stand-in: unsupported arguments {{args}}")
+user, container, cmd = args[2], args[3], args[4:]
+if container != {container!r}:
+    sys.exit(f"Error response from daemon: No such container: {{container}}")
+with open({calls!r}, "a") as out:
+    out.write(json.dumps({{"user": user, "container": container, "argv": cmd,
+                          "uid": os.geteuid(), "env": sorted(os.environ)}}) + "\\n")
+program = shutil.which(cmd[0]) or cmd[0]   # before the switch: this interpreter's
+if os.geteuid() == 0:                      # library may be out of USER's reach
+    ent = pwd.getpwnam(user)
+    os.setgroups([]); os.setgid(ent.pw_gid); os.setuid(ent.pw_uid)
+    os.environ["HOME"] = ent.pw_dir
+os.execv(program, cmd)
+"""
+
+
+@pytest.fixture
+def docker_stand_in(stack: Stack) -> Iterator[tuple[list[str], Path]]:
+    """The dev stack's exec prefix, through the stand-in CLI; and its call record."""
+    where = stack.base / "docker-cli-stand-in"
+    where.mkdir(mode=0o755, exist_ok=True)
+    calls, cli = where / "calls.jsonl", where / "docker"
+    cli.write_text(DOCKER_STAND_IN.format(python=sys.executable, container=CONTAINER,
+                                          calls=str(calls)))
+    cli.chmod(0o755)
+    yield [str(cli), "exec", "-u", "postgres", CONTAINER], calls
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def _calls(calls: Path) -> list[dict[str, Any]]:
+    if not calls.exists():
+        return []
+    return [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def test_scheduler_takes_incr_backups_through_an_exec_prefix(
+        stack: Stack, docker_stand_in: tuple[list[str], Path]) -> None:
+    """The dev stack's scheduler, as the docker backend declares it: it stays the user it
+    was started as (the CLI's access to the engine) and the prefix switches to postgres."""
+    prefix, calls = docker_stand_in
+    run_dir = stack.base / "dev-backup-scheduler"
+    sched = stack.cfg.backup.schedule
+    props = scheduler_props(
+        config_path=str(layout(stack.cfg).pgbackrest_conf), stanza=stack.cfg.backup.stanza,
+        schedule={"full": sched.full, "diff": sched.diff, "incr": sched.incr},
+        run_dir=str(run_dir), log_path=str(run_dir), exec_prefix=prefix)
+    provider = BackupSchedulerProvider()
+    before = _incr_labels(stack)
+    outs = dict(provider.create(props).outs or {})
+    try:
+        d = daemon(outs)
+        pid = d.running_pid()
+        assert pid is not None
+        assert os.stat(f"/proc/{pid}").st_uid == os.getuid()
+        new = hostctl.wait_until(lambda: _incr_labels(stack) - before or None,
+                                 NEW_INCR_WITHIN, 2.0)
+        log = d.tail()
+        assert new, f"no incr backup within {NEW_INCR_WITHIN:.0f}s; log:\n{log}"
+        assert "pgbackrest through " + " ".join(prefix) in log, log
+        assert re.search(r"incr backup of stanza main: done in", log), log
+        assert stack.passwords["owner"] not in log and stack.passwords["superuser"] not in log
+        made = [c for c in _calls(calls) if "backup" in c["argv"]]
+        assert made, _calls(calls)
+        call = made[0]
+        assert (call["user"], call["container"]) == ("postgres", CONTAINER)
+        assert call["argv"][:3] == ["pgbackrest", f"--config={props['config_path']}",
+                                    "--stanza=main"]
+        assert "--type=incr" in call["argv"] and call["uid"] == os.getuid()
+        assert not any(k.startswith("PGPASS") for k in call["env"]), call["env"]
+    finally:
+        provider.delete("", outs)
+    assert daemon(outs).running_pid() is None and not run_dir.exists()
+
+
+def test_backup_info_through_an_exec_prefix_gives_the_ages_health_reads(
+        stack: Stack, docker_stand_in: tuple[list[str], Path]) -> None:
+    """Health's backup ages come from `pgbackrest info` run the same way; a wrong container
+    fails with the CLI's message, so the prefix is really on the path."""
+    prefix, calls = docker_stand_in
+    pgbr = PgBackRest(config=layout(stack.cfg).pgbackrest_conf,
+                      stanza=stack.cfg.backup.stanza, exec_prefix=tuple(prefix))
+    got = probe_backups(stack.owner_dsn(), pgbr.config, pgbr.stanza, pgbr.exec_prefix)
+    assert got.available and got.error is None, got
+    assert got.count["full"] >= 1 and got.age_seconds["full"] is not None, got
+    assert got.source and got.source.endswith(" through " + " ".join(prefix)), got.source
+    assert _calls(calls)[-1]["argv"][-2:] == ["--output=json", "info"]
+    wrong = PgBackRest(config=pgbr.config, stanza=pgbr.stanza,
+                       exec_prefix=(*prefix[:-1], "pgp-test-missing"))
+    with pytest.raises(PlatformError, match="No such container: pgp-test-missing"):
+        wrong.info()
+    with pytest.raises(ValueError, match="peer"):
+        PgBackRest(config=pgbr.config, stanza=pgbr.stanza, exec_prefix=tuple(prefix),
+                   password=stack.passwords["owner"])
 
 
 def test_backup_run_works_standalone_without_a_dsn(stack: Stack) -> None:

@@ -1,4 +1,4 @@
-"""pgp-apply against a real PostgreSQL set up as on a prod host.
+"""pgp-apply against a real PostgreSQL set up as on a prod host, and as in a dev container.
 
 The cluster is made as pgp-setup makes it: initdb as the `postgres` OS user with
 `--auth-local=peer` and no superuser password, the pg_hba that prod renders
@@ -10,7 +10,10 @@ onto `pg_ctl` for the same server, so restarts and reloads really happen.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,9 +23,11 @@ import psycopg
 import pytest
 
 from infra import config, hostctl, render, roles
+from infra.backends import docker_bundle
+from infra.backends import docker_delivery as delivery
 from infra.backends.aws_bundle import CloudPasswords, bootstrap_spec
 from infra.backends.host_bundle import POSTGRES_UNIT, BundleFile, make, reload_postgres
-from infra.hostagent import apply
+from infra.hostagent import apply, watch
 from infra.render.roles_sql import bootstrap_script
 from tests import ports
 from tests.support import scratch_dir, write_tls
@@ -171,3 +176,142 @@ def test_the_break_glass_role_has_no_password_and_no_network_login(host: Host) -
                           "WHERE rolname = 'postgres'"],
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "t"
+
+
+# A dev container's bundle, converged for real through the container's own loop
+# (infra/hostagent/watch.py running apply.py from the bundle directory) with the
+# dev services table: no systemctl at all; start is the rendered docker-start.sh
+# (initdb as pgp-setup does, then pg_ctl start), reload and restart are pg_ctl.
+
+@dataclass
+class DevHost:
+    base: Path
+    server: hostctl.Server
+    tls: render.TlsFiles
+
+    @property
+    def conf(self) -> Path:
+        return self.base / "conf"
+
+    @property
+    def directory(self) -> Path:
+        return self.base / "docker" / "primary"
+
+    @property
+    def status(self) -> Path:
+        return self.directory / "status" / "status.json"
+
+    def bundle(self, pw: CloudPasswords, **postgres: object) -> str:
+        cfg = config.load({"postgres": {"port": self.server.port,
+                                        "database": "platform_apply", **postgres}}, "test")
+        paths = render.HostPaths(data_dir=str(self.server.data_dir),
+                                 socket_dir=str(self.base / "run"))
+        bin_dir, log = str(hostctl.bin_dir()), str(self.base / "log" / "server.log")
+        start = str(self.conf / "start.sh")
+        files = {
+            str(self.conf / "postgresql.conf"): render.postgresql_conf(
+                cfg, paths, timescaledb=False, tls=self.tls),
+            str(self.conf / "pg_hba.conf"): render.pg_hba_conf(
+                cfg, ("127.0.0.1/32",), ident_map=False, tls=True),
+            start: render.render("docker-start.sh.j2", role="primary", conf_dir=str(self.conf),
+                                 standby=None, backup_dir="", bin_dir=bin_dir, log_file=log,
+                                 marks="", config_path="", stanza=""),
+        }
+        reload = reload_postgres()
+        return docker_bundle.container_bundle(
+            "primary", files, private=frozenset(),
+            then={p: reload for p in files if not p.endswith("start.sh")},
+            services=docker_bundle.postgres_services(
+                POSTGRES_UNIT, bin_dir=bin_dir, data_dir=str(self.server.data_dir),
+                start_script=start, log_file=log),
+            postgres={"unit": POSTGRES_UNIT, "socket_dir": str(self.base / "run"),
+                      "port": self.server.port, "os_user": "postgres"},
+            sql=bootstrap_script(bootstrap_spec(cfg, pw)), slots=["replica_1"],
+            status_file=str(self.status))
+
+    def deliver_and_watch(self, text: str) -> dict[str, object]:
+        """What `up` does (the bundle directory), then one run of the container's loop."""
+        delivery.write_bundle_dir(self.directory, text, delivery.agent_files())
+        watch.watch(self.directory / "bundle", ["--state-file", str(self.base / "applied")],
+                    sleep=lambda _s: None, runs=1)
+        status: dict[str, object] = json.loads(self.status.read_text())
+        return status
+
+    def pid(self) -> int:
+        return int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def login(self, role: str, password: str) -> str:
+        dsn = self.server.dsn(role, password, "platform_apply")
+        with psycopg.connect(f"{dsn} sslmode=verify-full sslrootcert={self.tls.ca_file}") as c:
+            row = c.execute("SELECT current_user").fetchone()
+        return str(row[0]) if row else ""
+
+
+@pytest.fixture(scope="module")
+def dev_host() -> Iterator[DevHost]:
+    base = scratch_dir("pgp-apply-dev-")
+    os.chmod(base, 0o755)
+    server = hostctl.Server(data_dir=base / "pg" / "data", port=ports.free_port())
+    for owned in (base / "run", base / "pg", base / "log"):
+        hostctl.make_dir(owned, 0o700)
+        hostctl.chown_service(owned)
+    (base / "tls").mkdir()
+    h = DevHost(base=base, server=server, tls=write_tls(base / "tls"))
+    old_pgdata = os.environ.get("PGDATA")
+    os.environ["PGDATA"] = str(server.data_dir)     # as the container's env sets it
+    try:
+        yield h
+    finally:
+        if old_pgdata is None:
+            os.environ.pop("PGDATA", None)
+        else:
+            os.environ["PGDATA"] = old_pgdata
+        watch.stop_services(h.directory / "bundle" / "bundle.json")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_dev_bundle_first_start_makes_the_cluster_roles_and_slot(dev_host: DevHost) -> None:
+    text = dev_host.bundle(OLD)
+    status = dev_host.deliver_and_watch(text)
+    assert status["ok"] is True, status
+    assert status["version"] == json.loads(text)["version"]
+    # The directory the container mounts: the bundle its owner's alone.
+    assert stat.S_IMODE(os.stat(dev_host.directory / "bundle").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(dev_host.directory / "bundle" / "bundle.json").st_mode) == 0o600
+    assert (dev_host.server.data_dir / "PG_VERSION").exists()     # start.sh's initdb
+    assert dev_host.login("platform_owner", OLD.owner) == "platform_owner"
+    out = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-h",
+                          str(dev_host.base / "run"), "-p", str(dev_host.server.port), "-d",
+                          "postgres", "-c", "SELECT slot_name FROM pg_replication_slots"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["replica_1"]
+
+
+def test_dev_bundle_parameter_and_rotation_in_place(dev_host: DevHost) -> None:
+    pid = dev_host.pid()
+    status = dev_host.deliver_and_watch(dev_host.bundle(NEW, work_mem="16MB"))
+    assert status["ok"] is True, status
+    assert dev_host.pid() == pid                                   # pg_ctl reload only
+    assert dev_host.login("app", NEW.app) == "app"
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        dev_host.login("app", OLD.app)
+
+
+def test_dev_bundle_restart_setting_restarts_through_pg_ctl(dev_host: DevHost) -> None:
+    pid = dev_host.pid()
+    status = dev_host.deliver_and_watch(dev_host.bundle(NEW, work_mem="16MB",
+                                                        max_connections=130))
+    assert status["ok"] is True, status
+    assert dev_host.pid() != pid
+    assert dev_host.login("platform_owner", NEW.owner) == "platform_owner"
+
+
+def test_dev_bundle_failure_is_reported_and_stop_stops_the_server(dev_host: DevHost) -> None:
+    text = json.loads(dev_host.bundle(NEW, work_mem="16MB", max_connections=130))
+    text["services"][POSTGRES_UNIT]["reload"] = ["false"]
+    text["files"][0]["content"] += "\n# changed\n"
+    text["version"] = apply.bundle_version(text)
+    status = dev_host.deliver_and_watch(json.dumps(text))
+    assert status["ok"] is False and "false" in str(status["error"]), status
+    watch.stop_services(dev_host.directory / "bundle" / "bundle.json")
+    assert not dev_host.server.is_running()

@@ -20,7 +20,8 @@ import yaml
 
 from infra import config, hostctl
 from infra.backends import aws_userdata as ud
-from infra.backends import docker as dk
+from infra.backends import docker_delivery as delivery
+from infra.backends import docker_files as dk
 from infra.config import DockerSettings
 from infra.render.pooler import pooler_users, userlist_txt
 from tests import ports
@@ -155,7 +156,7 @@ def test_pgbouncer_accepts_the_rendered_ini(prod: config.PlatformConfig,
         inis = {
             "aws": ud.host_files(prod, ud.Host(0, "vol-1", "arn"), ("10.0.1.11",),
                                  "10.0.1.10")[ud.POOLER_INI],
-            "docker": dk.pooler_files(dev, dk.Layout("pgp-dev", 5432, 2, 6432)),
+            "docker": dk.pooler_files(dev, dk.Layout("pgp-dev", 5432, 2, 6432))[dk.POOLER_INI],
         }
         for name, ini in inis.items():
             # Only the auth file's path and the port differ from the shipped file: the
@@ -195,8 +196,13 @@ def test_boot_scripts_parse_in_bash(prod: config.PlatformConfig,
         assert compiled.returncode == 0, compiled.stderr
         docker_files = dk.server_files(dev, dev.docker or DockerSettings(), replica)
         scripts.append(docker_files["/etc/pg-platform/start.sh"])
-        if not replica:
-            scripts.append(docker_files["/etc/pg-platform/finish-init.sh"])
+    scripts.append(dk.pooler_files(dev, dk.Layout("pgp-dev", 5432, 2, 6432))[dk.PGBOUNCER_CTL])
+    for agent in ("apply.py", "watch.py"):    # what a dev container's python3 runs
+        compiled = subprocess.run(["/usr/bin/python3", "-c", "import sys; compile("
+                                   "sys.stdin.read(), 'agent', 'exec')"],
+                                  input=delivery.agent_files()[agent],
+                                  capture_output=True, text=True, timeout=30)
+        assert compiled.returncode == 0, (agent, compiled.stderr)
     for script in [*scripts, "if then fi\n"]:
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True,
                                 timeout=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from infra import config
-from infra.backends import docker, local, local_patroni, rendered_checks
+from infra.backends import docker_files, local, local_patroni, rendered_checks
 from infra.backends.local_layout import layout
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
@@ -119,12 +119,13 @@ def test_preview_stops_on_a_value_only_the_server_refuses() -> None:
         stack.remove()
 
 
-def test_a_pooler_ini_without_pid_and_log_files_is_checked_too(tmp_path: Path) -> None:
-    """docker's and aws's pgbouncer.ini name no pidfile or logfile: the scratch copy does."""
+def test_a_pooler_ini_without_a_log_file_is_checked_too(tmp_path: Path) -> None:
+    """docker's pgbouncer.ini names no logfile and its own pidfile: the scratch copy names
+    one of each, in the scratch directory."""
     dev = config.load({"replicas": 1}, "dev")
-    text = docker.pooler_files(dev, docker.Layout(prefix="p", port=5432, replicas=1,
-                                                  pooler_port=6432))
-    assert "pidfile" not in text
+    text = docker_files.pooler_files(dev, docker_files.Layout(
+        prefix="p", port=5432, replicas=1, pooler_port=6432))[docker_files.POOLER_INI]
+    assert "logfile" not in text and "pidfile = /tmp/pgbouncer.pid" in text
     scratch = filecheck.pgbouncer_scratch_ini(text, tmp_path)
     keys = [ln.split("=")[0].strip() for ln in scratch.splitlines() if "=" in ln
             and not ln.startswith(";")]

@@ -91,6 +91,7 @@ def test_each_backend_runs_its_own_version() -> None:
         hostctl.installed_versions()
     assert 15 in hostctl.installed_versions()
     assert registry.get("docker").versions(config.load(DOCKER_RAW, "dev")) == (15,)
-    custom = {**DOCKER_RAW, "docker": {"image": "example/postgres:pg16-ts2.17"}}
+    custom = {**DOCKER_RAW, "docker": {"image": "example/postgres:pg16-ts2.17@sha256:"
+                                                 + "0" * 64}}
     assert registry.get("docker").versions(config.load(custom, "dev")) == (16,)
     assert registry.get("aws").versions(config.load(AWS_RAW, "prod")) == (15, 16, 17)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from typing import Any
 
@@ -12,16 +13,20 @@ from psycopg.conninfo import conninfo_to_dict
 from infra import config, render, scram
 from infra import errors as config_errors
 from infra.backends import docker as backend
+from infra.backends import docker_delivery as delivery
+from infra.backends import docker_files as dfiles
 from infra.backends.local_layout import state_dir
 from policy import validators
 from tests.infra.inventory import exported_inventory
 from tests.unit import cloud_mocks as cm
 
 CONTAINER = "docker:index/container:Container"
+BUNDLE = "pulumi-python:dynamic/docker:Bundle"
 RAW: dict[str, Any] = {
     "replicas": 2,
     "postgres": {"port": 5432, "shared_buffers": "256MB"},
-    "docker": {"image": "timescale/timescaledb-ha:pg15", "network_subnet": "172.28.16.0/24"},
+    "docker": {"image": "timescale/timescaledb-ha:pg15@sha256:" + "cd" * 32,
+               "network_subnet": "172.28.16.0/24"},
 }
 
 
@@ -35,11 +40,16 @@ def cfg() -> config.PlatformConfig:
     return config.load(RAW, "dev")
 
 
-def uploads(container: cm.Recorded) -> dict[str, Any]:
-    """path -> content as sent, secret wrappers kept, so secrecy can be checked."""
-    raw = container.inputs["uploads"]
-    items = raw["value"] if cm.is_secret(raw) else raw
-    return {cm.plain(u)["file"]: u["content"] for u in items}
+def bundle_of(run: cm.Run, name: str) -> dict[str, Any]:
+    """Container `name`'s bundle as its directory receives it."""
+    loaded: dict[str, Any] = json.loads(cm.plain(run.mocks.one(BUNDLE, f"{name}-bundle")
+                                                 .inputs["bundle"]))
+    return loaded
+
+
+def files_of(run: cm.Run, name: str) -> dict[str, str]:
+    """path -> content of every file in container `name`'s bundle."""
+    return {f["path"]: f["content"] for f in bundle_of(run, name)["files"]}
 
 
 def test_resource_types_and_counts(dev: cm.Run) -> None:
@@ -58,9 +68,18 @@ def test_image_and_pgdata_of_the_ha_image(dev: cm.Run) -> None:
     primary = dev.mocks.one(CONTAINER, "primary")
     assert primary.get("image") == f"sha256:{RAW['docker']['image']}"
     assert "PGDATA=/home/postgres/pgdata/data" in primary.get("envs")
-    mounts = {m["containerPath"]: m["volumeName"] for m in primary.get("volumes")}
-    assert mounts == {"/home/postgres/pgdata": "pgp-dev-primary",
-                      "/home/postgres/pgdata/backup": "pgp-dev-backup"}
+    mounts = {m["containerPath"]: (m.get("volumeName") or m["hostPath"], bool(m.get("readOnly")))
+              for m in primary.get("volumes")}
+    root = state_dir(config.load(RAW, "dev")) / "docker" / "primary"
+    assert mounts == {"/home/postgres/pgdata": ("pgp-dev-primary", False),
+                      "/home/postgres/pgdata/backup": ("pgp-dev-backup", False),
+                      "/pg-platform/bundle": (str(root / "bundle"), True),
+                      "/pg-platform/status": (str(root / "status"), False)}
+    # Root runs the applier's loop under tini; the image's entrypoint never runs.
+    for c in dev.mocks.of_type(CONTAINER):
+        assert (c.get("user"), c.get("init"), c.get("entrypoints"), c.get("command")) == (
+            "root", True, ["python3"], ["/pg-platform/bundle/watch.py", "/pg-platform/bundle"])
+        assert not c.get("uploads"), c.name
 
 
 def test_ports_on_loopback_healthchecks_and_policies(dev: cm.Run) -> None:
@@ -70,10 +89,9 @@ def test_ports_on_loopback_healthchecks_and_policies(dev: cm.Run) -> None:
         assert ports and all(p["ip"] == "127.0.0.1" for p in ports), c.name
         tests = c.get("healthcheck")["tests"]
         assert tests[:3] == ["CMD", "bash", "-c"], c.name
-        # The final server only: the temporary ones listen on the socket, not on TCP.
+        # Healthy once pgp-apply reported a bundle applied and the server answers on TCP.
+        assert tests[3].startswith(f"grep -q '\"ok\": true' {delivery.STATUS_FILE} && "), c.name
         assert "pg_isready -q -h 127.0.0.1" in tests[3]
-        if c.name != "pooler":
-            assert tests[3].startswith(f"test -e {backend.READY} && "), c.name
         published[c.name] = ports[0]["external"]
     assert published == {"primary": 5432, "replica-1": 5433, "replica-2": 5434, "pooler": 6432}
     for r in dev.mocks.resources:
@@ -100,20 +118,21 @@ def test_files_equal_the_shared_renderings(dev: cm.Run, cfg: config.PlatformConf
     paths = render.HostPaths(data_dir="/home/postgres/pgdata/data",
                              socket_dir="/var/run/postgresql",
                              pgbackrest_config="/etc/pg-platform/pgbackrest.conf")
-    primary = {k: cm.plain(v) for k, v in uploads(dev.mocks.one(CONTAINER, "primary")).items()}
+    primary = files_of(dev, "primary")
     assert primary["/etc/pg-platform/postgresql.conf"] == render.postgresql_conf(
-        cfg, paths, timescaledb=True, listen="*", tls=backend.SERVER_TLS)
+        cfg, paths, timescaledb=True, listen="*", tls=dfiles.SERVER_TLS)
     assert primary["/etc/pg-platform/pg_hba.conf"] == render.pg_hba_conf(
         cfg, ("172.28.16.0/24",), ident_map=False, tls=True)
     assert "\nhost " not in primary["/etc/pg-platform/pg_hba.conf"]
     assert primary["/etc/pg-platform/pgbackrest.conf"] == render.pgbackrest_conf(
-        cfg, paths, backend.backup_paths())
-    pooler = {k: cm.plain(v) for k, v in uploads(dev.mocks.one(CONTAINER, "pooler")).items()}
+        cfg, paths, dfiles.backup_paths())
+    pooler = files_of(dev, "pooler")
     assert pooler["/etc/pg-platform/pgbouncer.ini"] == render.pgbouncer_ini(
-        cfg, render.PoolerPaths(auth_file="/etc/pg-platform/userlist.txt", socket_dir="/tmp"),
+        cfg, render.PoolerPaths(auth_file="/etc/pg-platform/userlist.txt", socket_dir="/tmp",
+                                pid_file="/tmp/pgbouncer.pid"),
         render.PoolerTargets(listen_address="*", primary_host="primary", primary_port=5432,
                              replica_hosts=("replica-1", "replica-2"), replica_port=5432),
-        backend.POOLER_TLS)
+        dfiles.POOLER_TLS)
     app, admin = dev.mocks.password("app"), dev.mocks.password("pgbouncer_admin")
     assert pooler["/etc/pg-platform/userlist.txt"] == render.userlist_txt(
         render.pooler_users(cfg, app, admin))
@@ -123,8 +142,7 @@ def test_replicas_stream_from_the_primary(dev: cm.Run, cfg: config.PlatformConfi
     primary = dev.mocks.one(CONTAINER, "primary")
     assert primary.get("networksAdvanced")[0]["aliases"] == ["primary"]
     for i in (1, 2):
-        files = {k: cm.plain(v) for k, v in
-                 uploads(dev.mocks.one(CONTAINER, f"replica-{i}")).items()}
+        files = files_of(dev, f"replica-{i}")
         conf = files["/etc/pg-platform/postgresql.conf"]
         assert f"primary_conninfo = 'host=primary port=5432 user={cfg.postgres.replication_role}"\
             in conf
@@ -134,7 +152,9 @@ def test_replicas_stream_from_the_primary(dev: cm.Run, cfg: config.PlatformConfi
         start = files["/etc/pg-platform/start.sh"]
         assert (f'PRIMARY="host=primary port=5432 user={cfg.postgres.replication_role} '
                 'sslmode=verify-full') in start
-        assert f"-X stream -C -S replica_{i}" in start and "gave up after" in start
+        # It clones through the slot the primary's pgp-apply makes (as on prod).
+        assert f"-X stream -S replica_{i}" in start and "gave up after" in start
+        assert f"READ_REPLICATION_SLOT replica_{i}" in start and " -C " not in start
 
 
 def test_secrets_stay_secret(dev: cm.Run, cfg: config.PlatformConfig) -> None:
@@ -147,22 +167,29 @@ def test_secrets_stay_secret(dev: cm.Run, cfg: config.PlatformConfig) -> None:
         visible = repr(_strip_secrets(r.inputs))
         for pw in passwords:
             assert pw not in visible, f"{r.typ} {r.name} shows a password in plain inputs"
-    # A container's uploads travel as one list: one secret file makes the list secret.
-    for name in ("primary", "replica-1", "pooler"):
-        assert cm.is_secret(dev.mocks.one(CONTAINER, name).inputs["uploads"]), name
-    primary = uploads(dev.mocks.one(CONTAINER, "primary"))
-    sql = cm.plain(primary["/etc/pg-platform/roles.sql"])
+    # A bundle is one secret: in state, and in its directory (0700, bundle.json 0600).
+    for name in ("primary", "replica-1", "replica-2", "pooler"):
+        assert cm.is_secret(dev.mocks.one(BUNDLE, f"{name}-bundle").inputs["bundle"]), name
+        assert not cm.contains_secret(dev.mocks.one(CONTAINER, name).inputs), name
+    sql = bundle_of(dev, "primary")["sql"]
     assert scram.verifier("app", passwords[1]) in sql and passwords[1] not in sql
     assert all(pw not in sql for pw in passwords)
+    primary = files_of(dev, "primary")
     # No superuser password exists: the break-glass role logs in by peer on the socket only.
     assert not any("superuser-password" in path for path in primary)
+    assert "/home/postgres/.pgpass" not in primary
     envs = dev.mocks.one(CONTAINER, "primary").get("envs")
-    assert "POSTGRES_USER=postgres" in envs
-    assert not any(e.startswith(("POSTGRES_PASSWORD", "POSTGRES_DB")) for e in envs)
-    assert all(pw not in cm.plain(primary["/etc/pg-platform/pgpass"]) for pw in passwords)
-    replica_pgpass = cm.plain(uploads(dev.mocks.one(CONTAINER, "replica-1"))[
-        "/etc/pg-platform/pgpass"])
+    assert not any(e.startswith("POSTGRES_") for e in envs)
+    for name in ("primary", "replica-1", "pooler"):
+        text = json.dumps(dev.mocks.one(CONTAINER, name).inputs)
+        assert all(pw not in text for pw in passwords), name
+    replica_pgpass = files_of(dev, "replica-1")["/home/postgres/.pgpass"]
     assert passwords[0] not in replica_pgpass and passwords[2] in replica_pgpass
+    # Every secret-bearing file is the server user's, 0600; the rest root's, 0644.
+    for name in ("primary", "replica-1", "pooler"):
+        for f in bundle_of(dev, name)["files"]:
+            want = ("postgres", "0600") if f["path"] in SECRET_FILES else ("root", "0644")
+            assert (f["owner"], f["mode"]) == want, (name, f["path"])
 
 
 def _strip_secrets(value: Any) -> Any:
@@ -220,23 +247,24 @@ def test_testinfra_hosts_hash_what_the_containers_receive(dev: cm.Run,
         container = dev.mocks.one(CONTAINER, name)
         assert host["spec"] == f"docker://{container.get('name')}" == f"docker://pgp-dev-{name}"
         assert host["service_user"] == "postgres"
-        sent = {p: cm.plain(c) for p, c in uploads(container).items()}
-        # Every non-secret rendered upload is listed, with the digest of exactly what was
-        # sent; certificates are made at `up` by the stack's CA, not rendered.
+        sent = files_of(dev, name)
+        # Every non-secret rendered file is listed, with the digest of exactly what its
+        # bundle holds; certificates are made at `up` by the stack's CA, not rendered.
         assert host["files"] == {p: sha256(c) for p, c in sent.items()
-                                 if p not in SECRET_UPLOADS | set(backend.TLS_UPLOADS)}, name
+                                 if p not in SECRET_FILES | set(dfiles.TLS_FILES)}, name
     assert by_name["primary"]["data_dir"] == "/home/postgres/pgdata/data"
     assert by_name["primary"]["pgbackrest_config"] == "/etc/pg-platform/pgbackrest.conf"
     assert "/etc/pg-platform/postgresql.conf" in by_name["replica-1"]["files"]
     pooler = by_name["pooler"]
-    assert set(pooler["files"]) == {pooler["pooler_ini"]} == {"/etc/pg-platform/pgbouncer.ini"}
+    assert pooler["pooler_ini"] == "/etc/pg-platform/pgbouncer.ini"
+    assert set(pooler["files"]) == {pooler["pooler_ini"], "/etc/pg-platform/pgbouncer-ctl.sh"}
     assert pooler["auth_file"] == "/etc/pg-platform/userlist.txt"
     assert "pooler_ini" not in by_name["primary"] and "pgbackrest_config" not in \
         by_name["replica-1"]
     _no_secret_in(dev, cfg, hosts)
 
 
-SECRET_UPLOADS = backend.SECRET_UPLOADS
+SECRET_FILES = dfiles.SECRET_FILES
 
 
 def _no_secret_in(run: cm.Run, cfg: config.PlatformConfig, hosts: list[dict[str, Any]]) -> None:
@@ -274,36 +302,41 @@ def test_tls_on_every_container_with_its_own_certificate(dev: cm.Run) -> None:
         "replica-2-tls": ["replica-2", "127.0.0.1", "localhost", "replica-1,replica-2"],
         "pooler-tls": ["pooler", "127.0.0.1", "localhost"]}
     for name in ("primary", "replica-1", "pooler"):
-        sent = uploads(dev.mocks.one(CONTAINER, name))
-        assert cm.plain(sent["/etc/pg-platform/tls/server.key"]) == f"key-{name}-tls"
-        assert cm.is_secret(dev.mocks.one(CONTAINER, name).inputs["uploads"])
+        sent = files_of(dev, name)
+        assert sent["/etc/pg-platform/tls/server.key"] == f"key-{name}-tls"
     assert dev.outputs["ca_cert"] == "ca-cert-tls-ca"
     pooler = dev.mocks.one(CONTAINER, "pooler")
     limit = pooler.get("ulimits")[0]
-    assert limit["name"] == "nofile" and limit["soft"] >= 500 + 200
+    assert limit == {"name": "nofile", "soft": dfiles.NOFILE, "hard": dfiles.NOFILE}
+    with pytest.raises(config_errors.ConfigError,
+                       match=r"pg-platform:pooler.max_client_conn=70000: .*allowed"):
+        cm.run({**RAW, "pooler": {"max_client_conn": 70000}}, "dev")
 
 
 def test_a_rotation_reaches_roles_userlist_and_passfiles() -> None:
     before, after = cm.run(RAW, "dev"), cm.run({**RAW, "rotation": 1}, "dev")
-    for name, path in (("primary", "/etc/pg-platform/roles.sql"),
-                       ("pooler", "/etc/pg-platform/userlist.txt"),
-                       ("replica-1", "/etc/pg-platform/pgpass")):
-        old = cm.plain(uploads(before.mocks.one(CONTAINER, name))[path])
-        new = cm.plain(uploads(after.mocks.one(CONTAINER, name))[path])
-        assert old != new, (name, path)
-    # The primary runs the roles script on every start (start.sh), so the replaced
-    # container's first start sets the new verifiers; the data volumes stay.
-    start = cm.plain(uploads(after.mocks.one(CONTAINER, "primary"))["/etc/pg-platform/start.sh"])
-    assert "finish-init.sh" in start
+    assert bundle_of(before, "primary")["sql"] != bundle_of(after, "primary")["sql"]
+    for name, path in (("pooler", "/etc/pg-platform/userlist.txt"),
+                       ("replica-1", "/home/postgres/.pgpass")):
+        assert files_of(before, name)[path] != files_of(after, name)[path], (name, path)
     assert ({v.get("name") for v in before.mocks.of_type("docker:index/volume:Volume")}
             == {v.get("name") for v in after.mocks.of_type("docker:index/volume:Volume")})
 
 
-def test_an_image_pinned_by_digest_is_used_as_given_and_a_bad_digest_refused() -> None:
+def test_an_image_pinned_by_digest_is_used_as_given_and_a_bare_tag_refused() -> None:
     pinned = "timescale/timescaledb-ha:pg15@sha256:" + "ab" * 32
     run = cm.run({**RAW, "docker": {**RAW["docker"], "image": pinned}}, "dev")
     assert run.mocks.of_type("docker:index/remoteImage:RemoteImage")[0].get("name") == pinned
     assert backend.BACKEND.versions(config.load(
         {**RAW, "docker": {**RAW["docker"], "image": pinned}}, "dev")) == (15,)
-    with pytest.raises(config_errors.ConfigError, match=r"docker.image=.*@sha256"):
-        config.load({**RAW, "docker": {**RAW["docker"], "image": pinned[:-2]}}, "dev")
+    for key, bad in (("image", pinned[:-2]), ("image", "timescale/timescaledb-ha:pg15"),
+                     ("pooler_image", "edoburu/pgbouncer:latest")):
+        with pytest.raises(config_errors.ConfigError) as err:
+            config.load({**RAW, "docker": {**RAW["docker"], key: bad}}, "dev")
+        assert str(err.value).startswith(f"pg-platform:docker.{key}={bad!r}: not pinned by "
+                                         "digest; allowed is NAME[:TAG]@sha256:"), err.value
+    # The default is pinned; an unpinned one is refused on every stack, not only on dev.
+    assert config.DockerSettings().image == config.DEFAULT_IMAGE
+    assert config.load({}, "dev").docker == config.DockerSettings()
+    with pytest.raises(config_errors.ConfigError, match=r"docker.image="):
+        config.load({"docker": {"image": "postgres:15"}}, "local")

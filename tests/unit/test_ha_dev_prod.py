@@ -24,7 +24,6 @@ from infra.render import ha_hosts
 from tests.unit import cloud_mocks as cm
 from tests.unit.test_aws_backend import RAW as PROD_RAW
 from tests.unit.test_docker_backend import RAW as DEV_RAW
-from tests.unit.test_docker_backend import uploads
 
 HA: dict[str, Any] = {"manager": "patroni", "synchronous": "on"}
 POSTGRES: dict[str, Any] = {"port": 5432, "shared_buffers": "256MB"}
@@ -59,13 +58,15 @@ def files() -> dict[str, dict[str, dict[str, Any]]]:
 def dev_files(run: cm.Run) -> dict[str, dict[str, Any]]:
     out = {}
     for name in NODES:
-        container = run.mocks.one("docker:index/container:Container", name)
-        up = uploads(container)
-        etcd = up.get(f"{CONF}/etcd.conf")
-        # A container's uploads travel as one list: a secret file makes the list secret.
-        out[name] = {"patroni_text": cm.plain(up[f"{CONF}/patroni.yml"]),
-                     "etcd_text": cm.plain(etcd) if etcd is not None else None,
-                     "secret": cm.is_secret(container.inputs["uploads"])}
+        bundle = run.mocks.one("pulumi-python:dynamic/docker:Bundle", f"{name}-bundle")
+        by_path = {f["path"]: f for f in json.loads(cm.plain(bundle.inputs["bundle"]))["files"]}
+        etcd = by_path.get(f"{CONF}/etcd.conf")
+        # The container's bundle is one secret, as a prod host's is.
+        out[name] = {"patroni_text": by_path[f"{CONF}/patroni.yml"]["content"],
+                     "mode": by_path[f"{CONF}/patroni.yml"]["mode"],
+                     "owner": by_path[f"{CONF}/patroni.yml"]["owner"],
+                     "etcd_text": etcd["content"] if etcd else None,
+                     "secret": cm.is_secret(bundle.inputs["bundle"])}
     return out
 
 
@@ -117,6 +118,8 @@ def test_every_host_gets_a_secret_patroni_yml_and_three_an_etcd_member(
             assert f["etcd_text"] is not None, (stack, name)
     prod = files["prod"]["primary"]
     assert (prod["mode"], prod["owner"]) == ("0600", "postgres")
+    assert (files["dev"]["primary"]["mode"], files["dev"]["primary"]["owner"]) == (
+        "0600", "postgres")
     # No password in user-data: patroni.yml goes in the host's own bundle only, and so
     # does etcd.conf (it lists the members; user-data must not change with `replicas`).
     pw = patroni(prod)["postgresql"]["authentication"]["superuser"]["password"]
@@ -131,17 +134,9 @@ def test_dev_and_prod_render_the_same_dynamic_configuration(
         files: dict[str, dict[str, dict[str, Any]]]) -> None:
     dev = patroni(files["dev"]["primary"])["bootstrap"]["dcs"]
     prod = patroni(files["prod"]["primary"])["bootstrap"]["dcs"]
-    # One file differs: a container's key is start.sh's 0600 copy of the root-owned upload
-    # (PostgreSQL refuses a key others can read); prod's bundle writes it 0600 in place.
-    assert dev["postgresql"]["parameters"]["ssl_key_file"] == "/home/postgres/tls/server.key"
-    assert prod["postgresql"]["parameters"]["ssl_key_file"] == f"{CONF}/tls/server.key"
-    key = {"ssl_key_file": "-"}
-
-    def same_key(d: dict[str, Any]) -> dict[str, Any]:
-        pg = {**d["postgresql"], "parameters": {**d["postgresql"]["parameters"], **key}}
-        return {**d, "postgresql": pg}
-
-    assert same_key(dev) == same_key(prod)
+    # Both bundles write the key 0600 in place, at the same path: the same configuration.
+    assert dev["postgresql"]["parameters"]["ssl_key_file"] == f"{CONF}/tls/server.key"
+    assert dev == prod
     assert dev["ttl"] == 20 and dev["synchronous_mode"] is True
     assert dev["postgresql"]["use_pg_rewind"] is True and dev["postgresql"]["use_slots"] is True
     assert "timescaledb" in dev["postgresql"]["parameters"]["shared_preload_libraries"]

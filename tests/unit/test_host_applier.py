@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from infra.backends.host_bundle import BundleFile, make
-from infra.hostagent import apply, patroni_api, patroni_step
+from infra.hostagent import apply, patroni_api, patroni_step, postgres_node
 
 PG = {"unit": "pg-platform-postgresql.service", "socket_dir": "/run/postgresql", "port": 5432,
       "os_user": "postgres"}
@@ -208,7 +208,7 @@ def test_main_reports_failure_and_exits_nonzero(tmp_path: Path,
 def test_the_applier_imports_nothing_from_the_project() -> None:
     """cloud-init copies it onto the host, with Patroni's step and REST client beside it
     when Patroni runs there: stdlib (and boto3, PyYAML, lazily) only."""
-    for module in (apply, patroni_step, patroni_api):
+    for module in (apply, postgres_node, patroni_step, patroni_api):
         text = Path(module.__file__ or "").read_text()
         assert "from infra" not in text and "import infra" not in text, module.__name__
         assert os.access(module.__file__ or "", os.R_OK)
@@ -223,3 +223,43 @@ def test_setup_failure_is_reported_as_setup(tmp_path: Path,
     assert apply.main(["--bundle-file", str(path), "--report-setup-failure", "line 9"]) == 0
     assert reports[0]["phase"] == "setup" and reports[0]["ok"] is False
     assert reports[0]["version"] == bundle()["version"]
+
+
+def test_a_dev_pooler_bundle_has_no_postgres_and_uses_its_own_commands(tmp_path: Path) -> None:
+    """The PgBouncer container: no systemd, no PostgreSQL; the bundle's `services` say how."""
+    from infra import config
+    from infra.backends import docker_files
+    from infra.backends.aws_bundle import CloudPasswords
+
+    cfg = config.load({"replicas": 1}, "dev")
+    pw = CloudPasswords(*(f"pw-{i}" for i in range(6)))
+    files = docker_files.pooler_files(cfg, docker_files.Layout("p", 5432, 1, 6432))
+    b = json.loads(docker_files.pooler_bundle(cfg, {**files, **dict.fromkeys(
+        docker_files.TLS_FILES, "pem")}, pw))
+    assert b["postgres"] == {} and b["sql"] == "" and b["report"]["file"]
+    ctl = ["bash", docker_files.PGBOUNCER_CTL]
+    cmds = Commands()
+    out = apply.converge(b, host(tmp_path, cmds))
+    assert not any("psql" in c or "pg_isready" in " ".join(c) for c in cmds.calls)
+    assert not any(c[0] == "systemctl" for c in cmds.calls)
+    assert cmds.calls == [[*ctl, "reload"], [*ctl, "start"]]       # reload starts it if down
+    assert out.actions == ["reload pgbouncer.service"]
+    auth = tmp_path / docker_files.AUTH_FILE.lstrip("/")
+    assert stat.S_IMODE(auth.stat().st_mode) == 0o600
+    # A new pool size: only the ini is written, PgBouncer reloaded, nothing restarted.
+    cfg2 = config.load({"replicas": 1, "pooler": {"default_pool_size": 33}}, "dev")
+    files2 = docker_files.pooler_files(cfg2, docker_files.Layout("p", 5432, 1, 6432))
+    b2 = json.loads(docker_files.pooler_bundle(cfg2, {**files2, **dict.fromkeys(
+        docker_files.TLS_FILES, "pem")}, pw))
+    cmds2 = Commands()
+    out2 = apply.converge(b2, host(tmp_path, cmds2))
+    assert out2.written == [docker_files.POOLER_INI]
+    assert cmds2.calls == [[*ctl, "reload"], [*ctl, "start"]]
+
+
+def test_a_service_command_that_is_not_a_list_of_strings_is_refused(tmp_path: Path) -> None:
+    b = bundle()
+    b["services"] = {"pgbouncer.service": {"reload": "kill -HUP 1"}}
+    b["version"] = apply.bundle_version(b)
+    with pytest.raises(apply.ApplyError, match=r"services\.pgbouncer\.service\.reload"):
+        apply.converge(b, host(tmp_path, Commands()))
