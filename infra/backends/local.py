@@ -29,6 +29,7 @@ from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase, PostgresServer
 from infra.backends.local_replica import Replica
 from infra.config import PlatformConfig
+from infra.errors import ConfigError
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
 from infra.timescaledb.presence import installed as timescaledb_files_installed
@@ -190,8 +191,23 @@ def pooler_props(cfg: PlatformConfig, userlist: Any,
     }
 
 
+def refuse_manager_switch(cfg: PlatformConfig) -> None:
+    """A cluster the other manager made is in the state dir: switching `ha.manager` would
+    delete its resources, data directory included, and start an empty cluster."""
+    patroni = cfg.ha.manager == "patroni"
+    other = layout(cfg).base / ("primary" if patroni else ha_nodes(cfg)[0].name)
+    if (other / "PG_VERSION").exists() and not cfg.allow_data_loss:
+        made_by = "none" if patroni else "patroni"
+        raise ConfigError(
+            f"pg-platform:ha.manager={cfg.ha.manager}: the stack's cluster in {other} was made "
+            f"with ha.manager={made_by}, and switching would delete it with its data; keep "
+            f"{made_by}, or back up, `pulumi destroy` and `up` again (or set "
+            "pg-platform:allow_data_loss: true to let the switch delete it)")
+
+
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """The primary, its database and roles, replicas, pooler and backups."""
+    refuse_manager_switch(cfg)
     if cfg.ha.manager == "patroni":
         return local_patroni.build(cfg, parent, timescaledb_installed(cfg.postgres.version),
                                    database_props, backup_scheduler_props)

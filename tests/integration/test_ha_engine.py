@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
 from infra import hostctl, roles
 from infra.backends.local_layout import layout
@@ -109,6 +110,21 @@ def test_timescaledb_is_preloaded_and_the_job_runner_runs_through_haproxy(
 
 
 def test_second_up_changes_nothing(stack: ThrowawayStack) -> None:
+    stack.preview("--expect-no-changes")
+
+
+def test_switching_the_manager_off_is_refused_in_preview(stack: ThrowawayStack) -> None:
+    """`ha.manager: none` over Patroni's cluster would delete pg-1's data directory."""
+    settings = yaml.safe_load(stack.config_file.read_text())["config"]
+    raw = {k.removeprefix("pg-platform:"): v for k, v in settings.items()}
+    stack.set_config({**raw, "ha": {**raw["ha"], "manager": "none"}})
+    try:
+        proc = stack.preview(check=False)
+        assert proc.returncode != 0
+        assert "pg-platform:ha.manager=none: the stack's cluster in" in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
+    finally:
+        stack.set_config(raw)
     stack.preview("--expect-no-changes")
 
 
