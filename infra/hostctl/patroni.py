@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import shutil
 import signal
 import ssl
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from infra.errors import ProcessError
+from infra.hostctl import etcd
 from infra.hostctl.files import make_dir, write_file
 from infra.hostctl.foreground import ForegroundServer, wait_for
 from infra.hostctl.net import port_open
@@ -98,6 +100,11 @@ class PatroniProcess:
         """GET /patroni: role, state, timeline, xlog; None when the API does not answer."""
         return self._get("/patroni")[1]
 
+    def config(self) -> dict[str, Any] | None:
+        """GET /config: the dynamic configuration in etcd; None when the API does not answer."""
+        status, body = self._get("/config")
+        return body if status == 200 else None
+
     def probe(self, path: str) -> int:
         """The HTTP status HAProxy would see for `path` (/primary, /replica); 0 when down."""
         return self._get(path)[0]
@@ -132,6 +139,19 @@ class PatroniProcess:
             return int(exc.code), exc.read().decode(errors="replace")
         except OSError as exc:
             return 0, str(exc)
+
+    def wait_initialized(self, timeout: float = 180.0) -> None:
+        """Until the cluster's initialize key is in etcd: a member has begun its bootstrap
+        (or the cluster exists). A member started after that never races for the key, so
+        it joins as a replica: "waiting for leader to bootstrap", then it clones."""
+        doc = yaml.safe_load(self.config_file.read_text())
+        dcs = doc["etcd3"]
+        endpoints = [f"{dcs.get('protocol', 'https')}://{h}" for h in dcs["hosts"]]
+        # Patroni's own key: /<namespace>/<scope>/initialize, slashes collapsed.
+        key = re.sub("/+", "/", f"/{doc.get('namespace', 'service')}/{doc['scope']}/initialize")
+        wait_for(lambda: etcd.key_exists(endpoints, key, self.tls), timeout=timeout,
+                 what=f"Patroni {self.name}: the cluster's initialize key in etcd",
+                 interval=0.1)
 
     def wait_running(self, timeout: float = 90.0) -> None:
         try:
@@ -201,18 +221,34 @@ def restart_pending(config_file: Path, scope: str,
     return order
 
 
+def holds(current: Any, wanted: Any) -> bool:
+    """True when every key of `wanted` is in `current` with the same value (recursively):
+    PATCH /config merges, so keys only `current` has are left alone anyway."""
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and all(
+            k in current and holds(current[k], v) for k, v in wanted.items())
+    return bool(current == wanted)
+
+
 def apply_dynamic_config(procs: list[PatroniProcess], scope: str, dcs: dict[str, Any],
                          settle: float) -> list[str]:
     """PATCH /config on the first member that answers, let every member apply it (one
-    loop_wait, `settle` seconds), then restart those that need it in the order above."""
-    body = ""
-    for proc in procs:
-        status, body = proc.post("/config", dcs, method="PATCH")
-        if status == 200:
-            break
-    else:
-        raise ProcessError(f"Patroni PATCH /config: no member accepted the change: {body}")
-    time.sleep(settle)
+    loop_wait, `settle` seconds), then restart those that need it in the order above.
+
+    When the store already holds `dcs` (a first `up`: bootstrap.dcs seeded the very same
+    settings) there is nothing to PATCH and nothing to wait for; a member still pending a
+    restart (say, from an apply interrupted before its restarts) is restarted all the same.
+    """
+    current = next((c for c in (p.config() for p in procs) if c is not None), None)
+    if current is None or not holds(current, dcs):
+        body = ""
+        for proc in procs:
+            status, body = proc.post("/config", dcs, method="PATCH")
+            if status == 200:
+                break
+        else:
+            raise ProcessError(f"Patroni PATCH /config: no member accepted the change: {body}")
+        time.sleep(settle)
     if not any((p.status() or {}).get("pending_restart") for p in procs):
         return []
 
