@@ -8,8 +8,8 @@ pg_basebackup twice, pgbouncer, psql -f of the SQL) from files rendered by the
 same renderers before the clock starts. Usage::
 
     .venv/bin/python -m bench.cold_up          # P1
-    .venv/bin/python -m bench.cold_up --ha     # P1ha: the same with ha.manager patroni,
-                                               # against the HA floor and the plain one
+    .venv/bin/python -m bench.cold_up --ha [--rounds N]   # P1ha: with ha.manager patroni,
+                                       # against the HA floor and the plain one (cold_up_ha)
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from infra.hostctl import standby
 from infra.schema import credentials, history
 from infra.schema.files import Migration, MigrationSet
 from infra.schema.tenants import schema_for
-from tests.engine import ThrowawayStack
-from tests.infra.throwaway import patroni_settings
 from tests.support import scratch_dir
 
 SCRIPT = common.ROOT / "bench" / "baseline_up.sh"
@@ -194,39 +192,6 @@ def run(p: Platform) -> list[Figure]:
         note="slowest steps as the engine reported them: " + slowest(p.up_output)))]
 
 
-def run_ha() -> list[Figure]:
-    """P1 with `ha.manager: patroni`: the same platform (2 replicas, pooler, first full
-    backup, all SQL, 3 tenants) made by a cold `up` that also starts etcd x3, Patroni on
-    each node and HAProxy. The goal's ratio is against the HA floor, the same server work
-    with etcd and Patroni by hand (bench/cold_up_ha.py says why); the plain floor, which
-    runs neither, is context. All three are measured in this run."""
-    from bench import cold_up_ha
-
-    base, base_cmd = shell_baseline()
-    ha_base, ha_cmd = cold_up_ha.shell_baseline(cold_up_ha.ha_settings(patroni_settings()))
-    settings = cold_up_ha.ha_settings(patroni_settings())  # free ports on every address
-    p = Platform(stack=ThrowawayStack("bench-ha", settings), port=settings["postgres"]["port"])
-    try:
-        p.stack.init()
-        common.bring_up(p)
-    finally:
-        p.stack.remove()
-    ratio, plain = p.up_seconds / ha_base, p.up_seconds / base
-    what = ("cold `up` with ha.manager patroni: etcd x3, Patroni x3, HAProxy, pooler, "
-            "first full backup, all SQL, 3 tenants")
-    return [common.report(Figure(
-        "P1ha", what, common.secs(p.up_seconds),
-        f"{common.secs(ha_base)} (shell script with etcd and Patroni)", common.x(ratio),
-        "≤ 1.5×", ratio <= 1.5, (p.pulumi_cmd("up", "--yes"), ha_cmd),
-        note="slowest steps as the engine reported them: " + slowest(p.up_output))),
-        common.report(Figure(
-            "P1ha-plain", "the same `up` against the plain floor (no etcd, no Patroni); "
-            "context: what Patroni itself costs", common.secs(p.up_seconds),
-            f"{common.secs(base)} (shell script)", common.x(plain), "-", None,
-            (p.pulumi_cmd("up", "--yes"), base_cmd),
-            note=f"HA floor / plain floor: {common.x(ha_base / base)}"))]
-
-
 def slowest(output: str, count: int = 6) -> str:
     """The resources that took longest to create, from `pulumi up`'s own output."""
     steps = [(float(s), name) for name, s in _CREATED.findall(output)]
@@ -234,9 +199,12 @@ def slowest(output: str, count: int = 6) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`--ha`: P1 of a Patroni stack (run_ha)."""
+    """`--ha [--rounds N]`: P1 of a Patroni stack (bench/cold_up_ha.py), N rounds."""
     if "--ha" in argv:
-        run_ha()
+        from bench import cold_up_ha
+
+        rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 1
+        cold_up_ha.run_ha(rounds)
         return 0
     p = common.new_platform()
     try:
