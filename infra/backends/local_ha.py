@@ -122,6 +122,10 @@ class MemberProvider(ResourceProvider):
         proc = _member(props)
         hostctl.make_dir(Path(props["socket_dir"]), 0o755)
         proc.write_config(props["patroni_yml"])
+        if props.get("join"):
+            # A replica-to-be: started once the first node holds the initialize key, so
+            # its Patroni starts up while that node still runs initdb, and never races it.
+            proc.wait_initialized(timeout=float(props.get("start_timeout", 180)))
         proc.start()
         proc.wait_running(timeout=float(props.get("start_timeout", 180)))
         return CreateResult(id_=props["config_file"],
@@ -133,8 +137,9 @@ class MemberProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in ("data_dir", "config_file", "name") if olds.get(k) != news.get(k)]
         down = olds.get("state") != "running"
+        # `join` only orders a first start (create); a member made before it had none.
         return DiffResult(changes=down or bool(replaces) or _changed(olds, news, (
-                              "state", "system_identifier")),
+                              "state", "system_identifier", "join")),
                           replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:

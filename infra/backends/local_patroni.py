@@ -179,15 +179,21 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
         lambda s: render_ha.HaSecrets(s[0], s[1], s[2]))
     first, *others = nodes(cfg)
     props = [member_props(cfg, n, secrets, tls, timescaledb) for n in (first, *others)]
-    leader = Member(first.name, props[0], pulumi.ResourceOptions(parent=parent,
-                                                                 depends_on=[dcs]))
-    rest = [Member(n.name, p, pulumi.ResourceOptions(parent=parent, depends_on=[leader]))
+    on_etcd = pulumi.ResourceOptions(parent=parent, depends_on=[dcs])
+    leader = Member(first.name, props[0], on_etcd)
+    # The others start beside it, each once the first holds the cluster's initialize key
+    # (MemberProvider.create): Patroni's own start-up overlaps the first node's initdb,
+    # and they clone it as soon as it leads, as Patroni nodes started together do.
+    rest = [Member(n.name, {**p, "join": True}, on_etcd)
             for n, p in zip(others, props[1:], strict=True)]
     members = [leader, *rest]
     DynamicConfig("patroni-config", dynamic_config_props(cfg, props, tls, timescaledb),
                   pulumi.ResourceOptions(parent=parent, depends_on=members))
-    proxy = Proxy("haproxy", proxy_props(cfg, tls),
-                  pulumi.ResourceOptions(parent=parent, depends_on=members))
+    # What needs only the leader waits only for it: the replicas clone themselves (a few
+    # seconds of pg_basebackup each) while HAProxy, the roles, the first backup and the
+    # SQL go ahead. HAProxy marks a node up within one check of Patroni answering for it.
+    on_leader = pulumi.ResourceOptions(parent=parent, depends_on=[leader])
+    proxy = Proxy("haproxy", proxy_props(cfg, tls), on_leader)
     # The bootstrap step reaches whichever node leads through HAProxy's read-write port.
     database = PlatformDatabase("database", {
         **database_props(cfg, super_pw, app_pw, repl_pw, owner_pw=owner_pw,
@@ -196,7 +202,9 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
         "port": ha.haproxy_port, "data_dir": first.paths.data_dir},
         pulumi.ResourceOptions(parent=parent, depends_on=[proxy]))
     after_db = pulumi.ResourceOptions(parent=parent, depends_on=[database])
-    backup = Backup("backup", backup_props(cfg), after_db)
+    # pgBackRest logs in as break-glass by peer on the leader's socket, which Patroni's
+    # bootstrap made: the stanza and first backup need no role of the bootstrap step.
+    backup = Backup("backup", backup_props(cfg), on_leader)
     BackupScheduler("backup-scheduler", scheduler_props(cfg),
                     pulumi.ResourceOptions(parent=parent, depends_on=[backup]))
     userlist = pulumi.Output.all(app_pw, admin_pw, tadmin_pw, pooler_auth_pw).apply(
@@ -229,7 +237,9 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
         # testinfra's local inventory describes the hand-supervised hosts; not yet these.
         testinfra_hosts=pulumi.Output.from_input([]),
         primary_id=leader.system_identifier,
-        ready=[database, backup],
+        # The SQL needs the database and its roles; the first backup runs beside it (the
+        # WAL archive, checked by the backup, holds whatever the SQL writes meanwhile).
+        ready=[database],
         superuser_dsn=_dsn(host, ha.haproxy_port, roles.BREAK_GLASS, super_pw, pg.database,
                            ca),
         monitor_dsn=_dsn(host, ha.haproxy_port, roles.MONITOR, monitor_pw, pg.database, ca),

@@ -156,15 +156,24 @@ def apply_dynamic_config(urls: Sequence[str], config_file: str, ca_file: str, sc
                          sleep: Callable[[float], None] = time.sleep) -> list[str]:
     """PATCH /config on the first member that accepts it, let every member apply it (one
     loop_wait, `settle` seconds), then restart those that need it in the order above.
-    Returns the members restarted."""
-    body = ""
-    for url in urls:
-        status, body = send(url, "/config", dcs, config_file, ca_file, method="PATCH")
-        if status == 200:
-            break
-    else:
-        raise PatroniApiError(f"Patroni PATCH /config: no member accepted the change: {body}")
-    sleep(settle)
+    Returns the members restarted.
+
+    When the store already holds `dcs` (a first `up`: bootstrap.dcs seeded the very same
+    settings) there is nothing to PATCH and nothing to wait for; a member still pending a
+    restart (say, from an apply interrupted before its restarts) is restarted all the same.
+    """
+    current = next((body for status, body in (get(u, "/config", ca_file) for u in urls)
+                    if status == 200), None)
+    if current is None or differs(dcs, current):
+        body = ""
+        for url in urls:
+            status, body = send(url, "/config", dcs, config_file, ca_file, method="PATCH")
+            if status == 200:
+                break
+        else:
+            raise PatroniApiError(f"Patroni PATCH /config: no member accepted the change: "
+                                  f"{body}")
+        sleep(settle)
     if not any((get(url, "/patroni", ca_file)[1] or {}).get("pending_restart")
                for url in urls):
         return []

@@ -8,6 +8,7 @@ member that listens but has no quorum is not counted as healthy.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import ssl
@@ -31,6 +32,22 @@ def tls_context(tls: TlsFiles) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=tls.ca_file)
     ctx.load_cert_chain(tls.cert_file, tls.key_file)
     return ctx
+
+
+def key_exists(endpoints: Sequence[str], key: str, tls: TlsFiles) -> bool:
+    """Whether `key` is in etcd, asked of the first endpoint that answers (v3 JSON gateway,
+    the platform's client certificate); False when none answers."""
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode(),
+                       "count_only": True}).encode()
+    for url in endpoints:
+        req = urllib.request.Request(f"{url}/v3/kv/range", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=tls_context(tls), timeout=2) as resp:
+                return int(json.loads(resp.read()).get("count", 0)) > 0
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ patronictl reads from there too.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import yaml
 
 from infra.errors import ProcessError
 from infra.hostagent import patroni_api as api
+from infra.hostctl import etcd
 from infra.hostctl.files import make_dir, write_file
 from infra.hostctl.foreground import ForegroundServer, wait_for
 from infra.hostctl.net import port_open
@@ -98,6 +100,19 @@ class PatroniProcess:
         return api.send(self.rest_url, path, body, str(self.config_file), self.tls.ca_file,
                         method=method, timeout=timeout)
 
+    def wait_initialized(self, timeout: float = 180.0) -> None:
+        """Until the cluster's initialize key is in etcd: a member has begun its bootstrap
+        (or the cluster exists). A member started after that never races for the key, so
+        it joins as a replica: "waiting for leader to bootstrap", then it clones."""
+        doc = yaml.safe_load(self.config_file.read_text())
+        dcs = doc["etcd3"]
+        endpoints = [f"{dcs.get('protocol', 'https')}://{h}" for h in dcs["hosts"]]
+        # Patroni's own key: /<namespace>/<scope>/initialize, slashes collapsed.
+        key = re.sub("/+", "/", f"/{doc.get('namespace', 'service')}/{doc['scope']}/initialize")
+        wait_for(lambda: etcd.key_exists(endpoints, key, self.tls), timeout=timeout,
+                 what=f"Patroni {self.name}: the cluster's initialize key in etcd",
+                 interval=0.1)
+
     def wait_running(self, timeout: float = 90.0) -> None:
         try:
             wait_for(lambda: (self.status() or {}).get("state") == "running",
@@ -155,7 +170,7 @@ def restart_pending(config_file: Path, scope: str,
 def apply_dynamic_config(procs: list[PatroniProcess], scope: str, dcs: dict[str, Any],
                          settle: float) -> list[str]:
     """PATCH /config, then restart the members that need it (infra/hostagent/patroni_api,
-    the code prod's host applier runs too)."""
+    the code prod's host applier runs too; it skips a PATCH the store already holds)."""
     def wait(name: str) -> None:
         next(p for p in procs if p.name == name).wait_running(timeout=180)
 

@@ -60,7 +60,8 @@ def test_every_backend_exports_the_same_outputs(run: tuple[str, cm.Run]) -> None
 
 
 def test_the_registry_holds_every_configurable_backend() -> None:
-    assert tuple(registry.REGISTRY) == config.BACKENDS
+    assert tuple(registry.MODULES) == config.BACKENDS
+    assert [registry.get(name).name for name in config.BACKENDS] == list(config.BACKENDS)
     with pytest.raises(ConfigError, match=r"pg-platform:backend='nope': allowed values are"):
         registry.get("nope")
 

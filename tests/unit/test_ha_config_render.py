@@ -215,3 +215,21 @@ def test_haproxy_may_take_postgres_port_on_the_listen_address() -> None:
     cfg = config.load({"replicas": 1, "postgres": {"port": 5432},
                        "ha": {"manager": "patroni", "haproxy_port": 5432}}, "test")
     assert cfg.ha.haproxy_port == cfg.postgres.port
+
+
+def test_a_store_already_holding_the_dynamic_config_needs_no_patch() -> None:
+    """PatroniConfig skips its PATCH and one loop_wait when etcd already holds the settings
+    (a first `up`: bootstrap.dcs seeded them); any differing or missing value is a PATCH."""
+    from infra.hostagent.patroni_api import differs
+
+    cfg = config.load({"ha": {"manager": "patroni"}}, "local")
+    wanted = render_ha.dynamic_config(cfg, _node(), timescaledb=False, tls=TLS)
+    seeded = yaml.safe_load(render_ha.patroni_yml(
+        cfg, _node(), [], render_ha.HaSecrets("a", "b", "c"), timescaledb=False,
+        tls=TLS))["bootstrap"]["dcs"]
+    assert not differs(wanted, {**seeded, "check_timeline": False})  # extra: Patroni's
+    params = wanted["postgresql"]["parameters"]
+    changed = {**wanted, "postgresql": {**wanted["postgresql"], "parameters": {
+        **params, "max_connections": "7"}}}
+    assert differs(changed, seeded)
+    assert differs(wanted, {k: v for k, v in seeded.items() if k != "ttl"})

@@ -143,3 +143,11 @@ def test_each_member_has_its_own_exporter_named_by_member(run: cm.Run) -> None:
     # The shared query file is written once, by the first member's exporter.
     assert exporters["postgres-exporter-pg-1"].get("files")
     assert exporters["postgres-exporter-pg-2"].get("shared_files")
+
+
+def test_only_the_first_member_may_bootstrap(run: cm.Run) -> None:
+    """The others start beside it but only once it holds the initialize key (`join`), so a
+    first `up` always makes pg-1 the leader that they clone."""
+    members = {m.name: m for m in run.mocks.of_type(DYN + "PatroniMember")}
+    assert not members["pg-1"].get("join")
+    assert members["pg-2"].get("join") is True and members["pg-3"].get("join") is True
