@@ -48,6 +48,7 @@ from infra.backends.host_bundle import version_of
 from infra.backends.local_layout import state_dir
 from infra.cloud_tls import CaFile, HostCertificate, StackCa
 from infra.config import AwsSettings, PlatformConfig, exporter_ports
+from infra.config.aws import check_pins
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
 
@@ -243,6 +244,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     settings = cfg.aws
     if settings is None:
         raise ValueError("the aws backend needs pg-platform:aws settings")
+    # Before any resource: user-data would raise it inside an Output, with a traceback.
+    check_pins(settings, cfg.postgres.version, ha=cfg.ha.manager == "patroni")
     pg = cfg.postgres
     check_bucket = cfg.backup.s3.bucket if cfg.backup.s3 and cfg.backup.s3.bucket else \
         "pgp-bucket-made-by-up"  # the name the bucket gets is known only after it is made
