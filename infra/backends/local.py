@@ -25,13 +25,13 @@ from infra.backends.local_ha_layout import ha_layout
 from infra.backends.local_ha_layout import nodes as ha_nodes
 from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_layout import ROOT, ReplicaLayout, layout, replicas, state_dir
+from infra.backends.local_passwords import local_passwords
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase, PostgresServer
 from infra.backends.local_replica import Replica
 from infra.config import PlatformConfig
 from infra.errors import ConfigError
 from infra.hostctl.pgbackrest import PgBackRest
-from infra.passwords import Password
 from infra.timescaledb.presence import installed as timescaledb_files_installed
 from infra.tls import TlsCertificates, TlsFiles
 
@@ -216,19 +216,11 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     for node, files in plain_files(cfg, layout(cfg).tls).items():
         rendered_checks.check_files(cfg, node, files)
     child = pulumi.ResourceOptions(parent=parent)
-    # Break-glass only: the bootstrap step and the providers; exported as superuser_dsn.
-    super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value
-    # `pg-platform:rotation` gives these new values; ALTER ROLE (with a verifier), the
-    # pooler's auth file, the replicas' passfiles and the outputs follow in place.
-    rot = cfg.rotation
-    owner_pw = Password(f"{pg.owner_role}-password", rotation=rot, opts=child).value
-    app_pw = Password(f"{pg.app_role}-password", rotation=rot, opts=child).value
-    repl_pw = Password(f"{pg.replication_role}-password", rotation=rot, opts=child).value
-    monitor_pw = Password(f"{roles.MONITOR}-password", rotation=rot, opts=child).value
-    tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", rotation=rot, opts=child).value
-    pooler_auth_pw = Password(f"{roles.POOLER_AUTH}-password", rotation=rot, opts=child).value
-    admin_pw = Password(f"{cfg.pooler.admin_user}-password", rotation=rot, opts=child).value
-    tenant_key = Password("tenant-password-key", opts=child).value
+    # Break-glass (the bootstrap step and the providers; superuser_dsn) and the roles, whose
+    # rotated passwords reach ALTER ROLE (with a verifier), the pooler's auth file, the
+    # replicas' passfiles and the outputs in place.
+    (super_pw, owner_pw, app_pw, repl_pw, monitor_pw, tadmin_pw, pooler_auth_pw, admin_pw,
+     tenant_key) = local_passwords(cfg, child)
     # One CA and one server certificate naming every address clients dial (infra/tls.py).
     tls = layout(cfg).tls
     hosts = [pg.listen_address, *(r.host for r in reps), "localhost"]

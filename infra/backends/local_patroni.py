@@ -26,6 +26,7 @@ from infra.backends.local_ha import DynamicConfig, Etcd, Member, Proxy
 from infra.backends.local_ha_layout import etcd, ha_layout, nodes, tls_hosts
 from infra.backends.local_jobrunner import JobRunner
 from infra.backends.local_layout import layout
+from infra.backends.local_passwords import local_passwords
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase
 from infra.config import PlatformConfig
@@ -156,19 +157,10 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
     rendered_checks.check_files(cfg, "backup", {backup_in["config_path"]:
                                                 backup_in["pgbackrest_conf"]})
     child = pulumi.ResourceOptions(parent=parent)
-    # Break-glass: Patroni's superuser and pg_rewind user, and the bootstrap step's.
-    super_pw = Password(f"{roles.BREAK_GLASS}-password", opts=child).value
-    # `pg-platform:rotation` gives these new values, as on the hand-supervised path.
-    rot = cfg.rotation
-    owner_pw = Password(f"{pg.owner_role}-password", rotation=rot, opts=child).value
-    app_pw = Password(f"{pg.app_role}-password", rotation=rot, opts=child).value
-    repl_pw = Password(f"{pg.replication_role}-password", rotation=rot, opts=child).value
-    monitor_pw = Password(f"{roles.MONITOR}-password", rotation=rot, opts=child).value
-    tadmin_pw = Password(f"{roles.TENANT_ADMIN}-password", rotation=rot, opts=child).value
-    pooler_auth_pw = Password(f"{roles.POOLER_AUTH}-password", rotation=rot, opts=child).value
-    admin_pw = Password(f"{cfg.pooler.admin_user}-password", rotation=rot, opts=child).value
-    tenant_key = Password("tenant-password-key", opts=child).value
-    rest_pw = Password("patroni-restapi-password", rotation=rot, opts=child).value
+    # Break-glass is Patroni's superuser and pg_rewind user, and the bootstrap step's.
+    (super_pw, owner_pw, app_pw, repl_pw, monitor_pw, tadmin_pw, pooler_auth_pw, admin_pw,
+     tenant_key) = local_passwords(cfg, child)
+    rest_pw = Password("patroni-restapi-password", rotation=cfg.rotation, opts=child).value
     tls = layout(cfg).tls
     certs = TlsCertificates("tls", tls_hosts(cfg), opts=child)
     tls_files = TlsFiles("tls-files", cert_file=tls.cert_file, key_file=tls.key_file,
