@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from infra.backends.local_layout import layout
 from infra.ops.env import pulumi_env
 from infra.ops.stack import StackRef
 from tests.support import scratch_dir
@@ -93,6 +95,17 @@ class ThrowawayStack:
         proc = self.pulumi("stack", "output", "--json", "--show-secrets")
         result: dict[str, Any] = json.loads(proc.stdout)
         return result
+
+    def drill(self, rows: int) -> subprocess.CompletedProcess[str]:
+        """`python -m infra backup drill` on this stack's repository, as users run it."""
+        cfg = self.ref.config()
+        lay = layout(cfg)
+        return subprocess.run(
+            [sys.executable, "-m", "infra", "backup", "drill", "--rows", str(rows),
+             "--config", str(lay.pgbackrest_conf), "--stanza", cfg.backup.stanza,
+             "--dsn", self.outputs()["primary_dsn"], "--restores-dir", str(lay.restores)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=300, check=False)
 
     def destroy(self) -> None:
         self.pulumi("destroy", "--yes")

@@ -217,14 +217,8 @@ def stack_cfg(stack: ThrowawayStack) -> config.PlatformConfig:
 
 @pytest.mark.engine
 def test_r6_pitr_drill_loses_nothing_before_t_and_restores_nothing_after(
-        stack: ThrowawayStack, stack_cfg: config.PlatformConfig) -> None:
-    lay = layout(stack_cfg)
-    proc = subprocess.run(
-        [sys.executable, "-m", "infra.backup", "drill", "--rows", "10",
-         "--config", str(lay.pgbackrest_conf), "--stanza", stack_cfg.backup.stanza,
-         "--dsn", stack.outputs()["primary_dsn"], "--restores-dir", str(lay.restores)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=300, check=False)
+        stack: ThrowawayStack) -> None:
+    proc = stack.drill(rows=10)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rows committed <= T: 10, present after restore: 10, lost: 0" in proc.stdout
     assert "rows committed >  T: 10, present after restore: 0 (extra)" in proc.stdout

@@ -21,7 +21,7 @@ from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import from_config
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from tests import ha_support, ports
-from tests.engine import ROOT, ThrowawayStack
+from tests.engine import ThrowawayStack
 from tests.timescale import ensure_installed
 
 pytestmark = [pytest.mark.engine, pytest.mark.ha]
@@ -168,12 +168,7 @@ def test_drill_restores_the_cluster_after_its_leader_moved(stack: ThrowawayStack
     cfg = stack.ref.config()
     lay = layout(cfg)
     pgbr = PgBackRest(config=lay.pgbackrest_conf, stanza=cfg.backup.stanza)
-    proc = subprocess.run(
-        [sys.executable, "-m", "infra", "backup", "drill", "--rows", "10",
-         "--config", str(lay.pgbackrest_conf), "--stanza", cfg.backup.stanza,
-         "--dsn", stack.outputs()["primary_dsn"], "--restores-dir", str(lay.restores)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=300, check=False)
+    proc = stack.drill(rows=10)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rows committed <= T: 10, present after restore: 10, lost: 0" in proc.stdout
     assert "rows committed >  T: 10, present after restore: 0 (extra)" in proc.stdout
