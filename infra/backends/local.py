@@ -295,11 +295,11 @@ def plain_files(cfg: PlatformConfig, tls: render.TlsFiles) -> dict[str, dict[str
 def testinfra_hosts(cfg: PlatformConfig, tls: render.TlsFiles) -> list[dict[str, Any]]:
     """The local hosts in the `testinfra_hosts` format, with the non-secret files only.
 
-    The suite derives a richer local inventory itself (tests/infra/inventory.py,
-    which also checks the auth file); this output gives every backend the same shape.
+    The suite derives the local inventory from this function (tests/infra/inventory.py,
+    which adds the auth file); the output gives every backend the same shape.
     """
     unused = "not-a-password"  # the files below never contain a password
-    user = hostctl.SERVICE_USER if hostctl.as_service_user() else getpass.getuser()
+    user = service_os_user()
     primary = primary_props(cfg, unused, tls)
     backup = backup_props(cfg, unused)
     pooler = pooler_props(cfg, unused, tls)
@@ -309,13 +309,15 @@ def testinfra_hosts(cfg: PlatformConfig, tls: render.TlsFiles) -> list[dict[str,
         backup["config_path"]: backup["pgbackrest_conf"],
         backup["schedule_path"]: backup["schedule"]},
         service_user=user, data_dir=primary["data_dir"],
+        address=f"{primary['host']}:{primary['port']}",
         pgbackrest_config=backup["config_path"])]
     for rep in replicas(cfg):
         props = replica_props(cfg, rep, unused, unused, tls)
         hosts.append(inventory_entry(rep.name, "replica", "local://", {
             f"{props['data_dir']}/postgresql.conf": props["postgresql_conf"],
             f"{props['data_dir']}/pg_hba.conf": props["pg_hba_conf"]},
-            service_user=user, data_dir=props["data_dir"]))
+            service_user=user, data_dir=props["data_dir"],
+            address=f"{props['host']}:{props['port']}"))
     hosts.append(inventory_entry("pooler", "pooler", "local://", {
         pooler["ini_path"]: pooler["pgbouncer_ini"]},
         service_user=user, pooler_ini=pooler["ini_path"], auth_file=pooler["auth_file"]))

@@ -20,6 +20,7 @@ import pulumi
 from infra import dsn, hostctl, render, roles
 from infra.backends import local_exporters, rendered_checks, tenant_users
 from infra.backends.base import Endpoints
+from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
 from infra.backends.local_backup_scheduler import BackupScheduler
 from infra.backends.local_ha import DynamicConfig, Etcd, Member, Proxy
@@ -30,6 +31,7 @@ from infra.backends.local_passwords import local_passwords
 from infra.backends.local_pooler import Pooler
 from infra.backends.local_postgres import PlatformDatabase
 from infra.config import PlatformConfig
+from infra.hostctl.etcd import LocalMember
 from infra.passwords import Password
 from infra.render import patroni as render_ha
 from infra.tls import TlsCertificates, TlsFiles
@@ -226,8 +228,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
         pooler_admin_dsn=_dsn(host, cfg.pooler.port, cfg.pooler.admin_user, admin_pw,
                               "pgbouncer", ca),
         ca_cert=certs.ca_cert,
-        # testinfra's local inventory describes the hand-supervised hosts; not yet these.
-        testinfra_hosts=pulumi.Output.from_input([]),
+        testinfra_hosts=pulumi.Output.from_input(testinfra_hosts(cfg, tls)),
         primary_id=leader.system_identifier,
         # The SQL needs the database and its roles; the first backup runs beside it (the
         # WAL archive, checked by the backup, holds whatever the SQL writes meanwhile).
@@ -239,3 +240,36 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
                               pg.database, ca),
         tenant_key=pulumi.Output.secret(tenant_key),
     )
+
+
+def testinfra_hosts(cfg: PlatformConfig, tls: render.TlsFiles) -> list[dict[str, Any]]:
+    """What runs, in the `testinfra_hosts` format (docs/testing.md), non-secret files only.
+
+    One `node` per Patroni member, with its data dir and address: which node leads is
+    Patroni's to change, so the suite asks the servers. Each carries pgbackrest.conf and
+    the backup schedule (every node archives and may be backed up through them). Left
+    out: patroni.yml (passwords) and the postgresql.conf and pg_hba.conf Patroni writes
+    into the data dir from it, whose texts are Patroni's, not a rendering of ours; the
+    suite reads that pg_hba.conf for what it admits. Then the etcd members, HAProxy and
+    PgBouncer with the files rendered for them.
+    """
+    user = ident_users()[0]  # the OS user every process here runs as
+    backup, proxy = backup_props(cfg), proxy_props(cfg, tls)
+    pooler = pooler_props(cfg, "", tls)  # the auth file holds secrets: not listed
+    backup_files = {backup["config_path"]: backup["pgbackrest_conf"],
+                    backup["schedule_path"]: backup["schedule"]}
+    hosts = [inventory_entry(n.name, "node", "local://", backup_files, service_user=user,
+                             data_dir=n.paths.data_dir, address=f"{n.host}:{n.port}",
+                             pgbackrest_config=backup["config_path"]) for n in nodes(cfg)]
+    for m, member in zip(etcd_props(cfg, tls)["members"], etcd(cfg), strict=True):
+        path = str(LocalMember(member, Path(m["base"])).config_file)
+        hosts.append(inventory_entry(m["name"], "etcd", "local://", {path: m["config"]},
+                                     service_user=user))
+    hosts.append(inventory_entry("haproxy", "proxy", "local://",
+                                 {proxy["config_file"]: proxy["haproxy_cfg"]},
+                                 service_user=user))
+    hosts.append(inventory_entry("pooler", "pooler", "local://",
+                                 {pooler["ini_path"]: pooler["pgbouncer_ini"]},
+                                 service_user=user, pooler_ini=pooler["ini_path"],
+                                 auth_file=pooler["auth_file"]))
+    return hosts

@@ -100,9 +100,44 @@ def _one(hosts: list[Host], role: str) -> Host:
     return found[0]
 
 
+POSTGRES_ROLES = ("primary", "replica", "node")
+
+
 @pytest.fixture(scope="session")
-def primary(hosts: list[Host]) -> Host:
-    return _one(hosts, "primary")
+def server_dsns(hosts: list[Host], outputs: dict[str, Any]) -> dict[str, str]:
+    """A DSN of each PostgreSQL host's own server, by host name: at the address the
+    inventory gives (local; as primary_dsn's owner), else the exported DSN naming it
+    (primary_dsn; replica_dsns in the inventory's order of the replicas)."""
+    postgres = [h for h in hosts if h.role in POSTGRES_ROLES]
+    if all(h.address for h in postgres):
+        return {h.name: at_address(outputs["primary_dsn"], h.address) for h in postgres}
+    replicas = [h.name for h in postgres if h.role == "replica"]
+    return {_one(postgres, "primary").name: outputs["primary_dsn"],
+            **dict(zip(replicas, outputs["replica_dsns"], strict=True))}
+
+
+@pytest.fixture(scope="session")
+def server_roles(hosts: list[Host], server_dsns: dict[str, str],
+                 ca_file: Path) -> dict[str, str]:
+    """primary or replica, by host name: as the inventory says, or, for a Patroni node
+    (whose role moves with the leader), as its server says (pg_is_in_recovery)."""
+    roles = {}
+    for host in hosts:
+        if host.role == "node":
+            with connect(server_dsns[host.name], ca_file) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            assert row is not None
+            roles[host.name] = "replica" if row[0] else "primary"
+        elif host.role in POSTGRES_ROLES:
+            roles[host.name] = host.role
+    return roles
+
+
+@pytest.fixture(scope="session")
+def primary(hosts: list[Host], server_roles: dict[str, str]) -> Host:
+    found = [h for h in hosts if server_roles.get(h.name) == "primary"]
+    assert len(found) == 1, f"expected one primary, found {[h.name for h in found]}"
+    return found[0]
 
 
 @pytest.fixture(scope="session")
@@ -111,10 +146,17 @@ def pooler(hosts: list[Host]) -> Host:
 
 
 @pytest.fixture(scope="session")
-def replica_hosts(hosts: list[Host], cfg: config.PlatformConfig) -> list[Host]:
-    found = [h for h in hosts if h.role == "replica"]
+def replica_hosts(hosts: list[Host], server_roles: dict[str, str],
+                  cfg: config.PlatformConfig) -> list[Host]:
+    found = [h for h in hosts if server_roles.get(h.name) == "replica"]
     assert len(found) == cfg.replicas, "the inventory must list every configured replica"
     return found
+
+
+def at_address(dsn: str, address: str) -> str:
+    """`dsn`, dialling `address` ("host:port") instead."""
+    host, _, port = address.rpartition(":")
+    return make_conninfo(dsn, host=host, port=port)
 
 
 def remote(host: Host) -> Any:
@@ -159,14 +201,15 @@ def superuser_rows(host: Host, cfg: config.PlatformConfig, outputs: dict[str, An
                    ca_file: Path, sql: str) -> list[dict[str, Any]]:
     """`sql`'s rows (as JSON objects) read with superuser rights on `host`'s server.
 
-    Where the stack exports a break-glass DSN (local), through it; where it does not
+    Where the stack exports a break-glass DSN (local), through it, at the host's own
+    address where the inventory gives one (else the DSN's: the primary); where it does not
     (prod: the superuser logs in only by peer on the host's socket), over the host's
     own testinfra connection, as the service user, the way an operator would.
     """
     wrapped = f"SELECT coalesce(json_agg(row_to_json(q)), '[]'::json)::text FROM ({sql}) q"
     dsn = outputs.get("superuser_dsn")
-    if dsn and host.role == "primary":
-        with connect(dsn, ca_file) as conn:
+    if dsn and (host.address or host.role == "primary"):
+        with connect(at_address(dsn, host.address) if host.address else dsn, ca_file) as conn:
             row = conn.execute(wrapped).fetchone()
         assert row is not None
         text = str(row[0])

@@ -1,17 +1,20 @@
 """Which hosts a stack has, how testinfra reaches them, and what files they must hold.
 
-The stack's outputs say where the hosts are. The local backend runs every
-host on this machine, so its inventory is derived here, from the stack's
-settings and the same renderers `pulumi up` uses: the expected file texts are
-the templates' renderings, not copies of what is on disk.
+The stack's outputs say where the hosts are. Every backend exports
+the inventory as the output `testinfra_hosts`; the local backend runs every
+host on this machine, so its inventory is derived here, by the function that
+renders that output, from the stack's settings and the same renderers `pulumi
+up` uses: the expected file texts are the templates' renderings, not copies of
+what is on disk. A list of hosts:
 
-Other backends (dev: Docker, prod: AWS) export the inventory as the output
-`testinfra_hosts`, a list of hosts:
-
-    {"name": "primary", "role": "primary" | "replica" | "pooler",
+    {"name": "primary",
+     "role": "primary" | "replica" | "pooler"
+             | "node"                       # a Patroni member: Patroni decides its role
+             | "etcd" | "proxy",            # Patroni's DCS members and HAProxy
      "spec": "docker://pg-primary" | "ssh://admin@10.0.1.5",
      "service_user": "postgres",
      "data_dir": "...",                     # postgres hosts
+     "address": "127.0.0.2:5432",           # local: where that host's own server listens
      "pgbackrest_config": "...",            # the host that runs backups
      "pooler_ini": "...", "auth_file": "...",   # pooler hosts
      "files": {"<path on the host>": "<sha256 hex of the rendered text>"}}
@@ -19,16 +22,14 @@ Other backends (dev: Docker, prod: AWS) export the inventory as the output
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
-import os
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from infra import config, hostctl, render
+from infra import config, render
 from infra.ops.env import pulumi_env
 from infra.ops.stack import StackRef
 
@@ -43,6 +44,7 @@ class Host:
     pgbackrest_config: str = ""
     pooler_ini: str = ""
     auth_file: str = ""
+    address: str = ""  # "host:port" of a PostgreSQL host's own server, where exported
     # path on the host -> sha256 of the text it must hold
     files: dict[str, str] = field(default_factory=dict)
 
@@ -129,50 +131,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def local_service_user() -> str:
-    return hostctl.SERVICE_USER if os.geteuid() == 0 else getpass.getuser()
-
-
 def local_inventory(cfg: config.PlatformConfig, passwords: dict[str, str]) -> list[Host]:
-    """Every host of a local stack, with the texts the renderers give for its settings."""
-    from infra.backends import local
-    from infra.backends.local_layout import layout, replicas
+    """Every host of a local stack, as the backend's `testinfra_hosts` renders them for
+    the stack's settings, plus the auth file (secret, so the output leaves it out)."""
+    from infra.backends import local, local_patroni, tenant_users
+    from infra.backends.local_layout import layout
 
-    user = local_service_user()
-    tls = layout(cfg).tls
-    unused = "not-a-password"  # the rendered config files never contain a password
-    primary = local.primary_props(cfg, unused, tls)
-    backup = local.backup_props(cfg, unused)
-    data_dir = primary["data_dir"]
-    hosts = [Host(
-        name="primary", role="primary", spec="local://", service_user=user, data_dir=data_dir,
-        pgbackrest_config=backup["config_path"],
-        files={f"{data_dir}/postgresql.conf": sha256(primary["postgresql_conf"]),
-               f"{data_dir}/pg_hba.conf": sha256(primary["pg_hba_conf"]),
-               backup["config_path"]: sha256(backup["pgbackrest_conf"]),
-               backup["schedule_path"]: sha256(backup["schedule"])})]
-    for rep in replicas(cfg):
-        props = local.replica_props(cfg, rep, unused, unused, tls)
-        hosts.append(Host(
-            name=rep.name, role="replica", spec="local://", service_user=user,
-            data_dir=props["data_dir"],
-            files={f"{props['data_dir']}/postgresql.conf": sha256(props["postgresql_conf"]),
-                   f"{props['data_dir']}/pg_hba.conf": sha256(props["pg_hba_conf"])}))
+    rendered = (local_patroni.testinfra_hosts if cfg.ha.manager == "patroni"
+                else local.testinfra_hosts)(cfg, layout(cfg).tls)
     app_pw = passwords[f"{cfg.postgres.app_role}-password"]
     admin_pw = passwords[f"{cfg.pooler.admin_user}-password"]
-    from infra.backends import tenant_users  # the auth file as the local backend renders it
-
     userlist = (tenant_users.auth_file(cfg, app_pw, admin_pw, passwords["tenant_admin-password"],
                                        passwords["pgbouncer_auth-password"])
                 if "pgbouncer_auth-password" in passwords
                 else render.userlist_txt(render.pooler_users(cfg, app_pw, admin_pw)))
-    pooler = local.pooler_props(cfg, userlist, tls)
-    hosts.append(Host(
-        name="pooler", role="pooler", spec="local://", service_user=user,
-        pooler_ini=pooler["ini_path"], auth_file=pooler["auth_file"],
-        files={pooler["ini_path"]: sha256(pooler["pgbouncer_ini"]),
-               pooler["auth_file"]: sha256(userlist)}))
-    return hosts
+    return [replace(h, files={**h.files, h.auth_file: sha256(userlist)}) if h.role == "pooler"
+            else h for h in hosts_of(rendered)]
+
+
+def hosts_of(raw: list[dict[str, Any]]) -> list[Host]:
+    keys = set(Host.__dataclass_fields__)
+    return [Host(**{k: v for k, v in item.items() if k in keys}) for item in raw]
 
 
 def exported_inventory(outputs: dict[str, Any]) -> list[Host]:
@@ -181,5 +160,4 @@ def exported_inventory(outputs: dict[str, Any]) -> list[Host]:
     if not isinstance(raw, list) or not raw:
         raise RuntimeError("this stack exports no `testinfra_hosts` output; the dev and prod "
                            "programs must export their hosts (see docs/testing.md)")
-    keys = set(Host.__dataclass_fields__)
-    return [Host(**{k: v for k, v in item.items() if k in keys}) for item in raw]
+    return hosts_of(raw)

@@ -38,9 +38,8 @@ def expected_address(dsn: str) -> str:
 
 
 def postgres_hosts(primary: Host, replica_hosts: list[Host],
-                   outputs: dict[str, Any]) -> list[tuple[Host, str]]:
-    return [(primary, outputs["primary_dsn"]),
-            *zip(replica_hosts, outputs["replica_dsns"], strict=True)]
+                   server_dsns: dict[str, str]) -> list[tuple[Host, str]]:
+    return [(h, server_dsns[h.name]) for h in (primary, *replica_hosts)]
 
 
 def configured_addresses(dsn: str, ca_file: Path) -> set[str]:
@@ -55,17 +54,19 @@ def configured_addresses(dsn: str, ca_file: Path) -> set[str]:
 
 def test_postgres_listens_where_configured_and_nowhere_else(
         cfg: config.PlatformConfig, primary: Host, replica_hosts: list[Host],
-        outputs: dict[str, Any], ca_file: Path) -> None:
+        server_dsns: dict[str, str], outputs: dict[str, Any], ca_file: Path) -> None:
     """Each postmaster listens on exactly its listen_addresses; on local that is the
-    address its DSN names (prod binds 0.0.0.0, as aws_userdata renders it)."""
-    for host, dsn in postgres_hosts(primary, replica_hosts, outputs):
+    address its inventory entry names (prod binds 0.0.0.0, as aws_userdata renders it)."""
+    for host, dsn in postgres_hosts(primary, replica_hosts, server_dsns):
         want = configured_addresses(dsn, ca_file)
         assert listening(host, postmaster_pid(host)) == want, host.name
         if cfg.backend == "local":
-            assert want == {expected_address(dsn)}, host.name
+            assert want == {expected_address(dsn)} == {host.address}, host.name
     if cfg.backend == "local":
+        # Clients dial the primary itself, or with Patroni HAProxy's read-write port.
+        front = cfg.ha.haproxy_port if cfg.ha.manager == "patroni" else cfg.postgres.port
         assert expected_address(outputs["primary_dsn"]) == \
-            f"{cfg.postgres.listen_address}:{cfg.postgres.port}"
+            f"{cfg.postgres.listen_address}:{front}"
 
 
 def test_version_and_extensions_are_as_configured(cfg: config.PlatformConfig,
@@ -87,7 +88,8 @@ def test_version_and_extensions_are_as_configured(cfg: config.PlatformConfig,
 
 def hba_path(host: Host) -> str:
     """The host's pg_hba.conf: the rendered one the inventory names (prod keeps it in
-    /etc/pg-platform), else the data directory's."""
+    /etc/pg-platform), else the data directory's (a Patroni node's, which Patroni writes
+    from patroni.yml's pg_hba)."""
     named = [p for p in host.files if p.endswith("/pg_hba.conf")]
     return named[0] if named else f"{host.data_dir}/pg_hba.conf"
 
@@ -96,7 +98,9 @@ def test_pg_hba_has_no_trust_and_only_scram(cfg: config.PlatformConfig, primary:
                                             replica_hosts: list[Host],
                                             outputs: dict[str, Any], ca_file: Path) -> None:
     for host in [primary, *replica_hosts]:
-        text = remote(host).file(hba_path(host)).content_string
+        f = remote(host).file(hba_path(host))
+        assert f.is_file, f"{host.name}: no {hba_path(host)}"
+        text = f.content_string
         entries = [line.split() for line in text.splitlines()
                    if line.strip() and not line.lstrip().startswith("#")]
         assert entries, f"{host.name}: pg_hba.conf has no entries"

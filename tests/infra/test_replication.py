@@ -45,22 +45,34 @@ def wal_receiver(cfg: config.PlatformConfig, replica: Host, dsn: str, outputs: d
 
 def test_every_replica_streams_through_an_active_slot(cfg: config.PlatformConfig,
                                                       primary: Host, replica_hosts: list[Host],
+                                                      server_dsns: dict[str, str],
                                                       outputs: dict[str, Any],
                                                       ca_file: Path) -> None:
+    """As many standbys stream as `replicas` configures, each through its own active slot;
+    each replica's own server is in recovery, and so is whatever replica_dsns reach (one
+    per replica, or with Patroni HAProxy's read-only port)."""
     senders, slots = senders_and_slots(cfg, primary, outputs, ca_file)
-    assert len(outputs["replica_dsns"]) == cfg.replicas
     assert [s[1] for s in senders] == ["streaming"] * cfg.replicas, senders
     physical = [s for s in slots if s[1] == "physical"]
     assert len(physical) == cfg.replicas and all(s[2] for s in physical), slots
-    for host, dsn in zip(replica_hosts, outputs["replica_dsns"], strict=True):
+    receiving = set()
+    for host in replica_hosts:
+        dsn = server_dsns[host.name]
         with connect(dsn, ca_file) as conn:
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
         status = wal_receiver(cfg, host, dsn, outputs, ca_file)
-        assert status is not None and status[0] == "streaming"
-        assert status[1] in {s[0] for s in physical}
+        assert status is not None and status[0] == "streaming", (host.name, status)
+        assert status[1] in {s[0] for s in physical}, (host.name, status, slots)
+        receiving.add(status[1])
+    assert len(receiving) == cfg.replicas, "two replicas share a slot"
+    assert bool(outputs["replica_dsns"]) == bool(cfg.replicas), "replica_dsns"
+    for dsn in outputs["replica_dsns"]:
+        with connect(dsn, ca_file) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
 
 
-def test_lag_is_within_the_bound(cfg: config.PlatformConfig, outputs: dict[str, Any],
+def test_lag_is_within_the_bound(cfg: config.PlatformConfig, replica_hosts: list[Host],
+                                 server_dsns: dict[str, str], outputs: dict[str, Any],
                                  ca_file: Path, pytestconfig: pytest.Config) -> None:
     """A fresh write's LSN is replayed on every replica within --max-lag-seconds."""
     if cfg.replicas == 0:
@@ -73,13 +85,13 @@ def test_lag_is_within_the_bound(cfg: config.PlatformConfig, outputs: dict[str, 
         assert row is not None
         lsn = row[0]
     written = time.monotonic()
-    for dsn in outputs["replica_dsns"]:
-        with connect(dsn, ca_file) as conn:
+    for host in replica_hosts:   # each server itself, not a proxy's pick of one
+        with connect(server_dsns[host.name], ca_file) as conn:
             while True:
                 done = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
                                     (lsn,)).fetchone()
                 if done and done[0]:
                     break
                 assert time.monotonic() - written < bound, \
-                    f"a replica had not replayed {lsn} after {bound}s"
+                    f"{host.name} had not replayed {lsn} after {bound}s"
                 time.sleep(0.02)

@@ -19,8 +19,10 @@ def all_server_dsns(outputs: dict[str, Any]) -> list[str]:
 
 
 def test_every_server_has_ssl_on_and_verify_full_connects(outputs: dict[str, Any],
+                                                          server_dsns: dict[str, str],
                                                           ca_file: Path) -> None:
-    for dsn in all_server_dsns(outputs):
+    """The exported DSNs, and each server itself (behind HAProxy, with Patroni)."""
+    for dsn in [*all_server_dsns(outputs), *server_dsns.values()]:
         with connect(dsn, ca_file) as conn:
             assert conn.execute("SHOW ssl").fetchone() == ("on",)
             row = conn.execute("SELECT ssl, version FROM pg_stat_ssl "
@@ -58,7 +60,7 @@ def test_replication_runs_over_tls(cfg: config.PlatformConfig, primary: Host,
     else:   # pg_monitor's view; prod's is the superuser's, by peer on the host
         rows = [(r["application_name"], r["ssl"])
                 for r in superuser_rows(primary, cfg, outputs, ca_file, sql)]
-    assert len(rows) == len(outputs["replica_dsns"]) and all(r[1] for r in rows), rows
+    assert len(rows) == cfg.replicas and all(r[1] for r in rows), rows
 
 
 def test_a_client_trusting_another_ca_is_refused(outputs: dict[str, Any],

@@ -151,3 +151,35 @@ def test_only_the_first_member_may_bootstrap(run: cm.Run) -> None:
     members = {m.name: m for m in run.mocks.of_type(DYN + "PatroniMember")}
     assert not members["pg-1"].get("join")
     assert members["pg-2"].get("join") is True and members["pg-3"].get("join") is True
+
+
+def test_testinfra_hosts_describe_what_runs(run: cm.Run) -> None:
+    """One `node` per member (data dir and address; no role: the leader moves), the etcd
+    members, HAProxy and PgBouncer, each hashing exactly what its resource writes, and
+    no file that holds a password (patroni.yml, pgpass, the auth file)."""
+    import hashlib
+
+    from tests.infra.inventory import exported_inventory
+
+    hosts = exported_inventory(run.outputs)
+    assert [(h.name, h.role) for h in hosts] == [
+        ("pg-1", "node"), ("pg-2", "node"), ("pg-3", "node"), ("etcd-1", "etcd"),
+        ("etcd-2", "etcd"), ("etcd-3", "etcd"), ("haproxy", "proxy"), ("pooler", "pooler")]
+    members = {m.name: m for m in run.mocks.of_type(DYN + "PatroniMember")}
+    for i, node in enumerate(hosts[:3]):
+        assert node.data_dir == members[node.name].get("data_dir")
+        assert node.address == f"127.0.0.{2 + i}:55432"
+    backup = run.mocks.one(DYN + "Backup", "backup")
+    proxy = run.mocks.one(DYN + "HaProxy", "haproxy")
+    pooler = run.mocks.one(DYN + "Pooler", "pooler")
+    written = {backup.get("config_path"): backup.get("pgbackrest_conf"),
+               backup.get("schedule_path"): backup.get("schedule"),
+               proxy.get("config_file"): proxy.get("haproxy_cfg"),
+               pooler.get("ini_path"): pooler.get("pgbouncer_ini"),
+               **{f"{m['base']}/etcd.conf.yml": m["config"]
+                  for m in run.mocks.one(DYN + "EtcdCluster", "etcd").get("members")}}
+    listed = {path: digest for h in hosts for path, digest in h.files.items()}
+    assert listed == {p: hashlib.sha256(t.encode()).hexdigest() for p, t in written.items()}
+    assert all(h.files for h in hosts)
+    secret = {pooler.get("auth_file"), *(m.get("config_file") for m in members.values())}
+    assert len(secret) == 4 and not secret & set(listed)
