@@ -28,7 +28,6 @@ from bench import common, pgbench
 from bench.common import Figure, Sizes
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import patronictl
-from infra.ops import cluster as oc
 from tests import ha_support
 from tests.ha_load import DDL, WriteLoad
 
@@ -149,17 +148,7 @@ def _f2(ha: ha_support.HaStack) -> Figure:
     for _ in range(3):
         ha.wait_replicating(timeout=120)
         _truncate(ha)
-        load = WriteLoad(ha.pooler_dsn(), clients=4).start()
-        try:
-            load.wait_for_acks(200)
-            lead = ha.leader()
-            assert lead is not None
-            r = oc.switchover(ha.any_config, ha.admin_dsn(), ha.cfg.postgres.database,
-                              lambda n: ha.proxy.servers_up("primary") == [n],
-                              node_dsn=lambda m: ha.node_dsn(m.name, "postgres"))
-            load.wait_for_acks(200)
-        finally:
-            load.stop()
+        _, r, load = ha.switchover_under_load()
         pauses.append(r.paused_seconds)
         failures += len(load.failures)
         messages.update(msg for _, msg in load.failures)

@@ -22,8 +22,10 @@ from infra.hostctl.etcd import EtcdCluster, LocalMember
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.haproxy import HaProxy
 from infra.hostctl.patroni import PatroniProcess
+from infra.ops import cluster as oc
 from infra.render import patroni as render_ha
 from tests import ports
+from tests.ha_load import WriteLoad
 from tests.support import scratch_dir
 
 ETCD_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -120,6 +122,23 @@ class HaStack:
             if p.probe("/primary") == 200:
                 return name
         return None
+
+    def switchover_under_load(self, clients: int = 4, acks: int = 200
+                              ) -> tuple[str, oc.SwitchoverResult, WriteLoad]:
+        """`python -m infra cluster switchover`'s sequence under a write load through the
+        pooler: (the leader before, the result, the stopped load with its failures)."""
+        load = WriteLoad(self.pooler_dsn(), clients=clients).start()
+        try:
+            load.wait_for_acks(acks)
+            before = self.leader()
+            assert before is not None
+            result = oc.switchover(self.any_config, self.admin_dsn(), self.cfg.postgres.database,
+                                   lambda name: self.proxy.servers_up("primary") == [name],
+                                   node_dsn=lambda m: self.node_dsn(m.name, "postgres"))
+            load.wait_for_acks(acks)
+        finally:
+            load.stop()
+        return before, result, load
 
     def render_node(self, node: render_ha.PatroniNode) -> str:
         members = render_ha.etcd_members(ETCD_HOSTS, self.cfg.ha.etcd_client_port,

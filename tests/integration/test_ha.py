@@ -78,17 +78,7 @@ def test_etcd_is_three_members_and_keeps_quorum_with_one_down(ha: ha_support.HaS
 
 def test_switchover_under_load_fails_no_client_transaction(ha: ha_support.HaStack) -> None:
     _fresh_ledger(ha)
-    load = WriteLoad(ha.pooler_dsn(), clients=4).start()
-    try:
-        load.wait_for_acks(200)
-        before = ha.leader()
-        assert before is not None
-        result = oc.switchover(ha.any_config, ha.admin_dsn(), ha.cfg.postgres.database,
-                               lambda name: ha.proxy.servers_up("primary") == [name],
-                               node_dsn=lambda m: ha.node_dsn(m.name, "postgres"))
-        load.wait_for_acks(200)
-    finally:
-        load.stop()
+    before, result, load = ha.switchover_under_load()
     assert result.old_leader == before and result.new_leader != before
     assert ha.leader() == result.new_leader
     assert load.failures == [], load.failures[:5]
