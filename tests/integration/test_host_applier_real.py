@@ -38,6 +38,14 @@ NEW = CloudPasswords(owner="own-2", app="app-2", replicator="rep-2", pooler_admi
                      monitor="mon-2", tenant_admin="ta-2")
 
 
+def tls_login(server: hostctl.Server, tls: render.TlsFiles, role: str, password: str) -> str:
+    """current_user of a verify-full TLS login to platform_apply as `role`."""
+    dsn = server.dsn(role, password, "platform_apply")
+    with psycopg.connect(f"{dsn} sslmode=verify-full sslrootcert={tls.ca_file}") as c:
+        row = c.execute("SELECT current_user").fetchone()
+    return str(row[0]) if row else ""
+
+
 @dataclass
 class Host:
     server: hostctl.Server
@@ -90,10 +98,7 @@ class Host:
                                                  state_file=str(self.base / "applied.json")))
 
     def login(self, role: str, password: str) -> str:
-        dsn = self.server.dsn(role, password, "platform_apply")
-        with psycopg.connect(f"{dsn} sslmode=verify-full sslrootcert={self.tls.ca_file}") as c:
-            row = c.execute("SELECT current_user").fetchone()
-        return str(row[0]) if row else ""
+        return tls_login(self.server, self.tls, role, password)
 
 
 @pytest.fixture(scope="module")
@@ -241,10 +246,7 @@ class DevHost:
         return int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
 
     def login(self, role: str, password: str) -> str:
-        dsn = self.server.dsn(role, password, "platform_apply")
-        with psycopg.connect(f"{dsn} sslmode=verify-full sslrootcert={self.tls.ca_file}") as c:
-            row = c.execute("SELECT current_user").fetchone()
-        return str(row[0]) if row else ""
+        return tls_login(self.server, self.tls, role, password)
 
 
 @pytest.fixture(scope="module")
