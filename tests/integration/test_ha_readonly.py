@@ -37,6 +37,11 @@ def _ro_dsn(ha: ha_support.HaStack) -> str:
     return ha.pooler_dsn(f"{ha.cfg.postgres.database}_ro")
 
 
+def _replicas_up(ha: ha_support.HaStack) -> list[str]:
+    """Replicas HAProxy routes read-only sessions to (not the leader's backup entries)."""
+    return [s for s in ha.proxy.servers_up("replicas") if not s.endswith("-as-leader")]
+
+
 def _read(dsn: str) -> tuple[bool, str]:
     """(in recovery, the server's address) of a fresh session through `dsn`."""
     with psycopg.connect(dsn, connect_timeout=5) as conn:
@@ -120,3 +125,31 @@ def test_the_read_only_pool_keeps_serving_after_the_leader_dies(
     proc.start()
     proc.wait_running(timeout=120)
     ha.wait_replicating(timeout=90)
+
+
+def test_with_no_replica_left_the_read_only_pool_falls_back_to_the_leader(
+        ha: ha_support.HaStack) -> None:
+    lead = ha.leader()
+    assert lead is not None
+    replicas = [n for n in ha.procs if n != lead]
+    for name in replicas:   # both replicas, whole nodes
+        proc = ha.procs[name]
+        postmaster, patroni = proc.postmaster_pid(), proc.daemon.pid()
+        assert postmaster and patroni
+        os.kill(patroni, signal.SIGKILL)
+        os.kill(postmaster, signal.SIGKILL)
+    try:
+        wait_for(lambda: _replicas_up(ha) == [], timeout=30,
+                 what="HAProxy marks both replicas down")
+        leader_host = next(n.host for n in ha.nodes if n.name == lead)
+        assert _read(_ro_dsn(ha)) == (False, leader_host)
+    finally:
+        for name in replicas:
+            ha.procs[name].start()
+        for name in replicas:
+            ha.procs[name].wait_running(timeout=120)
+        ha.wait_replicating(timeout=90)
+    # Once a replica is back, new read-only sessions go to the replicas again.
+    wait_for(lambda: len(_replicas_up(ha)) == 2, timeout=30,
+             what="HAProxy routes to the replicas again")
+    assert _read(_ro_dsn(ha))[0] is True
