@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra.backends import aws
 from infra.backends import aws_userdata as ud
+from infra.config.aws import HA_PACKAGES
 from infra.hostagent import leader_only
 from tests.unit import cloud_mocks as cm
 from tests.unit.test_aws_backend import RAW as PROD_PLAIN
@@ -196,3 +197,14 @@ def test_without_patroni_the_pool_stays_on_the_primary() -> None:
     service = primary[f"{UNITS}/pg-platform-backup-full.service"]["content"]
     assert "ExecStart=/usr/bin/pgbackrest " in service and "leader" not in service
 
+
+def test_the_prod_stack_file_runs_patroni_with_every_pin() -> None:
+    raw = cm.stack_file("prod")
+    assert raw["ha"]["manager"] == "patroni" and raw["ha"]["synchronous"] == "on"
+    assert int(raw["replicas"]) >= 2
+    pins = raw["aws"]["package_versions"]
+    assert {p: pins.get(p) for p in HA_PACKAGES} == {
+        "patroni": "3.0.2-1", "etcd-server": "3.4.23-4+b4", "haproxy": "2.6.12-1+deb12u4"}
+    run = cm.run(raw, "prod")
+    hosts = dsn_hosts(run.outputs["pooler_dsn"])
+    assert len(hosts) == 1 + int(raw["replicas"]) == len(set(hosts))
