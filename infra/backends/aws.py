@@ -52,6 +52,8 @@ from infra.config.aws import check_pins
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
 
+POOLER_CONNECT_TIMEOUT = 5   # seconds per host of a multi-host pooler DSN (_pooler_dsn)
+
 
 def _tags(cfg: PlatformConfig, name: str) -> dict[str, str]:
     return {"Name": f"pg-platform-{cfg.stack}-{name}", "pg-platform:stack": cfg.stack,
@@ -76,6 +78,8 @@ def security_group(cfg: PlatformConfig, settings: AwsSettings,
         "db-sg", vpc_id=settings.vpc_id, tags=_tags(cfg, "db"),
         description=f"pg-platform {cfg.stack}: PostgreSQL and PgBouncer", opts=opts)
     child = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=sg))
+    # Every host's interface is in this group, so the pooler rule admits clients to each
+    # host's PgBouncer (with Patroni every host runs one; `pooler_dsn` lists them all).
     ports = {"pg": cfg.postgres.port, "pooler": cfg.pooler.port}
     for label, port in ports.items():
         _ingress(sg, label, port, settings.allowed_cidrs, child)
@@ -130,9 +134,10 @@ def _packed_user_data(text: str) -> str | None:
 def cert_hosts(ips: list[str], replica: int, ha: bool = False) -> list[str]:
     """The names a host's certificate carries: its address and, on a replica, the read-only
     pool's whole host list, which PgBouncer 1.18 checks literally under verify-full. With
-    Patroni, PgBouncer dials every node through HAProxy on its own loopback, so every
-    node's certificate names 127.0.0.1 instead (only a process on the pooler host can be
-    reached there)."""
+    Patroni, each host's PgBouncer dials every node through HAProxy on that host's
+    loopback, so every node's certificate names 127.0.0.1 instead (only a process on the
+    same host can be reached there); clients of the multi-host `pooler_dsn` dial each
+    host at its own address, which its certificate names first."""
     if ha:
         return [ips[replica], PROXY_HOST]
     if replica and len(ips) > 2:
@@ -239,6 +244,27 @@ def _dsn(host: pulumi.Input[str], port: int, user: str, password: pulumi.Input[s
                       sslmode="verify-full", sslrootcert=ca_file)
 
 
+def _pooler_dsn(cfg: PlatformConfig, hosts: pulumi.Output[str], user: str,
+                password: pulumi.Input[str], database: str, ca_file: str) -> pulumi.Output[str]:
+    """A pooler DSN; with several hosts also `connect_timeout`, which libpq applies per
+    host: a dead EC2 host drops the SYN rather than refusing it, and without a timeout
+    libpq would wait out the kernel's TCP retries (minutes) before it tries the next."""
+    timeout = POOLER_CONNECT_TIMEOUT if aws_ha.enabled(cfg) else None
+    return dsn.output(host=hosts, port=cfg.pooler.port, user=user, password=password,
+                      dbname=database, sslmode="verify-full", sslrootcert=ca_file,
+                      connect_timeout=timeout)
+
+
+def pooler_hosts(cfg: PlatformConfig, ips: list[pulumi.Output[str]]) -> pulumi.Output[str]:
+    """The `host` of the pooler DSNs. Without Patroni: the primary's address. With it:
+    every host's, comma-joined (libpq's multi-host form), because every host runs a
+    PgBouncer that reaches the leader through its own HAProxy; libpq tries them in order,
+    so `target_session_attrs=any` is right, and under verify-full it checks each host's
+    certificate against the address it dialled, which that host's names (cert_hosts)."""
+    chosen = ips if aws_ha.enabled(cfg) else ips[:1]
+    return pulumi.Output.all(*chosen).apply(",".join)
+
+
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """Bucket, secrets, security group, CA and hosts; waits for the hosts to converge."""
     settings = cfg.aws
@@ -290,15 +316,16 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                                region=settings.region, versions=versions, dsn=owner_dsn,
                                opts=pulumi.ResourceOptions(parent=parent, depends_on=made))
     instances = [r for r in made if isinstance(r, aws.ec2.Instance)]
+    poolers = pooler_hosts(cfg, ips)
     return Endpoints(
         primary_dsn=owner_dsn,
         app_dsn=_dsn(ips[0], pg.port, pg.app_role, pws["app"], pg.database, ca_file),
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(*[
             _dsn(ip, pg.port, pg.app_role, pws["app"], pg.database, ca_file)
             for ip in ips[1:]])),
-        pooler_dsn=_dsn(ips[0], cfg.pooler.port, pg.app_role, pws["app"], pg.database, ca_file),
-        pooler_admin_dsn=_dsn(ips[0], cfg.pooler.port, cfg.pooler.admin_user,
-                              pws["pooler_admin"], "pgbouncer", ca_file),
+        pooler_dsn=_pooler_dsn(cfg, poolers, pg.app_role, pws["app"], pg.database, ca_file),
+        pooler_admin_dsn=_pooler_dsn(cfg, poolers, cfg.pooler.admin_user,
+                                     pws["pooler_admin"], "pgbouncer", ca_file),
         ca_cert=ca.ca_cert,
         primary_id=instances[0].id,
         testinfra_hosts=pulumi.Output.all(backups.bucket, *ips).apply(

@@ -2,7 +2,8 @@
 
 A host's bundle holds only that host's secrets: its own TLS key, and the
 passwords or verifiers it uses itself (the primary: PgBouncer's auth file and
-the roles SQL; a replica: the replicator's passfile). The break-glass superuser
+the roles SQL; a replica: the replicator's passfile; with Patroni every host runs
+its own PgBouncer and so has its own auth file). The break-glass superuser
 has no password at all (peer on the socket), so none is on any volume; with
 `ha.manager: patroni` it has one, for pg_rewind over the network, and only the
 host's 0600 patroni.yml holds it (infra/backends/aws_ha.py).
@@ -108,11 +109,11 @@ def extra_files(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
                                ha)
 
 
-def _tls_files(tls: HostTls, replica: int, ha: bool) -> list[BundleFile]:
+def _tls_files(tls: HostTls, pooler: bool, ha: bool) -> list[BundleFile]:
     # Under Patroni a reload of its unit also has PostgreSQL re-read its certificate
-    # (infra/hostagent/patroni_step.py).
+    # (infra/hostagent/patroni_step.py); PgBouncer serves the same certificate.
     server = (f"reload:{PATRONI_UNIT}",) if ha else reload_postgres()
-    then = server + (() if replica else (f"reload:{PGBOUNCER_UNIT}",))
+    then = server + ((f"reload:{PGBOUNCER_UNIT}",) if pooler else ())
     return [
         BundleFile(ud.TLS.ca_file, tls.ca_cert, "root", "0644", then),
         BundleFile(ud.TLS.cert_file, tls.cert, "postgres", "0644", then),
@@ -203,7 +204,8 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
     files = [BundleFile(path, text, *owners.get(path, ("root", "0644")),
                         then=then.get(path, ()))
              for path, text in rendered.items()]
-    files += _tls_files(tls, host.replica, patroni)
+    pooler = ud.pooler_host(cfg, host)
+    files += _tls_files(tls, pooler, patroni)
     files += _access_files(cfg)
     files += _exporter_files(cfg, pw, addresses)
     sql, slots = "", [f"replica_{i}" for i in range(1, cfg.replicas + 1)]
@@ -222,12 +224,18 @@ def host_bundle(cfg: PlatformConfig, host: ud.Host, addresses: HostAddresses,
     if host.replica:
         slots = []
     else:
+        sql = bootstrap_script(bootstrap_spec(cfg, pw))
+    if pooler:
+        # Its own PgBouncer's auth file (verifiers) and console passfile: with Patroni
+        # every host's, so the pool outlives any one host; the guarded backup timers too.
         users = pooler_users(cfg, pw.app, pw.pooler_admin)
         files.append(BundleFile(ud.AUTH_FILE, userlist_txt(users), "postgres", "0600",
                                 (f"reload:{PGBOUNCER_UNIT}",)))
-        sql = bootstrap_script(bootstrap_spec(cfg, pw))
         files += _pooler_exporter_files(cfg, pw, addresses)
         first += [PGBOUNCER_UNIT, BOUNCER_EXPORTER_UNIT, *timer_units(cfg)]
+    if pooler and patroni:
+        files.append(BundleFile(ud.LEADER_GUARD, ud.LEADER_GUARD_SOURCE.read_text(), "root",
+                                "0755"))
     files += extra_files(cfg, host, addresses, ha)
     postgres = {"unit": POSTGRES_UNIT, "socket_dir": ud.SOCKET_DIR, "port": pg.port,
                 "os_user": "postgres"}

@@ -15,10 +15,11 @@ The texts come from infra/render/ha_hosts.py, the renderers the local stack uses
 What runs them: the bundle also carries systemd units for etcd (first three
 hosts) and Patroni, which replaces pg-platform-postgresql.service, and the
 applier's `patroni` section (infra/hostagent/patroni_step.py) starts etcd, then
-Patroni, and sends a changed dynamic configuration to Patroni's REST API. The
-pooler host runs HAProxy on 127.0.0.1 in front of every node, checking Patroni's
-/primary and /replica (the local stack's design, docs/ha.md), and PgBouncer
-dials HAProxy, so it follows the leader without a file change.
+Patroni, and sends a changed dynamic configuration to Patroni's REST API. Every
+host runs HAProxy on 127.0.0.1 in front of every node, checking Patroni's
+/primary and /replica (the local stack's design, docs/ha.md), and its own
+PgBouncer dials that HAProxy, so each pooler follows the leader without a file
+change and `pooler_dsn` lists every host's PgBouncer (infra/backends/aws.py).
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def patroni_unit(cfg: PlatformConfig) -> str:
 
 
 def haproxy_file(cfg: PlatformConfig, addresses: tuple[str, ...]) -> str:
-    """The pooler host's HAProxy: read-write on haproxy_port, read-only on the next, both
-    on loopback only, in front of every node (the renderer the local stack uses)."""
+    """A host's HAProxy (the same file on every host): read-write on haproxy_port,
+    read-only on the next, both on loopback only, in front of every node (the renderer
+    the local stack uses)."""
     targets = ProxyTargets(ud.PROXY_HOST, cfg.ha.haproxy_port, "/run/haproxy/admin.sock")
     return haproxy_cfg(ha_hosts.nodes(cfg, addresses, ha_layout(cfg)), targets, ud.TLS)
 
@@ -118,7 +120,7 @@ def haproxy_file(cfg: PlatformConfig, addresses: tuple[str, ...]) -> str:
 def bundle_files(cfg: PlatformConfig, replica: int, addresses: tuple[str, ...],
                  sec: HaSecrets | None) -> list[BundleFile]:
     """Host `replica`'s patroni.yml (0600, postgres), Patroni's unit and, on the first
-    three, etcd.conf and etcd's unit; HAProxy's config on the pooler host (`replica` 0).
+    three, etcd.conf and etcd's unit; HAProxy's config (every host runs a PgBouncer).
 
     `addresses`: every database host's private address, primary first. A changed
     patroni.yml is a Patroni reload (SIGHUP: node-local settings); its dynamic part goes
@@ -136,9 +138,8 @@ def bundle_files(cfg: PlatformConfig, replica: int, addresses: tuple[str, ...],
                                                       sec).items()]
     files.append(BundleFile(f"{UNIT_DIR}/{PATRONI_UNIT}", patroni_unit(cfg), "root", "0644",
                             ("daemon-reload", f"restart:{PATRONI_UNIT}")))
-    if replica == 0:
-        files.append(BundleFile(HAPROXY_CFG, haproxy_file(cfg, addresses), "root", "0644",
-                                (f"reload:{HAPROXY_UNIT}",)))
+    files.append(BundleFile(HAPROXY_CFG, haproxy_file(cfg, addresses), "root", "0644",
+                            (f"reload:{HAPROXY_UNIT}",)))
     return files
 
 
@@ -153,10 +154,9 @@ def applier_spec(cfg: PlatformConfig, replica: int, addresses: tuple[str, ...]) 
 
 def enable(cfg: PlatformConfig, replica: int, addresses: tuple[str, ...]) -> list[str]:
     """The units pgp-apply enables first, in order: etcd before Patroni, then HAProxy
-    before PgBouncer on the pooler host."""
+    (before PgBouncer, which every host runs)."""
     spec = applier_spec(cfg, replica, addresses)
-    return [u for u in (spec["etcd_unit"], PATRONI_UNIT) if u] + (
-        [HAPROXY_UNIT] if replica == 0 else [])
+    return [u for u in (spec["etcd_unit"], PATRONI_UNIT, HAPROXY_UNIT) if u]
 
 
 def security_rules(cfg: PlatformConfig, sg: aws.ec2.SecurityGroup,

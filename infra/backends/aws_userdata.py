@@ -27,8 +27,9 @@ from infra.backends.cloud_files import inventory_entry
 from infra.backends.host_bundle import ETCD_UNIT, PATRONI_UNIT, POSTGRES_UNIT
 from infra.config import PlatformConfig
 from infra.hostagent import apply as applier
-from infra.hostagent import patroni_api, patroni_step, postgres_node
+from infra.hostagent import leader_only, patroni_api, patroni_step, postgres_node
 from infra.render.backup_timers import backup_timer_files
+from infra.render.monitoring import SYSTEM_PYTHON
 
 USER_DATA_LIMIT = 16384        # bytes EC2 accepts, before base64
 DATA_MOUNT = "/var/lib/postgresql"
@@ -50,7 +51,11 @@ APPLIER_SOURCE = Path(applier.__file__)
 # and with `ha.manager: patroni` the Patroni step and REST client (infra/hostagent/apply.py).
 APPLIER_MODULES = (Path(postgres_node.__file__),)
 HA_APPLIER_MODULES = (Path(patroni_step.__file__), Path(patroni_api.__file__))
-PROXY_HOST = "127.0.0.1"  # HAProxy on the pooler host, loopback only (infra/backends/aws_ha)
+PROXY_HOST = "127.0.0.1"  # HAProxy on each pooler host, loopback only (infra/backends/aws_ha)
+# With Patroni every host's backup timers run under this guard (infra/hostagent/leader_only):
+# delivered in the bundle, beside patroni_api.py, which it imports.
+LEADER_GUARD = "/usr/local/lib/pg-platform/pgp_leader_only.py"
+LEADER_GUARD_SOURCE = Path(leader_only.__file__)
 # Debian starts its own etcd (on 2379) and Patroni units at install; pg-platform runs both
 # under its own (the bundle's), so with `ha.manager: patroni` these are masked first.
 HA_MASKED = ("etcd.service", "patroni.service")
@@ -112,11 +117,19 @@ def standby(cfg: PlatformConfig, host: Host) -> render.Standby:
                           sslrootcert=TLS.ca_file)
 
 
+def pooler_host(cfg: PlatformConfig, host: Host) -> bool:
+    """Whether `host` runs PgBouncer (and the backup timers): the primary, and with Patroni
+    every host, each dialling its own HAProxy, so losing one host loses one pooler of
+    the multi-host `pooler_dsn`, not the pool."""
+    return not host.replica or patroni(cfg)
+
+
 def pooler_ini(cfg: PlatformConfig, primary_host: str, replica_hosts: tuple[str, ...]) -> str:
     """PgBouncer on the primary host. It reaches its primary at the host's private address,
     which pg_hba admits (the VPC) and the certificate names, never 127.0.0.1. With Patroni
     it dials HAProxy on loopback instead (read-write, read-only on the next port), which
-    follows the leader; every node's certificate then also names 127.0.0.1."""
+    follows the leader; every node's certificate then also names 127.0.0.1, and every
+    host's pgbouncer.ini is the same."""
     paths = render.PoolerPaths(auth_file=AUTH_FILE, socket_dir=SOCKET_DIR)
     port = replica_port = cfg.postgres.port
     if patroni(cfg):
@@ -157,7 +170,7 @@ def host_files(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] =
     }
     if paths.pgbackrest_config:
         files[PGBACKREST_CONF] = render.pgbackrest_conf(cfg, paths, backup_paths())
-    if not host.replica:
+    if pooler_host(cfg, host):
         files.update(backup_timers(cfg))
         files[POOLER_INI] = pooler_ini(cfg, self_ip or host.primary_host or "127.0.0.1",
                                        replica_hosts)
@@ -167,21 +180,29 @@ def host_files(cfg: PlatformConfig, host: Host, replica_hosts: tuple[str, ...] =
 
 def backup_timers(cfg: PlatformConfig) -> dict[str, str]:
     """The primary's scheduled backups: a systemd timer and service per backup type
-    (infra/render/backup_timers.py); pgBackRest logs in as break-glass by socket peer."""
-    return backup_timer_files(cfg, PGBACKREST_CONF, passfile=None,
-                              postgres_unit=PATRONI_UNIT if patroni(cfg) else POSTGRES_UNIT)
+    (infra/render/backup_timers.py); pgBackRest logs in as break-glass by socket peer.
+    With Patroni every host has them, and each run asks its own Patroni first: only the
+    leader's backs up (LEADER_GUARD)."""
+    if not patroni(cfg):
+        return backup_timer_files(cfg, PGBACKREST_CONF, passfile=None,
+                                  postgres_unit=POSTGRES_UNIT)
+    guard = f"{SYSTEM_PYTHON} {LEADER_GUARD} {CONF_DIR}/patroni.yml {TLS.ca_file}"
+    return backup_timer_files(cfg, PGBACKREST_CONF, passfile=None, postgres_unit=PATRONI_UNIT,
+                              guard=guard)
 
 
 def testinfra_hosts(cfg: PlatformConfig, ips: list[str]) -> list[dict[str, Any]]:
     """The hosts for the testinfra suite; `cfg` carries the bucket's name, `ips` the
-    private addresses, primary first. PgBouncer runs on the primary's host; the login
-    user is the AMI's (`aws.login_user`). Secret files are left out."""
+    private addresses, primary first. The `pooler` entry is the primary's host's
+    PgBouncer (the suite checks one); with Patroni the other hosts run one too, and
+    their pgbouncer.ini is listed among their own files. The login user is the AMI's
+    (`aws.login_user`). Secret files are left out."""
     assert cfg.aws is not None
     replica_ips = tuple(ips[1:])
     spec = [f"ssh://{cfg.aws.login_user}@{ip}" for ip in ips]
-    files = [host_files(cfg, Host(replica=i, volume_id="", secret_id="",
-                                  primary_host=ips[0] if i else ""), replica_ips, ips[i])
+    hosts = [Host(replica=i, volume_id="", secret_id="", primary_host=ips[0] if i else "")
              for i in range(len(ips))]
+    files = [host_files(cfg, h, replica_ips, ips[h.replica]) for h in hosts]
     ini = files[0].pop(POOLER_INI)
     return [
         inventory_entry("primary", "primary", spec[0], files[0], data_dir=data_dir(cfg),

@@ -57,8 +57,10 @@ def on_calendar(cron: str) -> list[str]:
 
 
 def backup_timer_files(cfg: PlatformConfig, config_path: str, *, passfile: str | None,
-                       postgres_unit: str) -> dict[str, str]:
-    """The units of every scheduled type, by path under /etc/systemd/system."""
+                       postgres_unit: str, guard: str = "") -> dict[str, str]:
+    """The units of every scheduled type, by path under /etc/systemd/system; `guard`: a
+    command line the backup runs under (`GUARD -- pgbackrest ...`), which with Patroni
+    lets only the leader's timer back up."""
     sched = {"full": cfg.backup.schedule.full, "diff": cfg.backup.schedule.diff,
              "incr": cfg.backup.schedule.incr}
     files: dict[str, str] = {}
@@ -71,7 +73,7 @@ def backup_timer_files(cfg: PlatformConfig, config_path: str, *, passfile: str |
         files[f"{UNIT_DIR}/{service}"] = render(
             "pgbackrest-backup.service.j2", kind=kind, stanza=cfg.backup.stanza, timer=timer,
             postgres_unit=postgres_unit, after=after, passfile=passfile,
-            config_path=config_path)
+            config_path=config_path, guard=guard)
         files[f"{UNIT_DIR}/{timer}"] = render(
             "pgbackrest-backup.timer.j2", kind=kind, stanza=cfg.backup.stanza, cron=cron,
             calendars=on_calendar(cron), service=service)

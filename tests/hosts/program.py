@@ -38,13 +38,16 @@ def settings(subnet: str, ssh_key: str, installed: dict[str, str],
 
     Everything that shapes the bootstrap (backend, versions, roles, pooler mode,
     backup to S3, schedule, tenants) is the committed prod stack's; only sizes,
-    the replica count, `state_dir` (the run's) and the network change, and where
+    the replica count, `ha.manager` (none), `state_dir` (the run's) and the network
+    change, and where
     the stack file has them,
     the access key (the harness's), the CIDRs for SSH and Prometheus (the subnet)
     and the package pins (the versions the cached rootfs holds, `installed`).
     """
     raw = copy.deepcopy(cm.stack_file("prod"))
     raw["replicas"] = 1
+    # Two hosts prove the hand-supervised path; Patroni needs three (etcd's quorum).
+    raw["ha"] = {"manager": "none"}
     raw["state_dir"] = state_dir
     raw["aws"].update({"vpc_cidr": subnet, "allowed_cidrs": [subnet]})
     aws = raw["aws"]
@@ -54,10 +57,9 @@ def settings(subnet: str, ssh_key: str, installed: dict[str, str],
         if key in aws:
             aws[key] = [subnet]
     if "package_versions" in aws:
-        # The tier boots hosts without Patroni (`ha.manager` as the prod stack file has
-        # it, none): Patroni's, etcd's and HAProxy's pins are not installed here.
-        wanted = [n for n in aws["package_versions"]
-                  if n not in HA_PACKAGES or raw.get("ha", {}).get("manager") == "patroni"]
+        # These hosts run without Patroni: its, etcd's and HAProxy's pins are not
+        # installed here.
+        wanted = [n for n in aws["package_versions"] if n not in HA_PACKAGES]
         missing = sorted(set(wanted) - set(installed))
         if missing:
             raise RuntimeError(f"the cached rootfs lacks {missing}, which "

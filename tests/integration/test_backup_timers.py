@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from infra import config
+from infra.backends import aws_ha
 from infra.backends import aws_userdata as ud
-from infra.backends.host_bundle import POSTGRES_UNIT
+from infra.backends.host_bundle import PATRONI_UNIT, POSTGRES_UNIT
 from infra.backup import schedule
 from infra.render.backup_timers import on_calendar
 
@@ -115,3 +116,32 @@ def test_systemd_verifies_the_primary_units_and_refuses_a_broken_one(tmp_path: P
     incr.write_text(re.sub(r"(?m)^ExecStart=.*\n", "", text))
     broken = _verify(units)
     assert broken.returncode != 0 and "ExecStart" in broken.stderr, broken.stderr
+
+
+def test_systemd_verifies_a_patroni_replicas_guarded_backup_units(tmp_path: Path) -> None:
+    """With `ha.manager: patroni` a replica host carries the timers too; each service runs
+    the backup under the leader guard (infra/hostagent/leader_only.py) and requires the
+    Patroni unit; systemd loads all of them without a warning."""
+    raw = {**RAW, "replicas": 2, "ha": {"manager": "patroni"},
+           "aws": {**RAW["aws"], "package_versions": {
+               **RAW["aws"]["package_versions"],
+               **{p: "1.0-1" for p in ("patroni", "etcd-server", "haproxy")}}}}
+    cfg = config.load(raw, "prod")
+    host = ud.Host(replica=1, volume_id="vol-0123456789abcdef1",
+                   secret_id="arn:aws:secretsmanager:eu-west-1:123456789012:secret:y",
+                   primary_host="10.0.0.1")
+    units = dict(ud.host_files(cfg, host, ("10.0.0.2", "10.0.0.3"), "10.0.0.2"))
+    units[f"{aws_ha.UNIT_DIR}/{PATRONI_UNIT}"] = aws_ha.patroni_unit(cfg)
+    out = []
+    for unit, content in units.items():
+        name = Path(unit).name
+        if name.startswith("pg-platform-backup-") or name == PATRONI_UNIT:
+            (tmp_path / name).write_text(content)
+            out.append(tmp_path / name)
+    assert len(out) == 7, sorted(p.name for p in out)
+    proc = _verify(out)
+    assert (proc.returncode, proc.stdout + proc.stderr) == (0, ""), proc.stderr
+    text = (tmp_path / "pg-platform-backup-incr.service").read_text()
+    assert f"ExecStart=/usr/bin/python3 {ud.LEADER_GUARD} /etc/pg-platform/patroni.yml " \
+           f"{ud.TLS.ca_file} -- /usr/bin/pgbackrest " in text
+    assert f"Requires={PATRONI_UNIT}\n" in text

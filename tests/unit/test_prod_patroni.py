@@ -2,7 +2,7 @@
 
 Each host's bundle carries Patroni's unit (and etcd's on the first three) and the
 `patroni` section pgp-apply converges instead of pg-platform-postgresql.service,
-with etcd enabled before Patroni; the pooler host's PgBouncer dials HAProxy on
+with etcd enabled before Patroni; every host's PgBouncer dials its own HAProxy on
 loopback; user-data installs the pinned packages; and a parameter change reaches
 patroni.yml in place, replacing no instance (tests/unit/test_day2_in_place.py's rule).
 """
@@ -37,7 +37,7 @@ def files(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_every_host_runs_patroni_and_the_first_three_etcd(run: cm.Run) -> None:
     bundles = _bundles(run)
-    for i, name in enumerate(NODES):
+    for name in NODES:
         b, f = bundles[name], files(bundles[name])
         assert f"{UNITS}/{PATRONI_UNIT}" in f and f"{UNITS}/{ETCD_UNIT}" in f, name
         unit = f[f"{UNITS}/{PATRONI_UNIT}"]["content"]
@@ -52,11 +52,10 @@ def test_every_host_runs_patroni_and_the_first_three_etcd(run: cm.Run) -> None:
             "members": [m for m in b["patroni"]["members"]]}
         assert len(b["patroni"]["members"]) == 3 and all(
             m.startswith("https://") and m.endswith(":8008") for m in b["patroni"]["members"])
-        # etcd first, then Patroni, then (the pooler host) HAProxy before PgBouncer.
+        # etcd first, then Patroni, then (every host runs a pooler) HAProxy before PgBouncer.
         enable = b["enable"]
-        assert enable[:2] == [ETCD_UNIT, PATRONI_UNIT], (name, enable)
-        if i == 0:
-            assert enable.index("haproxy.service") < enable.index("pgbouncer.service")
+        assert enable[:3] == [ETCD_UNIT, PATRONI_UNIT, "haproxy.service"], (name, enable)
+        assert enable.index("haproxy.service") < enable.index("pgbouncer.service")
         # Patroni writes postgresql.conf and pg_hba.conf; nothing restarts the old unit.
         assert f"{CONF}/postgresql.conf" not in f and f"{CONF}/pg_hba.conf" not in f
         assert not any(POSTGRES_UNIT in a for item in f.values() for a in item["then"])
@@ -71,16 +70,15 @@ def test_a_fourth_host_runs_patroni_without_etcd() -> None:
     assert f"{UNITS}/{ETCD_UNIT}" not in files(b)
 
 
-def test_pgbouncer_follows_the_leader_through_haproxy(run: cm.Run) -> None:
-    f = files(_bundles(run)["primary"])
-    ini = f["/etc/pgbouncer/pgbouncer.ini"]["content"]
-    assert "host=127.0.0.1 port=5000" in ini and "host=127.0.0.1 port=5001" in ini, ini
-    cfg = f["/etc/haproxy/haproxy.cfg"]["content"]
-    assert "bind 127.0.0.1:5000" in cfg and "uri /primary" in cfg and "uri /replica" in cfg
-    assert cfg.count("check port 8008 check-ssl verify required") == 6
-    assert f["/etc/haproxy/haproxy.cfg"]["then"] == ["reload:haproxy.service"]
-    for name in NODES[1:]:
-        assert "/etc/haproxy/haproxy.cfg" not in files(_bundles(run)[name])
+def test_every_pgbouncer_follows_the_leader_through_its_own_haproxy(run: cm.Run) -> None:
+    for name in NODES:
+        f = files(_bundles(run)[name])
+        ini = f["/etc/pgbouncer/pgbouncer.ini"]["content"]
+        assert "host=127.0.0.1 port=5000" in ini and "host=127.0.0.1 port=5001" in ini, ini
+        cfg = f["/etc/haproxy/haproxy.cfg"]["content"]
+        assert "bind 127.0.0.1:5000" in cfg and "uri /primary" in cfg and "uri /replica" in cfg
+        assert cfg.count("check port 8008 check-ssl verify required") == 6
+        assert f["/etc/haproxy/haproxy.cfg"]["then"] == ["reload:haproxy.service"]
     # PgBouncer verifies the server's name (verify-full): every node's certificate names
     # the loopback address it is dialled at through HAProxy.
     for cert in run.mocks.of_type("pulumi-python:dynamic/tls:HostCertificate"):
