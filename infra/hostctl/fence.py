@@ -141,12 +141,14 @@ def decide(spec: Spec, kv: EtcdKV, evidence: Scan = _scan,
         # The last look, right before the transaction: a Patroni or postmaster started
         # after it needs far longer than the transaction's milliseconds before it could
         # read etcd, and its first write (its member key) would fail the compare.
+        looked = time.monotonic()
         last = evidence(member)
         if not last.dead:
             return Decision(False, f"{seen}: {last.describe()} at the last look; "
                             "not acting", name, lead.mod_revision)
         deleted = kv.delete_if_unchanged(key, lead.value, lead.mod_revision,
                                          [(member_key, mkv.mod_revision if mkv else 0)])
+        window = time.monotonic() - looked  # the last look to etcd's answer
     except EtcdUnavailable as exc:
         return Decision(False, f"etcd did not answer ({str(exc)[:300]}); not acting")
     if not deleted:
@@ -154,7 +156,8 @@ def decide(spec: Spec, kv: EtcdKV, evidence: Scan = _scan,
                         "(a key changed since it was read); not acting", name,
                         lead.mod_revision)
     return Decision(True, f"{seen}: proven dead twice {spec.confirm}s apart ({last.describe()}"
-                    "); deleted the leader key", name, lead.mod_revision)
+                    f"); deleted the leader key {window * 1000:.0f} ms after the last look",
+                    name, lead.mod_revision)
 
 
 def _write_status(spec: Spec, polls: int, d: Decision) -> None:
