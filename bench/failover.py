@@ -126,6 +126,8 @@ def run(sizes: Sizes, only: set[str] | None = None, *, fence: bool = True,
 def _f1_f3(ha: ha_support.HaStack, kills: int, loop_wait: int, fence: bool
            ) -> list[Figure]:
     figs = []
+    cmd = CMD if fence else (".venv/bin/python -m bench.failover --only F1,F3 --no-fence "
+                             f"--loop-wait {loop_wait}")
     load = WriteLoad(ha.pooler_dsn(), clients=4).start()
     try:
         results = [_kill_leader(ha, load) for _ in range(kills)]
@@ -140,14 +142,14 @@ def _f1_f3(ha: ha_support.HaStack, kills: int, loop_wait: int, fence: bool
         f"{kills} (ttl {TTL}, loop_wait {loop_wait}, retry_timeout {RETRY_TIMEOUT}"
         f"{', fence' if fence else ', without the fence'})",
         f"{f1:.1f} s", "Pigsty default RTO 30-45 s",
-        f"{f1 / 30:.2f}x", "<= 15 s", f1 <= 15, (CMD,),
+        f"{f1 / 30:.2f}x", "<= 15 s", f1 <= 15, (cmd,),
         note="each: " + ", ".join(f"{t:.1f}" for t in times) + " s; the new leader "
         "promoted itself after " + ", ".join("?" if p is None else f"{p:.1f}" for p in promoted)
         + f" s; the fence deleted the dead leader's key in {fenced} of {kills}")))
     lost = sum(n for _, n, _, _ in results)
     figs.append(common.report(Figure(
         "F3", f"acknowledged commits lost over {kills} failovers, ha.synchronous on",
-        str(lost), "-", "-", "0", lost == 0, (CMD,),
+        str(lost), "-", "-", "0", lost == 0, (cmd,),
         note=f"{load.acked_count()} commits acknowledged in all")))
     return figs
 
