@@ -2,10 +2,10 @@
 
 Built by calling the local backend's Patroni providers with the very inputs `pulumi up`
 gives them (infra.backends.local_patroni.*_props): etcd x3, a Patroni leader and a
-replica, their dynamic configuration, HAProxy, the bootstrap step, pgBackRest and
-PgBouncer. HAProxy's read-write port is the stack's `postgres.port` on the listen
-address, so every DSN the `Cluster` helpers build (listen address, postgres.port)
-reaches whichever node leads, as clients of a Patroni stack do.
+replica, the dead-leader fence, their dynamic configuration, HAProxy, the bootstrap
+step, pgBackRest and PgBouncer. HAProxy's read-write port is the stack's
+`postgres.port` on the listen address, so every DSN the `Cluster` helpers build
+(listen address, postgres.port) reaches whichever node leads, as clients of a Patroni stack do.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from infra import config, render
 from infra.backends import local, local_patroni
 from infra.backends.local_backup import BackupProvider
+from infra.backends.local_fence import FenceProvider
 from infra.backends.local_ha import (
     DynamicConfigProvider,
     EtcdProvider,
@@ -77,6 +78,7 @@ def patroni_cluster(cluster_cls: Any, timescaledb: bool, max_connections: int,
                    for n in nodes(cfg)]
         for props in members:
             create(props["name"], MemberProvider(), props)
+        create("fence", FenceProvider(), local_patroni.fence_props(cfg, members, tls))
         create("config", DynamicConfigProvider(),
                local_patroni.dynamic_config_props(cfg, members, tls, timescaledb))
         create("haproxy", ProxyProvider(), local_patroni.proxy_props(cfg, tls))

@@ -7,6 +7,7 @@ from the same renderers and process control the local backend uses.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -15,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from infra import config, dsn, hostctl, render, roles, tls
-from infra.backends import local, local_patroni, tenant_users
+from infra.backends import local, local_fence, local_patroni, tenant_users
 from infra.backends.local_postgres import DatabaseProvider
-from infra.hostctl import PgBouncer
+from infra.hostctl import PgBouncer, fence
+from infra.hostctl.daemon import Daemon
 from infra.hostctl.etcd import EtcdCluster, LocalMember
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.haproxy import HaProxy
@@ -85,6 +87,25 @@ class HaStack:
     proxy: HaProxy
     bouncer: PgBouncer
     passwords: dict[str, str]
+    fence_props: dict[str, Any]
+
+    @property
+    def fence(self) -> Daemon:
+        """The dead-leader fence the local backend runs (infra/backends/local_fence.py)."""
+        return local_fence.daemon(self.fence_props)
+
+    def fence_status(self) -> dict[str, Any]:
+        """Its last decision and poll count (infra/hostctl/fence.py)."""
+        path = Path(self.fence_props["run_dir"]) / fence.STATUS
+        doc: dict[str, Any] = json.loads(path.read_text())
+        return doc
+
+    def fence_records(self) -> list[dict[str, Any]]:
+        """Every delete it did or had refused, oldest first."""
+        path = Path(self.fence_props["run_dir"]) / fence.RECORD
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
 
     def _dsn(self, host: str, port: int, user: str, password: str, db: str) -> str:
         return dsn.conninfo(host=host, port=port, user=user, password=password, dbname=db,
@@ -184,6 +205,8 @@ class HaStack:
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
+            self.fence.stop()
+        with contextlib.suppress(Exception):
             self.bouncer.stop()
         with contextlib.suppress(Exception):
             self.proxy.stop()
@@ -208,8 +231,9 @@ def validate_config(path: Path) -> None:
 
 
 def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wait: int = 5,
-             retry_timeout: int = 5, max_connections: int = 50) -> HaStack:
-    """Start a whole HA cluster in a scratch directory and wait until every node runs."""
+             retry_timeout: int = 5, max_connections: int = 50, fence: bool = True) -> HaStack:
+    """Start a whole HA cluster in a scratch directory and wait until every node runs;
+    `fence=False` leaves out the dead-leader fence (to measure the lease path alone)."""
     base = scratch_dir("pgp-ha-")
     p = ports.ha_ports(ETCD_HOSTS)
     cport, pport, pgport, rport, hport, bport = (p.etcd_client, p.etcd_peer, p.postgres,
@@ -241,7 +265,12 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
     bouncer = PgBouncer(ini_path=pooler_dir / "pgbouncer.ini",
                         pid_file=pooler_dir / "pgbouncer.pid", host="127.0.0.1", port=bport,
                         log_file=pooler_dir / "pgbouncer.log")
-    stack = HaStack(base, cfg, files, etcd, nodes, procs, proxy, bouncer, pw)
+    fence_props = local_fence.fence_props(
+        prefix=f"{render_ha.NAMESPACE.rstrip('/')}/pg-platform-{cfg.stack}",
+        endpoints=[m.member.client_url for m in etcd.members], tls=files,
+        members=[(n.name, str(procs[n.name].config_file), n.paths.data_dir) for n in nodes],
+        run_dir=str(base / "fence"))
+    stack = HaStack(base, cfg, files, etcd, nodes, procs, proxy, bouncer, pw, fence_props)
     try:
         etcd.start()
         for n in nodes:
@@ -260,6 +289,8 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
             procs[n.name].start()
         for n in nodes[1:]:
             procs[n.name].wait_running(timeout=120)
+        if fence:
+            local_fence.start(fence_props)
         proxy.write_config(render_ha.haproxy_cfg(nodes, render_ha.ProxyTargets(
             "127.0.0.1", hport, str(proxy.stats_socket)), files))
         proxy.check_config()

@@ -18,7 +18,7 @@ from typing import Any
 import pulumi
 
 from infra import dsn, hostctl, render, roles
-from infra.backends import local_exporters, rendered_checks, tenant_users
+from infra.backends import local_exporters, local_fence, rendered_checks, tenant_users
 from infra.backends.base import Endpoints
 from infra.backends.cloud_files import inventory_entry
 from infra.backends.local_backup import Backup
@@ -71,6 +71,16 @@ def member_props(cfg: PlatformConfig, node: render_ha.PatroniNode, secrets: Any,
             "data_dir": node.paths.data_dir, "socket_dir": node.paths.socket_dir,
             "patroni_yml": pulumi.Output.secret(text) if isinstance(text, pulumi.Output)
             else text, **_tls_props(tls)}
+
+
+def fence_props(cfg: PlatformConfig, members: list[dict[str, Any]],
+                tls: render.TlsFiles) -> dict[str, Any]:
+    """The dead-leader fence (infra/hostctl/fence.py) over these members' keys."""
+    return local_fence.fence_props(
+        prefix=f"{render_ha.NAMESPACE.rstrip('/')}/pg-platform-{cfg.stack}",
+        endpoints=[m.client_url for m in etcd(cfg)], tls=tls,
+        members=[(m["name"], m["config_file"], m["data_dir"]) for m in members],
+        run_dir=str(ha_layout(cfg).base / "fence"))
 
 
 def proxy_props(cfg: PlatformConfig, tls: render.TlsFiles) -> dict[str, Any]:
@@ -181,6 +191,9 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
     rest = [Member(n.name, {**p, "join": True}, on_etcd)
             for n, p in zip(others, props[1:], strict=True)]
     members = [leader, *rest]
+    # After the members, so `destroy` stops it before them (docs/ha.md, "The fence").
+    local_fence.Fence("fence", fence_props(cfg, props, tls),
+                      pulumi.ResourceOptions(parent=parent, depends_on=members))
     DynamicConfig("patroni-config", dynamic_config_props(cfg, props, tls, timescaledb),
                   pulumi.ResourceOptions(parent=parent, depends_on=members))
     # What needs only the leader waits only for it: the replicas clone themselves (a few

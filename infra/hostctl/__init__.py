@@ -2,7 +2,8 @@
 signals a process.
 
 One module per program (postgres, standby, pgbouncer, pgbackrest, exporter; with
-`ha.manager: patroni` also etcd, patroni and haproxy over `daemon`),
+`ha.manager: patroni` also etcd, patroni and haproxy over `daemon`, and the
+dead-leader fence: fence, fence_evidence, etcd_kv),
 over three shared ones: proc (commands, pid files, `wait_until`), files
 (service-user-owned files) and net (ports). The names below are the ones the
 local backend, the ops commands and the tests use as `hostctl.X`.

@@ -4,6 +4,7 @@ a refresh that sees a member down, an up that brings it back, and a destroy."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from infra.backends.local_layout import layout
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import from_config
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
+from infra.hostctl.proc import pid_from_file
 from tests import ha_support, ports
 from tests.engine import ThrowawayStack
 from tests.timescale import ensure_installed
@@ -192,6 +194,40 @@ def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack)
     stack.up()
     node.wait_running(timeout=60)
     stack.preview("--expect-no-changes")
+
+
+def _fence_pid(stack: ThrowawayStack) -> int | None:
+    """The fence's pid, if that process still runs the fence (pids get reused)."""
+    pid = pid_from_file(stack.state_dir / "fence" / "fence.pid")
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    spec = str(stack.state_dir / "fence" / "fence.json").encode()
+    return pid if b"infra.hostctl.fence" in argv and spec in argv else None
+
+
+def test_refresh_sees_the_fence_killed_and_up_restarts_it(stack: ThrowawayStack) -> None:
+    """The dead-leader fence (docs/ha.md) is a resource of its own: a killed one is
+    reported stopped by read(), so refresh and up bring it back; nothing else changes."""
+    pid = _fence_pid(stack)
+    assert pid is not None
+    spec = json.loads((stack.state_dir / "fence" / "fence.json").read_text())
+    assert sorted(spec["members"]) == ["pg-1", "pg-2"]
+    assert spec["prefix"] == f"/pg-platform/pg-platform-{stack.name}"
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: _fence_pid(stack) is None, timeout=10, what="the fence is gone")
+    stack.pulumi("refresh", "--yes")
+    preview = stack.preview()
+    assert "fence" in preview.stdout and "update" in preview.stdout, preview.stdout
+    stack.up()
+    again = _fence_pid(stack)
+    assert again is not None and again != pid
+    stack.preview("--expect-no-changes")
+    # Up and watching: its status names the leader it sees.
+    status = stack.state_dir / "fence" / "fence.status.json"
+    wait_for(lambda: status.exists() and json.loads(status.read_text()).get("leader")
+             in ("pg-1", "pg-2"), timeout=30, what="the fence sees the leader")
 
 
 def test_destroy_stops_every_process(stack: ThrowawayStack) -> None:

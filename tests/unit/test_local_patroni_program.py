@@ -183,3 +183,23 @@ def test_testinfra_hosts_describe_what_runs(run: cm.Run) -> None:
     assert all(h.files for h in hosts)
     secret = {pooler.get("auth_file"), *(m.get("config_file") for m in members.values())}
     assert len(secret) == 4 and not secret & set(listed)
+
+
+def test_the_fence_watches_every_member_and_holds_no_secret(run: cm.Run) -> None:
+    """One dead-leader fence (docs/ha.md "The fence") over the members Patroni runs: their
+    patroni.yml paths and data dirs, Patroni's key prefix, the etcd members, no password."""
+    fence = run.mocks.one(DYN + "Fence", "fence")
+    members = {m.name: m for m in run.mocks.of_type(DYN + "PatroniMember")}
+    assert fence.get("members") == {
+        n: {"config_file": m.get("config_file"), "data_dir": m.get("data_dir")}
+        for n, m in members.items()}
+    assert fence.get("prefix") == "/pg-platform/pg-platform-hamock"
+    assert len(fence.get("endpoints")) == 3
+    text = json.dumps(fence.inputs, default=str)
+    for r in run.mocks.of_type(cm.PASSWORD):
+        assert r.outputs["value"] not in text
+
+
+def test_the_hand_supervised_path_has_no_fence() -> None:
+    plain = cm.run({"replicas": 1, "postgres": {"port": 55432}}, "nofence")
+    assert plain.mocks.of_type(DYN + "Fence") == []
