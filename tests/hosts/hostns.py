@@ -132,7 +132,7 @@ class Host:
         for d in ("upper", "work", "merged"):
             (self.top / d).mkdir(parents=True)
         self._install_guest()
-        setup = self.run_dir / "host-setup.sh"
+        setup = self.top / "host-setup.sh"   # per host: parallel boots would race one file
         setup.write_text(SETUP)
         unshare = subprocess.Popen(
             ["unshare", "--mount", "--net", "--pid", "--uts", "--fork", "--kill-child",
