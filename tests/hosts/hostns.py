@@ -237,7 +237,8 @@ class Host:
         placed in the copy's upper layer before it is mounted."""
         for name, dest in (("init", "usr/local/lib/pgp-harness/init"),
                            ("cloud-init", "usr/local/lib/pgp-harness/cloud-init"),
-                           ("systemctl", "usr/local/sbin/systemctl")):
+                           ("systemctl", "usr/local/sbin/systemctl"),
+                           ("shim_units.py", "usr/local/lib/pgp-harness/shim_units.py")):
             target = self.top / "upper" / dest
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(GUEST / name, target)
