@@ -33,7 +33,8 @@ ACCOUNT = "123456789012"
 
 
 def settings(subnet: str, ssh_key: str, installed: dict[str, str],
-             state_dir: str) -> dict[str, Any]:
+             state_dir: str, replicas: int = 1,
+             changes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Pulumi.prod.yaml's settings, scaled to a shared 2-core machine and this subnet.
 
     Everything that shapes the bootstrap (backend, versions, roles, pooler mode,
@@ -42,9 +43,12 @@ def settings(subnet: str, ssh_key: str, installed: dict[str, str],
     the stack file has them,
     the access key (the harness's), the CIDRs for SSH and Prometheus (the subnet)
     and the package pins (the versions the cached rootfs holds, `installed`).
+    `changes` (per section, merged) are a module's own settings, e.g. `ha`.
     """
     raw = copy.deepcopy(cm.stack_file("prod"))
-    raw["replicas"] = 1
+    raw["replicas"] = replicas
+    for section, values in (changes or {}).items():
+        raw.setdefault(section, {}).update(values)
     raw["state_dir"] = state_dir
     raw["aws"].update({"vpc_cidr": subnet, "allowed_cidrs": [subnet]})
     aws = raw["aws"]
@@ -54,8 +58,8 @@ def settings(subnet: str, ssh_key: str, installed: dict[str, str],
         if key in aws:
             aws[key] = [subnet]
     if "package_versions" in aws:
-        # The tier boots hosts without Patroni (`ha.manager` as the prod stack file has
-        # it, none): Patroni's, etcd's and HAProxy's pins are not installed here.
+        # Patroni's, etcd's and HAProxy's pins count only with `ha.manager: patroni`
+        # (the prod stack file has none; tests/hosts/test_patroni_boot.py sets it).
         wanted = [n for n in aws["package_versions"]
                   if n not in HA_PACKAGES or raw.get("ha", {}).get("manager") == "patroni"]
         missing = sorted(set(wanted) - set(installed))
