@@ -68,8 +68,9 @@ test: bootstrap
 	$(PY) -m pytest
 
 # The host tier (docs/testing.md "Host tier"): the prod program's rendered bootstrap run
-# for real on debootstrapped Debian hosts in namespaces; root only, about 10 minutes
-# on a fresh machine (the root file system is cached under .tools/hosts).
+# for real on debootstrapped Debian hosts in namespaces (a primary and a replica, then a
+# 3-host Patroni cluster whose leader host dies); root only, about 7 minutes with the
+# root file system cached under .tools/hosts, 10 on a fresh machine.
 test-hosts: bootstrap
 	@scripts/bootstrap-hosts
 	$(PY) -m pytest tests/hosts -p no:cacheprovider -o log_cli=true --log-cli-level=INFO \

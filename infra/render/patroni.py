@@ -88,6 +88,11 @@ class PatroniNode:
         return self.listen_host or self.host
 
 
+# Listen addresses for which Patroni dials its own node at `localhost` (Patroni 3.0's
+# postgresql/config.py, _get_tcp_local_address; loopback names count too).
+WILDCARDS = frozenset({"*", "0.0.0.0", "127.0.0.1", "localhost"})
+
+
 @dataclass(frozen=True)
 class HaSecrets:
     """`superuser` is the break-glass role's (roles.BREAK_GLASS): Patroni's superuser and
@@ -203,6 +208,15 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
             f"--stanza={cfg.backup.stanza} --pg1-path={shlex.quote(node.paths.data_dir)} "
             "archive-push %p")
     hba = pg_hba_lines(pg_hba_conf(cfg, hba_networks))
+    # Patroni checks its own node over the replication protocol (a replica's timeline and
+    # LSN, before it decides whether to pg_rewind after a failover). On a node listening on
+    # every address (dev, prod) it dials `localhost`, which no certificate names, so
+    # verify-full refuses it ("Can not fetch local timeline and lsn from replication
+    # connection", seen in the host tier) and a diverged replica is never rewound. There,
+    # the check goes over the socket instead, with the replication role's password.
+    socket_repl = node.listen in WILDCARDS
+    if socket_repl:
+        hba.append(f"local replication {pg.replication_role} scram-sha-256")
     ssl = {"sslmode": "verify-full", "sslrootcert": tls.ca_file}
     restore = ""
     if node.paths.pgbackrest_config:
@@ -228,6 +242,7 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
         # Patroni's own superuser session goes over the socket (peer, break-glass map), so
         # no superuser session is ever on the network but pg_rewind's to a new leader.
         "use_unix_socket": True,
+        "use_unix_socket_repl": socket_repl,
         **create_replica_methods(cfg, node),
     }
     if restore:

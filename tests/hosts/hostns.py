@@ -16,6 +16,7 @@ and its own IMDS emulator on 169.254.169.254 inside its namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -132,7 +133,7 @@ class Host:
         for d in ("upper", "work", "merged"):
             (self.top / d).mkdir(parents=True)
         self._install_guest()
-        setup = self.run_dir / "host-setup.sh"
+        setup = self.top / "host-setup.sh"   # per host: parallel boots would race one file
         setup.write_text(SETUP)
         unshare = subprocess.Popen(
             ["unshare", "--mount", "--net", "--pid", "--uts", "--fork", "--kill-child",
@@ -171,7 +172,7 @@ class Host:
                            f"{(self.top / 'setup.log').read_text()[-1500:]}")
 
     def _network(self) -> None:
-        outer = f"pgp{self.run_id}h{self.index}"
+        outer = self.veth
         inner = f"pgp{self.run_id}g{self.index}"
         _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
         self.ledger.add("link", name=outer)
@@ -237,11 +238,51 @@ class Host:
         placed in the copy's upper layer before it is mounted."""
         for name, dest in (("init", "usr/local/lib/pgp-harness/init"),
                            ("cloud-init", "usr/local/lib/pgp-harness/cloud-init"),
-                           ("systemctl", "usr/local/sbin/systemctl")):
+                           ("systemctl", "usr/local/sbin/systemctl"),
+                           ("shim_units.py", "usr/local/lib/pgp-harness/shim_units.py")):
             target = self.top / "upper" / dest
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(GUEST / name, target)
             os.chmod(target, 0o755)
+
+    @property
+    def veth(self) -> str:
+        return f"pgp{self.run_id}h{self.index}"
+
+    def crash(self) -> None:
+        """The host dies: its link goes dark first (no RST, no goodbye to its peers, as
+        when an instance loses power), then every process of its PID namespace but PID 1
+        gets SIGKILL at once, IMDS emulator included. The mounts and the volume stay,
+        so `revive` is the same instance coming back, not a rebuilt one."""
+        _ip("link", "set", self.veth, "down")
+        deadline = time.monotonic() + 30
+        # Again until none is left: a process may fork between the listing and its kill.
+        while rest := [p for p in self.processes() if p != self.pid]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: processes survived SIGKILL: {rest}")
+            for pid in rest:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+    def processes(self) -> list[int]:
+        """The PIDs (as the machine sees them) of every process in the host's namespace."""
+        mine = os.readlink(f"/proc/{self.pid}/ns/pid")
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.readlink(entry / "ns" / "pid") == mine:
+                        found.append(int(entry.name))
+                except OSError:
+                    continue   # gone meanwhile
+        return found
+
+    def revive(self) -> None:
+        """After `crash`: the link back and the IMDS emulator (the cloud's, not the
+        host's); the host's own services are the caller's to start, as a boot would."""
+        _ip("link", "set", self.veth, "up")
+        self._imds()
 
     def stop(self) -> None:
         """Power off: every process of the host ends and its mounts go with them."""
@@ -253,6 +294,6 @@ class Host:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.procs.clear()
-        subprocess.run(["ip", "link", "del", f"pgp{self.run_id}h{self.index}"],
+        subprocess.run(["ip", "link", "del", self.veth],
                        capture_output=True, check=False)
         self.pid = 0

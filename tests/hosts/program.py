@@ -33,21 +33,24 @@ ACCOUNT = "123456789012"
 
 
 def settings(subnet: str, ssh_key: str, installed: dict[str, str],
-             state_dir: str) -> dict[str, Any]:
+             state_dir: str, replicas: int = 1,
+             changes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Pulumi.prod.yaml's settings, scaled to a shared 2-core machine and this subnet.
 
     Everything that shapes the bootstrap (backend, versions, roles, pooler mode,
     backup to S3, schedule, tenants) is the committed prod stack's; only sizes,
-    the replica count, `ha.manager` (none), `state_dir` (the run's) and the network
-    change, and where
-    the stack file has them,
-    the access key (the harness's), the CIDRs for SSH and Prometheus (the subnet)
+    the replica count, `ha.manager` (none unless `changes` say), `state_dir` (the
+    run's) and the network change, and where the stack file has them, the access key (the harness's), the CIDRs for SSH and Prometheus (the subnet)
     and the package pins (the versions the cached rootfs holds, `installed`).
+    `changes` (per section, merged) are a module's own settings, e.g. `ha`.
     """
     raw = copy.deepcopy(cm.stack_file("prod"))
-    raw["replicas"] = 1
-    # Two hosts prove the hand-supervised path; Patroni needs three (etcd's quorum).
+    raw["replicas"] = replicas
+    # The stack file runs Patroni, which needs three hosts (etcd's quorum): a module
+    # that boots it says so in `changes`; the others prove the hand-supervised path.
     raw["ha"] = {"manager": "none"}
+    for section, values in (changes or {}).items():
+        raw.setdefault(section, {}).update(values)
     raw["state_dir"] = state_dir
     raw["aws"].update({"vpc_cidr": subnet, "allowed_cidrs": [subnet]})
     aws = raw["aws"]
@@ -57,9 +60,10 @@ def settings(subnet: str, ssh_key: str, installed: dict[str, str],
         if key in aws:
             aws[key] = [subnet]
     if "package_versions" in aws:
-        # These hosts run without Patroni: its, etcd's and HAProxy's pins are not
-        # installed here.
-        wanted = [n for n in aws["package_versions"] if n not in HA_PACKAGES]
+        # Patroni's, etcd's and HAProxy's pins count only with `ha.manager: patroni`
+        # (tests/hosts/test_patroni_boot.py sets it).
+        wanted = [n for n in aws["package_versions"]
+                  if n not in HA_PACKAGES or raw["ha"].get("manager") == "patroni"]
         missing = sorted(set(wanted) - set(installed))
         if missing:
             raise RuntimeError(f"the cached rootfs lacks {missing}, which "

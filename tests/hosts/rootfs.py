@@ -41,6 +41,9 @@ PACKAGES = (
     f"postgresql-{PG_MAJOR}", f"postgresql-{PG_MAJOR}-postgis-3", "pgbouncer", "pgbackrest",
     # The exporters day2's bootstrap installs (issue 17 point 5).
     "prometheus-postgres-exporter", "prometheus-pgbouncer-exporter",
+    # What the prod user-data installs with ha.manager patroni (docs/ha.md): Debian's
+    # Patroni 3.0.2, etcd 3.4 and HAProxy 2.6; none of them moves PostgreSQL off 15.18.
+    "patroni", "etcd-server", "haproxy",
 )
 TIMESCALE_PACKAGE = f"timescaledb-2-postgresql-{PG_MAJOR}"
 _BUILD_VERSION = "1"   # bump when the customisation below changes

@@ -76,6 +76,11 @@ class Timings:
 
 @dataclass
 class Tier:
+    """`replicas` and `changes` (settings merged per section) shape the platform; the
+    default is test_boot.py's: a primary and one replica, the prod stack's settings."""
+
+    replicas: int = 1
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: secrets.token_hex(2))
     hosts: list[Host] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
@@ -99,13 +104,13 @@ class Tier:
         logger.info("rootfs %s: %s in %.0fs", root.name,
                     "built (debootstrap)" if self.timings.rootfs_built else "cached", took)
         self.network.create(self.ledger)
-        names = ["primary", "replica-1"]
+        names = ["primary", *[f"replica-{i}" for i in range(1, self.replicas + 1)]]
         self.ips = {n: self.network.address(11 + i) for i, n in enumerate(names)}
         self.vols = {n: f"vol-0{self.run_id}{i:012x}" for i, n in enumerate(names)}
         self._ssh_key()
         self.installed = rootfs.installed(root)
         raw = program.settings(self.network.subnet, self.public_key, self.installed,
-                               str(self.run_dir / "state"))
+                               str(self.run_dir / "state"), self.replicas, self.changes)
         self.state: dict[str, tuple[str, dict[str, Any]]] = {}
         self.rendered = r = program.render(raw, self.ips, self.vols, self.state)
         self._ssh_config()
