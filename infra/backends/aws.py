@@ -21,9 +21,9 @@ from typing import cast
 import pulumi
 import pulumi_aws as aws
 
-from infra import dsn, roles
+from infra import roles
 from infra.backends import aws_bundle as bundle
-from infra.backends import aws_ha, rendered_checks
+from infra.backends import aws_dsns, aws_ha, rendered_checks
 from infra.backends.aws_storage import (
     bucket,
     instance_profile,
@@ -51,8 +51,6 @@ from infra.config import AwsSettings, PlatformConfig, exporter_ports
 from infra.config.aws import check_pins
 from infra.hostctl.pgbackrest import PgBackRest
 from infra.passwords import Password
-
-POOLER_CONNECT_TIMEOUT = 5   # seconds per host of a multi-host pooler DSN (_pooler_dsn)
 
 
 def _tags(cfg: PlatformConfig, name: str) -> dict[str, str]:
@@ -237,34 +235,6 @@ class _Hosts:
         return [inst, attachment]
 
 
-def _dsn(host: pulumi.Input[str], port: int, user: str, password: pulumi.Input[str],
-         database: str, ca_file: str) -> pulumi.Output[str]:
-    """Clients verify the server's certificate and address against the stack's CA."""
-    return dsn.output(host=host, port=port, user=user, password=password, dbname=database,
-                      sslmode="verify-full", sslrootcert=ca_file)
-
-
-def _pooler_dsn(cfg: PlatformConfig, hosts: pulumi.Output[str], user: str,
-                password: pulumi.Input[str], database: str, ca_file: str) -> pulumi.Output[str]:
-    """A pooler DSN; with several hosts also `connect_timeout`, which libpq applies per
-    host: a dead EC2 host drops the SYN rather than refusing it, and without a timeout
-    libpq would wait out the kernel's TCP retries (minutes) before it tries the next."""
-    timeout = POOLER_CONNECT_TIMEOUT if aws_ha.enabled(cfg) else None
-    return dsn.output(host=hosts, port=cfg.pooler.port, user=user, password=password,
-                      dbname=database, sslmode="verify-full", sslrootcert=ca_file,
-                      connect_timeout=timeout)
-
-
-def pooler_hosts(cfg: PlatformConfig, ips: list[pulumi.Output[str]]) -> pulumi.Output[str]:
-    """The `host` of the pooler DSNs. Without Patroni: the primary's address. With it:
-    every host's, comma-joined (libpq's multi-host form), because every host runs a
-    PgBouncer that reaches the leader through its own HAProxy; libpq tries them in order,
-    so `target_session_attrs=any` is right, and under verify-full it checks each host's
-    certificate against the address it dialled, which that host's names (cert_hosts)."""
-    chosen = ips if aws_ha.enabled(cfg) else ips[:1]
-    return pulumi.Output.all(*chosen).apply(",".join)
-
-
 def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     """Bucket, secrets, security group, CA and hosts; waits for the hosts to converge."""
     settings = cfg.aws
@@ -309,29 +279,28 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                                    # with Patroni any host may lead and archive
                                    repository=not h.replica or aws_ha.enabled(cfg))
         made += [host_secret, *hosts.instance(h, enis[h.replica], host_secret.arn, profile)]
-    owner_dsn = _dsn(ips[0], pg.port, pg.owner_role, pws["owner"], pg.database, ca_file)
+    server = aws_dsns.ServerDsns(cfg, ips, ca_file)
+    owner_dsn = server.primary(pg.owner_role, pws["owner"])
     versions = pulumi.Output.all(*hosts.versions.values()).apply(
         lambda v: dict(zip(hosts.versions, v, strict=True)))
     converged = HostsConverged("hosts-converged", stack=cfg.stack, bucket=backups.bucket,
                                region=settings.region, versions=versions, dsn=owner_dsn,
                                opts=pulumi.ResourceOptions(parent=parent, depends_on=made))
     instances = [r for r in made if isinstance(r, aws.ec2.Instance)]
-    poolers = pooler_hosts(cfg, ips)
+    poolers = aws_dsns.pooler_hosts(cfg, ips)
     return Endpoints(
         primary_dsn=owner_dsn,
-        app_dsn=_dsn(ips[0], pg.port, pg.app_role, pws["app"], pg.database, ca_file),
-        replica_dsns=pulumi.Output.secret(pulumi.Output.all(*[
-            _dsn(ip, pg.port, pg.app_role, pws["app"], pg.database, ca_file)
-            for ip in ips[1:]])),
-        pooler_dsn=_pooler_dsn(cfg, poolers, pg.app_role, pws["app"], pg.database, ca_file),
-        pooler_admin_dsn=_pooler_dsn(cfg, poolers, cfg.pooler.admin_user,
+        app_dsn=server.primary(pg.app_role, pws["app"]),
+        replica_dsns=server.replicas(pg.app_role, pws["app"]),
+        pooler_dsn=aws_dsns.pooler_dsn(cfg, poolers, pg.app_role, pws["app"], pg.database, ca_file),
+        pooler_admin_dsn=aws_dsns.pooler_dsn(cfg, poolers, cfg.pooler.admin_user,
                                      pws["pooler_admin"], "pgbouncer", ca_file),
         ca_cert=ca.ca_cert,
         primary_id=instances[0].id,
         testinfra_hosts=pulumi.Output.all(backups.bucket, *ips).apply(
             lambda a: testinfra_hosts(with_bucket(cfg, a[0]), list(a[1:]))),
         ready=[converged],
-        monitor_dsn=_dsn(ips[0], pg.port, roles.MONITOR, pws["monitor"], pg.database, ca_file),
+        monitor_dsn=server.primary(roles.MONITOR, pws["monitor"]),
     )
 
 

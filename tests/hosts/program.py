@@ -40,8 +40,9 @@ def settings(subnet: str, ssh_key: str, installed: dict[str, str],
     Everything that shapes the bootstrap (backend, versions, roles, pooler mode,
     backup to S3, schedule, tenants) is the committed prod stack's; only sizes,
     the replica count, `ha.manager` (none unless `changes` say), `state_dir` (the
-    run's) and the network change, and where the stack file has them, the access key (the harness's), the CIDRs for SSH and Prometheus (the subnet)
-    and the package pins (the versions the cached rootfs holds, `installed`).
+    run's) and the network change, and where the stack file has them, the access key
+    (the harness's), the CIDRs for SSH and Prometheus (the subnet) and the package pins
+    (the versions the cached rootfs holds, `installed`).
     `changes` (per section, merged) are a module's own settings, e.g. `ha`.
     """
     raw = copy.deepcopy(cm.stack_file("prod"))

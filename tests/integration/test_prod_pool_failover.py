@@ -31,7 +31,7 @@ import psycopg
 import pytest
 
 from infra import dsn, hostctl, render, tls
-from infra.backends import aws, tenant_users
+from infra.backends import aws_dsns, tenant_users
 from infra.hostagent import leader_only, patroni_api
 from infra.hostctl import PgBouncer
 from infra.hostctl.foreground import wait_for
@@ -60,7 +60,7 @@ class Pool:
         return dsn.conninfo(host=",".join(hosts), port=self.port, user=pg.app_role,
                             password=self.stack.passwords["app"], dbname=db or pg.database,
                             sslmode="verify-full", sslrootcert=self.ca_file,
-                            connect_timeout=aws.POOLER_CONNECT_TIMEOUT)
+                            connect_timeout=aws_dsns.POOLER_CONNECT_TIMEOUT)
 
 
 def _bouncer(stack: HaStack, base: Path, host: str, port: int, cert: tls.KeyPair,
@@ -269,3 +269,30 @@ def test_a_node_whose_patroni_is_down_fails_rather_than_guess(pool: Pool,
     finally:
         stack.procs[replica].start()
         stack.procs[replica].wait_running(timeout=120)
+
+
+def _server_dsn(pool: Pool, hosts: list[str], attrs: str) -> str:
+    """As the prod stack's primary_dsn / replica_dsns with Patroni (infra/backends/aws_dsns):
+    every node, verify-full, the per-host timeout, libpq choosing by role."""
+    st = pool.stack
+    pg = st.cfg.postgres
+    port = {n.port for n in st.nodes}
+    assert len(port) == 1
+    return dsn.conninfo(host=",".join(hosts), port=port.pop(), user=pg.owner_role,
+                        password=st.passwords["owner"], dbname=pg.database,
+                        sslmode="verify-full", sslrootcert=st.files.ca_file,
+                        connect_timeout=aws_dsns.POOLER_CONNECT_TIMEOUT,
+                        target_session_attrs=attrs)
+
+
+def test_the_direct_dsns_pick_the_leader_and_a_standby_by_role(pool: Pool) -> None:
+    st = pool.stack
+    lead = st.leader()
+    assert lead is not None
+    hosts = {n.name: n.host for n in st.nodes}
+    leader_first = [hosts[lead], *(h for n, h in hosts.items() if n != lead)]
+    replica_first = list(reversed(leader_first))
+    # read-write skips a standby listed first; prefer-standby skips the leader.
+    assert _served(_server_dsn(pool, replica_first, "read-write")) == (hosts[lead], False)
+    host, in_recovery = _served(_server_dsn(pool, leader_first, "prefer-standby"))
+    assert in_recovery and host != hosts[lead]

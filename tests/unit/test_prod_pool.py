@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra.backends import aws
+from infra.backends import aws_dsns
 from infra.backends import aws_userdata as ud
 from infra.config.aws import HA_PACKAGES
 from infra.hostagent import leader_only
@@ -108,12 +108,28 @@ def test_pooler_dsns_list_every_hosts_pgbouncer_with_verify_full(run: cm.Run) ->
         assert d["port"] == "6432" and d["sslmode"] == "verify-full", d
         assert d.get("target_session_attrs", "any") == "any", d
         # Per host: a dead host's dropped SYNs cost this long, not the kernel's retries.
-        assert d["connect_timeout"] == str(aws.POOLER_CONNECT_TIMEOUT), d
+        assert d["connect_timeout"] == str(aws_dsns.POOLER_CONNECT_TIMEOUT), d
         assert run.outputs["secret"][key] is True, key
     # The read-only pool is the same DSN with the `<database>_ro` pool: multi-host too.
     assert dsn_hosts(make_conninfo(run.outputs["pooler_dsn"], dbname="platform_ro")) == addresses
-    # The direct DSNs still name the first host (migrations go to the primary's address).
-    assert conninfo_to_dict(run.outputs["primary_dsn"])["host"] == addresses[0]
+
+
+
+def test_server_dsns_find_the_leader_wherever_it_is(run: cm.Run) -> None:
+    """Any host may lead: the DSNs that dial PostgreSQL list every host and let libpq pick
+    by role, so the schema step and clients reach a new leader after a failover."""
+    addresses = ips(run)
+    for key in ("primary_dsn", "app_dsn"):
+        d = conninfo_to_dict(run.outputs[key])
+        assert dsn_hosts(run.outputs[key]) == addresses, (key, d["host"])
+        assert d["target_session_attrs"] == "read-write", (key, d)
+        assert d["connect_timeout"] == str(aws_dsns.POOLER_CONNECT_TIMEOUT), (key, d)
+        assert d["sslmode"] == "verify-full" and d["port"] == "5432", (key, d)
+        assert run.outputs["secret"][key] is True, key
+    (replicas,) = run.outputs["replica_dsns"]   # one DSN: a standby, the leader if none
+    d = conninfo_to_dict(replicas)
+    assert dsn_hosts(replicas) == addresses
+    assert d["target_session_attrs"] == "prefer-standby", d
 
 
 def test_each_hosts_certificate_names_the_address_clients_dial_it_at(run: cm.Run) -> None:
