@@ -39,8 +39,10 @@ def ca_file(tier: Tier) -> str:
 
 
 def owner_on(tier: Tier, host: Host) -> str:
-    """The owner role, straight to `host`'s PostgreSQL (its certificate names its address)."""
-    return make_conninfo(tier.outputs["primary_dsn"], host=host.ip, **FAST_FAIL)
+    """The owner role, straight to `host`'s PostgreSQL (its certificate names its address),
+    whatever its role (primary_dsn itself lists every host and asks for read-write)."""
+    return make_conninfo(tier.outputs["primary_dsn"], host=host.ip, target_session_attrs="any",
+                         **FAST_FAIL)
 
 
 def cluster(tier: Tier, among: list[Host]) -> dict[str, Any]:
@@ -144,12 +146,13 @@ def rows(dsn: str) -> set[int]:
 
 
 def surviving_write_paths(tier: Tier, survivors: list[Host]) -> dict[str, str]:
-    """Where a client may write once the leader host is gone: the new leader, direct, and
-    PgBouncer on every surviving host whose bundle runs it. On main only the first host
-    runs PgBouncer (and HAProxy); when every host does, these checks switch on by
-    themselves, from the bundles, and must then pass."""
+    """Where a client may write once the leader host is gone: the new leader, direct,
+    `primary_dsn` as output, and PgBouncer on every surviving host whose bundle runs it
+    (with Patroni, every host's: found from the bundles, not assumed)."""
     lead = leader(tier, survivors)
-    paths = {f"{lead.name} direct (the new leader)": owner_on(tier, lead)}
+    paths = {f"{lead.name} direct (the new leader)": owner_on(tier, lead),
+             # The output as it is: every host, read-write; libpq skips the dead one.
+             "primary_dsn": make_conninfo(tier.outputs["primary_dsn"], **FAST_FAIL)}
     for h in survivors:
         if POOLER_UNIT in (json.loads(tier.plan(h).bundle).get("enable") or []):
             paths[f"PgBouncer on {h.name}"] = make_conninfo(tier.outputs["pooler_dsn"],
