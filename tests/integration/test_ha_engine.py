@@ -25,6 +25,7 @@ from tests.engine import ThrowawayStack
 from tests.timescale import ensure_installed
 
 pytestmark = [pytest.mark.engine, pytest.mark.ha]
+FIRST_UP: list[subprocess.CompletedProcess[str]] = []  # the module stack's first `up`
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def stack() -> Iterator[ThrowawayStack]:
     ensure_installed()
     try:
         s.init()
-        s.up()
+        FIRST_UP.append(s.up())
         yield s
     finally:
         s.remove()
@@ -55,6 +56,21 @@ def test_up_serves_the_sql_through_haproxy_and_the_pooler(stack: ThrowawayStack)
         assert conn.execute("SELECT current_user").fetchone() == ("app",)
     with psycopg.connect(out["replica_dsns"][0]) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+
+def test_the_first_up_archived_every_segment_it_made(stack: ThrowawayStack) -> None:
+    """The stanza comes from Patroni's bootstrap (post_init), before the first WAL switch
+    (the replica's clone, the first backup): no archive-push ever found it missing. Before,
+    the Backup resource made it after the leader, and pg-1 counted 4 failed pushes."""
+    with psycopg.connect(stack.outputs()["monitor_dsn"]) as conn:
+        row = conn.execute("SELECT archived_count, failed_count, last_failed_wal "
+                           "FROM pg_stat_archiver").fetchone()
+    assert row is not None
+    archived, failed, last_failed = row
+    assert archived >= 1  # the first backup's own segment, at least
+    assert (failed, last_failed) == (0, None)
+    log = (stack.state_dir / "secrets" / "pg-1.log").read_text()
+    assert "post_init script" not in log  # Patroni logs a post_init failure so
 
 
 def test_roles_keep_the_security_model_under_patroni(stack: ThrowawayStack) -> None:
