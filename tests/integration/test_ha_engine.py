@@ -26,6 +26,7 @@ from tests.timescale import ensure_installed
 
 pytestmark = [pytest.mark.engine, pytest.mark.ha]
 FIRST_UP: list[subprocess.CompletedProcess[str]] = []  # the module stack's first `up`
+PREVIEWED = "Previewing update"  # what `pulumi up` prints before its preview
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,16 @@ def test_the_first_up_archived_every_segment_it_made(stack: ThrowawayStack) -> N
     assert (failed, last_failed) == (0, None)
     log = (stack.state_dir / "secrets" / "pg-1.log").read_text()
     assert "post_init script" not in log  # Patroni logs a post_init failure so
+
+
+def test_the_first_up_skipped_its_preview_and_refresh_agrees(stack: ThrowawayStack) -> None:
+    """The stack held nothing, so `up` ran without its preview (infra/ops/first_up.py).
+    The replica was made once it streamed; the state `up` recorded for it is what a
+    refresh right after reads (Patroni's "running"), so the refresh changes nothing."""
+    first = FIRST_UP[0]
+    assert PREVIEWED not in first.stdout, first.stdout[:2000]
+    assert "Updating (" in first.stdout
+    stack.pulumi("refresh", "--yes", "--expect-no-changes")
 
 
 def test_roles_keep_the_security_model_under_patroni(stack: ThrowawayStack) -> None:
@@ -205,7 +216,10 @@ def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack)
     wait_for(lambda: not node.daemon.is_running(), timeout=10, what="pg-2 down")
     stack.pulumi("refresh", "--yes")
     assert stack.preview(check=False).returncode == 0
-    stack.up()
+    # A stack that holds resources always previews first, on the tests' path as on
+    # `make up`'s: only an empty stack skips it.
+    again = stack.up()
+    assert PREVIEWED in again.stdout, again.stdout[:2000]
     node.wait_running(timeout=60)
     stack.preview("--expect-no-changes")
 
