@@ -144,7 +144,11 @@ class MemberProvider(ResourceProvider):
             # its Patroni starts up while that node still runs initdb, and never races it.
             proc.wait_initialized(timeout=float(props.get("start_timeout", 180)))
         proc.start()
-        proc.wait_running(timeout=float(props.get("start_timeout", 180)))
+        # A replica-to-be is made once it streams from the leader (what it is for, and
+        # what the read-only pool needs); Patroni calls it "running" a poll later.
+        proc.wait_running(timeout=float(props.get("start_timeout", 180)),
+                          streams_on=(props["socket_dir"], int(props["port"]))
+                          if props.get("join") else None)
         return CreateResult(id_=props["config_file"],
                             outs={**props, "state": "running", "system_identifier": _sysid(proc)})
 

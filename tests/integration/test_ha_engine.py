@@ -19,6 +19,7 @@ from infra import hostctl, roles
 from infra.backends.local_layout import layout
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import from_config
+from infra.hostctl.patroni import streaming as patroni_streaming
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from tests import ha_support, ports
 from tests.engine import ThrowawayStack
@@ -82,6 +83,15 @@ def test_the_first_up_skipped_its_preview_and_refresh_agrees(stack: ThrowawaySta
     assert PREVIEWED not in first.stdout, first.stdout[:2000]
     assert "Updating (" in first.stdout
     stack.pulumi("refresh", "--yes", "--expect-no-changes")
+
+
+def test_a_replica_counts_once_it_streams_and_only_then(stack: ThrowawayStack) -> None:
+    """What the replica's create waited for (hostctl.patroni.streaming): true on the
+    replica, false on the leader (no WAL receiver) and on a socket nothing serves."""
+    port = stack.ref.config().postgres.port
+    assert patroni_streaming(str(stack.state_dir / "run-pg-2"), port)
+    assert not patroni_streaming(str(stack.state_dir / "run-pg-1"), port)
+    assert not patroni_streaming(str(stack.state_dir / "run-pg-2"), port + 7)
 
 
 def test_roles_keep_the_security_model_under_patroni(stack: ThrowawayStack) -> None:
