@@ -38,8 +38,11 @@ stack: bootstrap
 
 # --refresh: each provider's read() first finds a stopped process and drift (hand-edited
 # files, ALTER SYSTEM, a missing slot), so this one command also brings those back.
+# A stack with no resources yet skips the preview, which could only list creates
+# (infra/ops/first_up.py says why); any other stack previews first.
 up: stack
-	pulumi up --refresh --stack $(STACK) --yes --suppress-outputs
+	pulumi up --refresh --stack $(STACK) --yes --suppress-outputs \
+	  $$($(PY) -m infra.ops.first_up --stack $(STACK))
 
 preview: stack
 	pulumi preview --stack $(STACK) --diff

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from infra.backends.local_layout import layout
+from infra.ops import first_up
 from infra.ops.env import pulumi_env
 from infra.ops.stack import StackRef
 from tests.support import scratch_dir
@@ -86,7 +87,10 @@ class ThrowawayStack:
         self.pulumi("stack", "init")
 
     def up(self, *extra: str) -> subprocess.CompletedProcess[str]:
-        return self.pulumi("up", "--yes", *extra)
+        """`pulumi up`, without its preview while the stack holds nothing (as `make up`:
+        infra/ops/first_up.py says why that is safe)."""
+        flags = first_up.up_flags(self.name, self.project, self.env)
+        return self.pulumi("up", "--yes", *flags, *extra)
 
     def preview(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.pulumi("preview", "--diff", *extra, check=check)

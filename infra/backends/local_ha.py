@@ -25,9 +25,11 @@ from pulumi.dynamic import (
 )
 
 from infra import hostctl, render
+from infra.backup import stanza
 from infra.hostctl.etcd import EtcdCluster, LocalMember
 from infra.hostctl.haproxy import HaProxy
 from infra.hostctl.patroni import PatroniProcess, apply_dynamic_config
+from infra.hostctl.pgbackrest import PgBackRest
 from infra.render.patroni import EtcdMember
 
 logger = logging.getLogger(__name__)
@@ -109,6 +111,20 @@ def _member_state(props: dict[str, Any]) -> str:
     return str((proc.status() or {}).get("state", "unknown"))
 
 
+def _write_backup_files(files: dict[str, Any] | None) -> None:
+    """pgbackrest.conf and its folders before a first start: the node's archive_command
+    and its bootstrap's stanza-create (render/patroni.bootstrap_stanza) read them, and the
+    Backup resource, which keeps them afterwards, waits for the leader."""
+    if not files:
+        return
+    stanza.write_files(PgBackRest(Path(files["config_path"]), files["stanza"]),
+                       files["pgbackrest_conf"],
+                       render.BackupPaths(repo_path=files["repo_path"],
+                                          log_path=files["log_path"],
+                                          lock_path=files["lock_path"],
+                                          spool_path=files["spool_path"]))
+
+
 class MemberProvider(ResourceProvider):
     """One node: its patroni.yml (0600, secrets inside) and the Patroni process.
 
@@ -121,13 +137,18 @@ class MemberProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         proc = _member(props)
         hostctl.make_dir(Path(props["socket_dir"]), 0o755)
+        _write_backup_files(props.get("backup_files"))
         proc.write_config(props["patroni_yml"])
         if props.get("join"):
             # A replica-to-be: started once the first node holds the initialize key, so
             # its Patroni starts up while that node still runs initdb, and never races it.
             proc.wait_initialized(timeout=float(props.get("start_timeout", 180)))
         proc.start()
-        proc.wait_running(timeout=float(props.get("start_timeout", 180)))
+        # A replica-to-be is made once it streams from the leader (what it is for, and
+        # what the read-only pool needs); Patroni calls it "running" a poll later.
+        proc.wait_running(timeout=float(props.get("start_timeout", 180)),
+                          streams_on=(props["socket_dir"], int(props["port"]))
+                          if props.get("join") else None)
         return CreateResult(id_=props["config_file"],
                             outs={**props, "state": "running", "system_identifier": _sysid(proc)})
 
@@ -137,9 +158,10 @@ class MemberProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = [k for k in ("data_dir", "config_file", "name") if olds.get(k) != news.get(k)]
         down = olds.get("state") != "running"
-        # `join` only orders a first start (create); a member made before it had none.
+        # `join` only orders a first start and `backup_files` serve only it (create); a
+        # member made before them had none. The Backup resource keeps pgbackrest.conf.
         return DiffResult(changes=down or bool(replaces) or _changed(olds, news, (
-                              "state", "system_identifier", "join")),
+                              "state", "system_identifier", "join", "backup_files")),
                           replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:

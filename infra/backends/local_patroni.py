@@ -61,10 +61,11 @@ def member_props(cfg: PlatformConfig, node: render_ha.PatroniNode, secrets: Any,
     """`secrets` is an Output (or, in tests, a plain) render_ha.HaSecrets."""
     text = pulumi.Output.from_input(secrets).apply(
         lambda s: render_ha.patroni_yml(cfg, node, etcd(cfg), s, timescaledb=timescaledb,
-                                        tls=tls, ident_users=ident_users())) \
+                                        tls=tls, ident_users=ident_users(),
+                                        stanza_at_bootstrap=True)) \
         if isinstance(secrets, pulumi.Output) else \
         render_ha.patroni_yml(cfg, node, etcd(cfg), secrets, timescaledb=timescaledb, tls=tls,
-                              ident_users=ident_users())
+                              ident_users=ident_users(), stanza_at_bootstrap=True)
     return {"name": node.name, "host": node.host, "port": node.port,
             "restapi_port": node.restapi_port,
             "config_file": str(ha_layout(cfg).config_file(node.name)),
@@ -182,7 +183,12 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
     secrets = pulumi.Output.all(super_pw, repl_pw, rest_pw).apply(
         lambda s: render_ha.HaSecrets(s[0], s[1], s[2]))
     first, *others = nodes(cfg)
-    props = [member_props(cfg, n, secrets, tls, timescaledb) for n in (first, *others)]
+    # Each node's archive_command, and the bootstrap's stanza-create, need pgbackrest.conf
+    # before the node first starts (the Backup resource waits for the leader).
+    files = {k: backup_in[k] for k in ("config_path", "pgbackrest_conf", "stanza", "repo_path",
+                                       "log_path", "lock_path", "spool_path")}
+    props = [{**member_props(cfg, n, secrets, tls, timescaledb), "backup_files": files}
+             for n in (first, *others)]
     on_etcd = pulumi.ResourceOptions(parent=parent, depends_on=[dcs])
     leader = Member(first.name, props[0], on_etcd)
     # The others start beside it, each once the first holds the cluster's initialize key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import threading
 from pathlib import Path
 
 from infra.hostctl.proc import SERVICE_USER, as_service_user
@@ -35,8 +36,13 @@ def make_dir(path: Path, mode: int = 0o700) -> Path:
 
 
 def write_file(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write a file atomically, readable by the service user only."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write a file atomically, readable by the service user only.
+
+    The temporary name is the writer's own (process and thread): a provider's threads
+    may write one file at once (every Patroni member writes the shared pgbackrest.conf
+    before its first start), and with one shared name a writer renamed another's half
+    of it away ("No such file or directory: .pgbackrest.conf.tmp")."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
 
 from infra.errors import ProcessError
@@ -27,6 +28,7 @@ from infra.hostctl.files import make_dir, write_file
 from infra.hostctl.foreground import ForegroundServer, wait_for
 from infra.hostctl.net import port_open
 from infra.render.postgres import TlsFiles
+from infra.roles import BREAK_GLASS
 
 PATRONI = "/usr/bin/patroni"
 PATRONICTL = api.PATRONICTL
@@ -113,16 +115,44 @@ class PatroniProcess:
                  what=f"Patroni {self.name}: the cluster's initialize key in etcd",
                  interval=0.1)
 
-    def wait_running(self, timeout: float = 90.0) -> None:
+    def wait_running(self, timeout: float = 90.0, *, streams_on: tuple[str, int] | None = None
+                     ) -> None:
+        """Until Patroni reports the node "running". `streams_on` (the node's socket
+        directory and port): a new replica counts as soon as Patroni answers and the
+        node streams from the leader, which comes first: Patroni marks a started
+        replica "running" only after its next once-a-second pg_isready poll."""
+        def ready() -> bool:
+            status = self.status()
+            if status is None:
+                return False
+            if status.get("state") == "running":
+                return True
+            # Asked only once PostgreSQL is starting: each refused login is a line in its
+            # log, and before that (the clone) there is no server to ask.
+            return (streams_on is not None and status.get("state") == "starting"
+                    and streaming(*streams_on))
+
         try:
-            wait_for(lambda: (self.status() or {}).get("state") == "running",
-                       timeout=timeout, what=f"Patroni {self.name} running", interval=0.25)
+            wait_for(ready, timeout=timeout, what=f"Patroni {self.name} running",
+                     interval=0.25)
         except ProcessError as exc:
             raise ProcessError(f"{exc}; log: {self.daemon.log_tail()}") from None
 
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def streaming(socket_dir: str, port: int) -> bool:
+    """The node's WAL receiver streams from its primary, asked on its own socket as
+    break-glass by peer (pg_ident's map for this OS user): no password involved."""
+    try:
+        with psycopg.connect(host=socket_dir, port=port, user=BREAK_GLASS, dbname="postgres",
+                             connect_timeout=2, autocommit=True) as conn:
+            row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and row[0] == "streaming"
 
 
 def from_config(config_file: Path) -> PatroniProcess:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.errors import ProcessError
 from infra.hostctl.files import make_dir
 from infra.hostctl.proc import run
 
@@ -60,9 +62,24 @@ class PgBackRest:
                    what=f"pgbackrest {command} ({shlex.join(options)})".rstrip(),
                    timeout=timeout, env=env, switch_user=not self.exec_prefix)
 
-    def stanza_create(self) -> None:
-        """Safe to repeat: pgBackRest accepts an existing stanza that matches the cluster."""
-        self.run("stanza-create")
+    def stanza_create(self, lock_wait: float = 60.0) -> None:
+        """Safe to repeat: pgBackRest accepts an existing stanza that matches the cluster.
+
+        It takes the stanza's archive lock, which a running archive-push holds while it
+        pushes a segment: on a node that archives (a Patroni node once its bootstrap made
+        the stanza, any primary on a later `up`) it can meet one and fail at once with
+        exit 50 (LockAcquireError). pgBackRest 2.45 has no option to wait for the lock,
+        so this retries for up to `lock_wait` seconds; any other failure is raised as is.
+        """
+        deadline = time.monotonic() + lock_wait
+        while True:
+            try:
+                self.run("stanza-create")
+                return
+            except ProcessError as exc:
+                if "[050]" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
     def check(self) -> None:
         """Forces a WAL switch and waits until that segment reached the repository."""

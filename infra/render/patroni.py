@@ -186,12 +186,34 @@ def create_replica_methods(cfg: PlatformConfig, node: PatroniNode) -> dict[str, 
     return out
 
 
+def bootstrap_stanza(cfg: PlatformConfig, pgbackrest_config: str) -> str:
+    """Patroni's `bootstrap.post_init`: `pgbackrest stanza-create` on the new cluster.
+
+    Patroni starts the bootstrapped PostgreSQL with archive_mode on, and the first WAL
+    switch (a replica's pg_basebackup, the first backup) comes soon after; run by a later
+    step, stanza-create raced that archiver, whose archive-push then failed ("stanza
+    does not exist") until it did. post_init runs once the new cluster accepts
+    connections and before Patroni takes the leader key, so before any clone or switch.
+    A failure fails the bootstrap (Patroni removes the data directory and the node tries
+    again), as archiving would fail too. Patroni appends a connection string (no
+    password: it writes a pgpass) as the last argument, which pgbackrest would refuse,
+    hence the shell: it becomes `$0`. pgBackRest reaches the node by peer on its socket.
+    """
+    push = (f"exec pgbackrest --config={shlex.quote(pgbackrest_config)} "
+            f"--stanza={shlex.quote(cfg.backup.stanza)} stanza-create")
+    return f"/bin/sh -c {shlex.quote(push)}"
+
+
 def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMember],
                 secrets: HaSecrets, *, timescaledb: bool, tls: TlsFiles,
                 hba_networks: tuple[str, ...] = ("127.0.0.1/32",),
                 ident_users: tuple[str, ...] = ("postgres",),
-                bin_dir: str = "/usr/lib/postgresql/15/bin") -> str:
+                bin_dir: str = "/usr/lib/postgresql/15/bin",
+                stanza_at_bootstrap: bool = False) -> str:
     """A node's patroni.yml; secrets inside, so the caller writes it 0600.
+
+    `stanza_at_bootstrap`: the bootstrap's post_init creates the pgBackRest stanza
+    (bootstrap_stanza), so the first archive_command never finds it missing.
 
     Patroni logs in as the break-glass superuser over hostssl with its password (its own
     connections, pg_rewind against the new leader); `ident_users` are the OS users the
@@ -272,6 +294,8 @@ def patroni_yml(cfg: PlatformConfig, node: PatroniNode, etcd: Sequence[EtcdMembe
             "pg_hba": hba,
             "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums",
                        {"auth": "scram-sha-256"}],
+            **({"post_init": bootstrap_stanza(cfg, node.paths.pgbackrest_config)}
+               if stanza_at_bootstrap and node.paths.pgbackrest_config else {}),
         },
         "postgresql": postgresql,
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False,

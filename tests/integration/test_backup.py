@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from infra import hostctl
 from infra.backends.local_layout import layout
 from infra.backup import restore
 from infra.dsn import conninfo
+from infra.errors import ProcessError
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from tests.integration.conftest import Cluster
 
@@ -41,6 +46,42 @@ def test_the_stanza_has_a_full_backup_and_check_passes(cluster: Cluster) -> None
     fulls = full_backups(info)
     assert fulls and fulls[0]["label"] == cluster.outs["backup"]["first_backup"]
     pgbr(cluster).check()  # raises with pgBackRest's message when archiving is broken
+
+
+def _hold_archive_lock(cluster: Cluster) -> int:
+    """Take the stanza's archive lock the way a running archive-push holds it (flock)."""
+    lay = layout(cluster.cfg)
+    lock = Path(lay.backup_paths.lock_path) / f"{cluster.cfg.backup.stanza}-archive.lock"
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o640)
+    hostctl.chown_service(lock)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_stanza_create_waits_for_an_archive_push_holding_the_lock(cluster: Cluster) -> None:
+    """A cold `up` of a Patroni stack met this: the Backup resource's stanza-create while
+    pg-1 archived failed with `unable to acquire lock on file ...-archive.lock`."""
+    fd = _hold_archive_lock(cluster)
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        os.close(fd)  # closing the descriptor drops the flock
+
+    timer = threading.Timer(1.5, release)
+    timer.start()
+    try:
+        pgbr(cluster).stanza_create()
+    finally:
+        timer.cancel()
+    assert released.is_set()  # it returned only after the lock was free
+    # A lock that stays taken is still an error, with pgBackRest's own message.
+    fd = _hold_archive_lock(cluster)
+    try:
+        with pytest.raises(ProcessError, match=r"\[050\]: unable to acquire lock"):
+            pgbr(cluster).stanza_create(lock_wait=1.0)
+    finally:
+        os.close(fd)
 
 
 def test_retention_and_schedule_are_rendered_for_the_host(cluster: Cluster) -> None:

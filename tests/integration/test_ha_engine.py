@@ -20,6 +20,7 @@ from infra import hostctl, roles
 from infra.backends.local_layout import layout
 from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import from_config
+from infra.hostctl.patroni import streaming as patroni_streaming
 from infra.hostctl.pgbackrest import PgBackRest, full_backups
 from infra.hostctl.proc import pid_from_file
 from tests import ha_support, ports
@@ -27,6 +28,8 @@ from tests.engine import ThrowawayStack
 from tests.timescale import ensure_installed
 
 pytestmark = [pytest.mark.engine, pytest.mark.ha]
+FIRST_UP: list[subprocess.CompletedProcess[str]] = []  # the module stack's first `up`
+PREVIEWED = "Previewing update"  # what `pulumi up` prints before its preview
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def stack() -> Iterator[ThrowawayStack]:
     ensure_installed()
     try:
         s.init()
-        s.up()
+        FIRST_UP.append(s.up())
         yield s
     finally:
         s.remove()
@@ -57,6 +60,40 @@ def test_up_serves_the_sql_through_haproxy_and_the_pooler(stack: ThrowawayStack)
         assert conn.execute("SELECT current_user").fetchone() == ("app",)
     with psycopg.connect(out["replica_dsns"][0]) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+
+def test_the_first_up_archived_every_segment_it_made(stack: ThrowawayStack) -> None:
+    """The stanza comes from Patroni's bootstrap (post_init), before the first WAL switch
+    (the replica's clone, the first backup): no archive-push ever found it missing. Before,
+    the Backup resource made it after the leader, and pg-1 counted 4 failed pushes."""
+    with psycopg.connect(stack.outputs()["monitor_dsn"]) as conn:
+        row = conn.execute("SELECT archived_count, failed_count, last_failed_wal "
+                           "FROM pg_stat_archiver").fetchone()
+    assert row is not None
+    archived, failed, last_failed = row
+    assert archived >= 1  # the first backup's own segment, at least
+    assert (failed, last_failed) == (0, None)
+    log = (stack.state_dir / "secrets" / "pg-1.log").read_text()
+    assert "post_init script" not in log  # Patroni logs a post_init failure so
+
+
+def test_the_first_up_skipped_its_preview_and_refresh_agrees(stack: ThrowawayStack) -> None:
+    """The stack held nothing, so `up` ran without its preview (infra/ops/first_up.py).
+    The replica was made once it streamed; the state `up` recorded for it is what a
+    refresh right after reads (Patroni's "running"), so the refresh changes nothing."""
+    first = FIRST_UP[0]
+    assert PREVIEWED not in first.stdout, first.stdout[:2000]
+    assert "Updating (" in first.stdout
+    stack.pulumi("refresh", "--yes", "--expect-no-changes")
+
+
+def test_a_replica_counts_once_it_streams_and_only_then(stack: ThrowawayStack) -> None:
+    """What the replica's create waited for (hostctl.patroni.streaming): true on the
+    replica, false on the leader (no WAL receiver) and on a socket nothing serves."""
+    port = stack.ref.config().postgres.port
+    assert patroni_streaming(str(stack.state_dir / "run-pg-2"), port)
+    assert not patroni_streaming(str(stack.state_dir / "run-pg-1"), port)
+    assert not patroni_streaming(str(stack.state_dir / "run-pg-2"), port + 7)
 
 
 def test_roles_keep_the_security_model_under_patroni(stack: ThrowawayStack) -> None:
@@ -191,7 +228,10 @@ def test_refresh_sees_a_member_down_and_up_brings_it_back(stack: ThrowawayStack)
     wait_for(lambda: not node.daemon.is_running(), timeout=10, what="pg-2 down")
     stack.pulumi("refresh", "--yes")
     assert stack.preview(check=False).returncode == 0
-    stack.up()
+    # A stack that holds resources always previews first, on the tests' path as on
+    # `make up`'s: only an empty stack skips it.
+    again = stack.up()
+    assert PREVIEWED in again.stdout, again.stdout[:2000]
     node.wait_running(timeout=60)
     stack.preview("--expect-no-changes")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -233,3 +234,38 @@ def test_a_store_already_holding_the_dynamic_config_needs_no_patch() -> None:
         **params, "max_connections": "7"}}}
     assert differs(changed, seeded)
     assert differs(wanted, {k: v for k, v in seeded.items() if k != "ttl"})
+
+
+def _stanza_node(conf: str | None) -> render_ha.PatroniNode:
+    return render_ha.PatroniNode(
+        name="pg-1", host="127.0.0.2", port=5432, restapi_port=8008,
+        paths=render.HostPaths("/s/pg-1", "/s/run", conf), pgpass="/s/pg-1.pgpass",
+        config_dir="/s/pg-1")
+
+
+def _bootstrap(conf: str | None, at_bootstrap: bool) -> dict[str, object]:
+    cfg = config.load({"backup": {"stanza": "main"}}, "local")
+    text = render_ha.patroni_yml(
+        cfg, _stanza_node(conf), render_ha.etcd_members(["127.0.0.2"], 2379, 2380),
+        render_ha.HaSecrets("su-pw", "re-pw", "api-pw"), timescaledb=False,
+        tls=render.TlsFiles("/s/c", "/s/k", "/s/ca"), stanza_at_bootstrap=at_bootstrap)
+    doc: dict[str, object] = yaml.safe_load(text)["bootstrap"]
+    return doc
+
+
+def test_the_bootstrap_creates_the_stanza_the_archive_command_pushes_to() -> None:
+    conf = "/s/pg backrest/pgbackrest.conf"  # a space: the quoting must hold
+    boot = _bootstrap(conf, True)
+    argv = shlex.split(str(boot["post_init"]))
+    # Patroni appends a connection string, which becomes the shell's $0 and nothing else.
+    assert argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3
+    assert shlex.split(argv[2]) == ["exec", "pgbackrest", f"--config={conf}",
+                                    "--stanza=main", "stanza-create"]
+
+
+@pytest.mark.parametrize(("conf", "at_bootstrap"), [(None, True), ("/s/p.conf", False)])
+def test_no_post_init_without_a_repository_or_unless_asked(conf: str | None,
+                                                           at_bootstrap: bool) -> None:
+    """dev and prod (infra/render/ha_hosts.py) do not ask for it; a node with no
+    pgbackrest.conf archives nothing."""
+    assert "post_init" not in _bootstrap(conf, at_bootstrap)
