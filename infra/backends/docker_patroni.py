@@ -104,13 +104,18 @@ def etcd_cluster(cfg: PlatformConfig, settings: DockerSettings, *, prefix: str,
     return out
 
 
+def haproxy_probe(socket: str = ha.HAPROXY_SOCKET) -> str:
+    """Succeeds once the read-write listener has a server up (Patroni's leader): `show
+    stat`'s 18th CSV field is the status (tests/integration/test_dev_haproxy_probe.py runs
+    it against a real HAProxy). The image ships socat."""
+    return (f"echo 'show stat' | socat - UNIX-CONNECT:{socket} | "
+            "grep -Eq '^primary,pg-[0-9]+,([^,]*,){15}UP'")
+
+
 def haproxy_healthcheck() -> docker.ContainerHealthcheckArgs:
-    """Healthy once the read-write listener has a server up (Patroni's leader): `show
-    stat`'s 18th CSV field is the status. The image ships socat."""
-    probe = (f"echo 'show stat' | socat - UNIX-CONNECT:{ha.HAPROXY_SOCKET} | "
-             "grep -Eq '^primary,pg-[0-9]+,([^,]*,){15}UP'")
-    return docker.ContainerHealthcheckArgs(tests=["CMD", "sh", "-c", probe], interval="2s",
-                                           timeout="2s", retries=60, start_period="5s")
+    return docker.ContainerHealthcheckArgs(tests=["CMD", "sh", "-c", haproxy_probe()],
+                                           interval="2s", timeout="2s", retries=60,
+                                           start_period="5s")
 
 
 def haproxy(cfg: PlatformConfig, settings: DockerSettings, lay: HostLayout, *, prefix: str,
