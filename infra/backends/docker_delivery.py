@@ -29,7 +29,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from infra.hostagent import apply, patroni_api, patroni_step, postgres_node, watch
+from infra.hostagent import apply, first_backup, patroni_api, patroni_step, postgres_node, watch
 from infra.resource_types import keep_urn
 
 PROVIDER_VERSION = "1"
@@ -44,7 +44,8 @@ def agent_files() -> dict[str, str]:
     """The applier and its loop, exactly as the project holds them (prod ships the same
     apply.py in user-data), its Patroni step and the entry script of a Patroni container."""
     files = {Path(m.__file__).name: Path(m.__file__).read_text()
-             for m in (apply, patroni_api, patroni_step, postgres_node, watch) if m.__file__}
+             for m in (apply, first_backup, patroni_api, patroni_step, postgres_node, watch)
+             if m.__file__}
     files[ENTRY_SCRIPT] = (Path(watch.__file__).with_name(ENTRY_SCRIPT)).read_text()
     return files
 

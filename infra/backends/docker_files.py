@@ -179,7 +179,12 @@ def patroni_bundle(cfg: PlatformConfig, name: str, files: dict[str, str],
         name, files, private=SECRET_FILES, then=then, services={},
         postgres={"unit": POSTGRES_UNIT, "socket_dir": SOCKET_DIR, "port": cfg.postgres.port,
                   "os_user": docker_bundle.OS_USER},
-        sql=bootstrap_script(bootstrap_spec(cfg, pw)), patroni=docker_ha.applier_spec(cfg, lay))
+        sql=bootstrap_script(bootstrap_spec(cfg, pw)),
+        patroni={**docker_ha.applier_spec(cfg, lay), "first_backup": {
+            # infra/hostagent/first_backup.py, on whichever container leads first; marked
+            # on the shared backup volume, so the cluster does it once.
+            "config": PGBACKREST_CONF, "stanza": cfg.backup.stanza,
+            "marks": f"{BACKUP_DIR}/.pg-platform", "os_user": docker_bundle.OS_USER}})
 
 
 def patroni_layout(cfg: PlatformConfig) -> HostLayout:

@@ -245,3 +245,48 @@ def test_on_prod_the_same_step_drives_systemd() -> None:
     patroni_step.converge(fake(), spec, run, [], lambda _s: None)
     assert ["systemctl", "start", "--no-block", "pg-platform-etcd.service"] in ran
     assert ["systemctl", "start", "pg-platform-patroni.service"] in ran
+
+
+class LeaderApi(FakeApi):
+    """/primary answers 200 only while `leads`."""
+
+    def __init__(self, leads: bool) -> None:
+        super().__init__()
+        self.leads = leads
+
+    def get(self, _url: str, path: str, _ca: str) -> tuple[int, dict[str, Any] | None]:
+        return (200 if self.leads else 503), {}
+
+
+def test_the_first_backup_runs_once_and_only_where_patroni_leads(tmp_path: Any) -> None:
+    from infra.hostagent import first_backup
+
+    ha = {"config": "/c/patroni.yml", "ca_file": "/c/ca.crt",
+          "first_backup": {"config": "/etc/pg-platform/pgbackrest.conf", "stanza": "main",
+                           "marks": str(tmp_path / "marks"), "os_user": "postgres"}}
+    ran: list[list[str]] = []
+    results = [1, 0, 0]          # the first stanza-create fails, then all succeed
+
+    def run(cmd: Any) -> int:
+        ran.append(list(cmd))
+        return results.pop(0) if results else 0
+
+    replica = LeaderApi(leads=False)
+    assert first_backup.once(ha, replica, run) is False and ran == []   # never on a replica
+    leader = LeaderApi(leads=True)
+    assert first_backup.once(ha, leader, run) is False                  # failed: retried
+    assert first_backup.once(ha, leader, run) is True
+    assert [c[-1] for c in ran] == ["stanza-create", "stanza-create", "backup"]
+    assert ran[-1][:5] == ["runuser", "-u", "postgres", "--", "pgbackrest"]
+    assert "--type=full" in ran[-1] and "--stanza=main" in ran[-1]
+    # Marked on the shared backup volume: another node that leads later does nothing.
+    assert first_backup.once(ha, leader, run) is True and len(ran) == 3
+
+
+def test_every_patroni_bundle_asks_for_the_first_backup(dev: cm.Run) -> None:
+    for name in NODES:
+        spec = bundle_of(dev, name)["patroni"]["first_backup"]
+        assert spec == {"config": "/etc/pg-platform/pgbackrest.conf", "stanza": "main",
+                        "marks": "/home/postgres/pgdata/backup/.pg-platform",
+                        "os_user": "postgres"}
+        assert "first_backup.py" in dev.mocks.one(BUNDLE, f"{name}-bundle").get("agent")
