@@ -290,3 +290,17 @@ def test_every_patroni_bundle_asks_for_the_first_backup(dev: cm.Run) -> None:
                         "marks": "/home/postgres/pgdata/backup/.pg-platform",
                         "os_user": "postgres"}
         assert "first_backup.py" in dev.mocks.one(BUNDLE, f"{name}-bundle").get("agent")
+
+
+def test_the_ha_graph_passes_the_guardrail_policies(dev: cm.Run) -> None:
+    """policy/: every published port on loopback, etcd and HAProxy containers included."""
+    from policy import validators
+    from tests.unit.test_docker_backend import _violations
+
+    published = {c.name: [p["ip"] for p in c.get("ports") or []]
+                 for c in dev.mocks.of_type(CONTAINER)}
+    assert all(ip == "127.0.0.1" for ips in published.values() for ip in ips), published
+    for r in dev.mocks.resources:
+        for rule in validators.RULES:
+            if not rule.stack:
+                assert _violations(rule.validate, r) == [], (rule.name, r.name)
