@@ -43,7 +43,7 @@ import pulumi_docker as docker
 
 from infra import dsn, roles
 from infra.backends import docker_delivery as delivery
-from infra.backends import docker_ha, rendered_checks
+from infra.backends import docker_ha, docker_patroni, rendered_checks
 from infra.backends.aws_bundle import cloud_passwords
 from infra.backends.base import Endpoints, LocalFiles
 from infra.backends.converge import ContainersConverged
@@ -51,17 +51,15 @@ from infra.backends.docker_bundle import OS_USER
 from infra.backends.docker_files import (
     BACKUP_DIR,
     BIND_ADDRESS,
-    CONF_DIR,
     NOFILE,
     PASSFILE,
     PGBACKREST_CONF,
     PGDATA,
     PGHOME,
     PRIMARY_HOST,
-    SERVER_TLS,
-    SOCKET_DIR,
     TLS_FILES,
     Layout,
+    patroni_layout,
     pooler_bundle,
     pooler_files,
     server_bundle,
@@ -190,15 +188,14 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     child = pulumi.ResourceOptions(parent=parent)
     layout = Layout(prefix=container_prefix(cfg), port=pg.port, replicas=cfg.replicas,
                     pooler_port=cfg.pooler.port)
-    ha_lay = docker_ha.ha_layout(cfg, settings, conf_dir=CONF_DIR, data_dir=PGDATA,
-                                 socket_dir=SOCKET_DIR, pgbackrest_config=PGBACKREST_CONF,
-                                 home=PGHOME, tls=SERVER_TLS)
-    docker_ha.check(cfg, ha_lay)
+    ha_on = docker_ha.enabled(cfg)
+    ha_lay = patroni_layout(cfg)
+    docker_ha.check(cfg, settings)
     check_pooler_limit(cfg)
     # Rendered once: the same texts are checked, delivered and hashed into `testinfra_hosts`.
-    plain = {"primary": server_files(cfg, settings) | docker_ha.plain_uploads(cfg, ha_lay, 0),
+    plain = {"primary": server_files(cfg, settings),
              **{f"replica-{i}": server_files(cfg, settings, i)
-                | docker_ha.plain_uploads(cfg, ha_lay, i) for i in range(1, cfg.replicas + 1)},
+                for i in range(1, cfg.replicas + 1)},
              "pooler": pooler_files(cfg, layout)}
     for node, node_files in plain.items():
         rendered_checks.check_files(cfg, node, node_files)
@@ -209,9 +206,12 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     ca_file = str(state_dir(cfg) / "ca.crt")
     ca_local = CaFile("tls-ca-file", ca_file, ca, opts=child)
     bundles_root = state_dir(cfg) / "docker"
+    # With Patroni, Docker hands out only the upper half: the HA set has fixed addresses.
     network = docker.Network("network", name=f"{layout.prefix}-net", driver="bridge",
                              ipam_configs=[docker.NetworkIpamConfigArgs(
-                                 subnet=settings.network_subnet)], opts=child)
+                                 subnet=settings.network_subnet,
+                                 ip_range=docker_ha.dynamic_range(settings) if ha_on else None)],
+                             opts=child)
     image = docker.RemoteImage("image", name=settings.image, keep_locally=settings.keep_image,
                                opts=child)
     pooler_image = image if not settings.pooler_image else docker.RemoteImage(
@@ -220,9 +220,11 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
     versions: dict[str, pulumi.Output[str]] = {}
 
     def deliver(name: str, make: Any, secret: dict[str, pulumi.Output[str]],
-                depends: list[pulumi.Resource]) -> delivery.ContainerBundle:
+                depends: list[pulumi.Resource],
+                more_names: list[str] | None = None) -> delivery.ContainerBundle:
         """Container `name`'s bundle: `make(files, passwords)` once every secret is known."""
-        cert = HostCertificate(f"{name}-tls", ca, cert_names(layout, name), opts=child)
+        cert = HostCertificate(f"{name}-tls", ca, cert_names(layout, name) + (more_names or []),
+                               opts=child)
         outputs = {**dict(zip(TLS_FILES, (ca.ca_cert, cert.cert, cert.key), strict=True)),
                    **secret}
         keys = sorted(outputs)
@@ -238,31 +240,43 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
                depends: list[pulumi.Resource]) -> docker.Container:
         volume = docker.Volume(f"{name}-volume", name=f"{layout.prefix}-{name}", opts=child)
         bundle = deliver(name, lambda files, pw: server_bundle(cfg, name, replica, files, pw),
-                         docker_ha.secret_uploads(cfg, ha_lay, replica, ha), [])
+                         docker_ha.secret_uploads(cfg, settings, ha_lay, replica, ha), [],
+                         docker_patroni.cert_names(settings, replica) if ha_on else [])
         mounts = [docker.ContainerVolumeArgs(volume_name=volume.name, container_path=PGHOME),
                   *agent_volumes(bundle)]
-        if not replica:
+        if not replica or ha_on:   # with Patroni, whichever container leads archives WAL
             mounts.append(docker.ContainerVolumeArgs(volume_name=backup_volume.name,
                                                      container_path=BACKUP_DIR))
+        net = (docker_patroni.node_network(settings, network, host, replica) if ha_on else
+               docker.ContainerNetworksAdvancedArgs(name=network.id, aliases=[host]))
+        command = (docker_patroni.patroni_command(ha_lay) if ha_on else agent_command())
         return docker.Container(
             name, name=f"{layout.prefix}-{name}", image=image.image_id, hostname=host,
             envs=[f"PGDATA={PGDATA}", f"PGPORT={pg.port}", "NO_TS_TUNE=true",
-                  f"PGPASSFILE={PASSFILE}"], volumes=mounts,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.id,
-                                                                    aliases=[host])],
+                  f"PGPASSFILE={PASSFILE}"], volumes=mounts, networks_advanced=[net],
             ports=[docker.ContainerPortArgs(internal=pg.port, external=published,
                                             ip=BIND_ADDRESS)],
             healthcheck=healthcheck(pg.port), restart="unless-stopped", wait=True,
-            wait_timeout=900, **agent_command(), opts=container_options(parent, depends))
+            wait_timeout=900, **command, opts=container_options(parent, depends))
 
-    primary = server("primary", PRIMARY_HOST, pg.port, 0, [])
+    etcd = (docker_patroni.etcd_cluster(cfg, settings, prefix=layout.prefix, network=network,
+                                        ca=ca, root=bundles_root, parent=parent)
+            if ha_on else [])
+    primary = server("primary", PRIMARY_HOST, pg.port, 0, list(etcd))
+    # With Patroni the first container leads once it is healthy; the others clone it.
     replicas = [server(f"replica-{i}", layout.replica_host(i), layout.replica_port(i), i,
-                       [primary]) for i in range(1, cfg.replicas + 1)]
-    owner_dsn = client_dsn(pg.port, pg.owner_role, pws["owner"], pg.database, ca_file)
+                       [primary, *etcd]) for i in range(1, cfg.replicas + 1)]
+    proxy = ([docker_patroni.haproxy(cfg, settings, ha_lay, prefix=layout.prefix,
+                                     network=network, ca=ca, depends=[primary, *replicas],
+                                     parent=parent)] if ha_on else [])
+    # With Patroni every direct DSN goes through HAProxy, which follows the leader.
+    rw_port = cfg.ha.haproxy_port if ha_on else pg.port
+    owner_dsn = client_dsn(rw_port, pg.owner_role, pws["owner"], pg.database, ca_file)
     servers_done = ContainersConverged(
         "containers-converged", stack=cfg.stack, status_dir=str(bundles_root),
         prefix=layout.prefix, versions=_collect(versions), dsn=owner_dsn,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[primary, *replicas, ca_local]))
+        opts=pulumi.ResourceOptions(parent=parent,
+                                    depends_on=[primary, *replicas, *proxy, ca_local]))
     # After the primary reported: its start script has made the stanza and a first full.
     backup_scheduler(cfg, primary, [primary, servers_done], parent)
     # After the database: a rotation's new verifiers are in it before PgBouncer's userlist.
@@ -284,6 +298,8 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         prefix=layout.prefix, versions=_collect({"pooler": versions["pooler"]}),
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[pooler]))
     containers = [primary, *replicas, pooler]      # in the order of `plain`
+    replica_ports = ([cfg.ha.haproxy_port + 1] if ha_on and cfg.replicas else
+                     [layout.replica_port(i) for i in range(1, cfg.replicas + 1)])
 
     def client(port: int, user: str, password: pulumi.Input[str],
                database: str = pg.database) -> pulumi.Output[str]:
@@ -291,10 +307,9 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
 
     return Endpoints(
         primary_dsn=owner_dsn,
-        app_dsn=client(pg.port, pg.app_role, pws["app"]),
+        app_dsn=client(rw_port, pg.app_role, pws["app"]),
         replica_dsns=pulumi.Output.secret(pulumi.Output.all(*[
-            client(layout.replica_port(i), pg.app_role, pws["app"])
-            for i in range(1, cfg.replicas + 1)])),
+            client(port, pg.app_role, pws["app"]) for port in replica_ports])),
         pooler_dsn=client(cfg.pooler.port, pg.app_role, pws["app"]),
         pooler_admin_dsn=client(cfg.pooler.port, cfg.pooler.admin_user, pws["pooler_admin"],
                                 "pgbouncer"),
@@ -303,7 +318,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource) -> Endpoints:
         testinfra_hosts=pulumi.Output.all(*[c.name for c in containers]).apply(
             lambda names: testinfra_hosts(dict(zip(plain, names, strict=True)), plain)),
         ready=[primary, pooler, ca_local, servers_done, pooler_done],
-        monitor_dsn=client(pg.port, roles.MONITOR, pws["monitor"]),
+        monitor_dsn=client(rw_port, roles.MONITOR, pws["monitor"]),
     )
 
 

@@ -51,11 +51,14 @@ def container_bundle(name: str, files: Mapping[str, str], *, private: frozenset[
                      then: Mapping[str, tuple[str, ...]], services: Services,
                      postgres: dict[str, Any] | None = None, sql: str = "",
                      slots: Sequence[str] = (), enable: Sequence[str] = (),
-                     status_file: str = STATUS_FILE) -> str:
+                     status_file: str = STATUS_FILE,
+                     patroni: dict[str, Any] | None = None) -> str:
     """The JSON bundle of container `name`: `private` files are the server user's, 0600
-    (keys, passfiles, PgBouncer's auth file, patroni.yml), the others root's, 0644."""
+    (keys, passfiles, PgBouncer's auth file, patroni.yml), the others root's, 0644.
+    `patroni`: the applier's Patroni section (infra/backends/docker_ha.py, applier_spec)."""
     items = [BundleFile(path, text, *((OS_USER, "0600") if path in private else ("root", "0644")),
                         then=then.get(path, ()))
              for path, text in files.items()]
     return dumps(make(name, items, postgres=postgres or {}, sql=sql, slots=slots,
-                      enable=enable, report={"file": status_file}, services=services))
+                      enable=enable, report={"file": status_file}, services=services,
+                      patroni=patroni))

@@ -29,10 +29,11 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from infra.hostagent import apply, postgres_node, watch
+from infra.hostagent import apply, first_backup, patroni_api, patroni_step, postgres_node, watch
 from infra.resource_types import keep_urn
 
 PROVIDER_VERSION = "1"
+ENTRY_SCRIPT = "container_entry.sh"   # a Patroni container's command (infra/hostagent)
 BUNDLE_MOUNT = "/pg-platform/bundle"
 STATUS_MOUNT = "/pg-platform/status"
 STATUS_FILE = f"{STATUS_MOUNT}/status.json"
@@ -41,9 +42,12 @@ WATCH = f"{BUNDLE_MOUNT}/watch.py"
 
 def agent_files() -> dict[str, str]:
     """The applier and its loop, exactly as the project holds them (prod ships the same
-    apply.py in user-data)."""
-    return {Path(m.__file__).name: Path(m.__file__).read_text()
-            for m in (apply, postgres_node, watch) if m.__file__}
+    apply.py in user-data), its Patroni step and the entry script of a Patroni container."""
+    files = {Path(m.__file__).name: Path(m.__file__).read_text()
+             for m in (apply, first_backup, patroni_api, patroni_step, postgres_node, watch)
+             if m.__file__}
+    files[ENTRY_SCRIPT] = (Path(watch.__file__).with_name(ENTRY_SCRIPT)).read_text()
+    return files
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -102,3 +106,49 @@ class ContainerBundle(Resource, module="docker", name="Bundle"):
                           "status_dir": str(directory / "status"),
                           "provider_version": PROVIDER_VERSION},
                          keep_urn(opts, secret=["bundle"]))
+
+
+def write_config_dir(directory: Path, files: dict[str, str]) -> None:
+    """A container's read-only config directory (0700; files 0600): etcd's, whose image
+    has no applier. `files` maps names relative to it (`tls/server.key`) to their text."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for name, text in sorted(files.items()):
+        target = directory / name
+        if target.parent != directory:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.chmod(0o700)
+        _write(target, text, 0o600)
+
+
+class ConfigDirProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        write_config_dir(Path(props["directory"]), props["files"])
+        return CreateResult(id_=props["directory"], outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in news if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed),
+                          replaces=["directory"] if "directory" in changed else [],
+                          delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        write_config_dir(Path(news["directory"]), news["files"])
+        return UpdateResult(outs=news)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        shutil.rmtree(props["directory"], ignore_errors=True)
+
+
+class ConfigDir(Resource, module="docker", name="ConfigDir"):
+    """Files for a container to bind-mount read-only; `files` is a secret (a TLS key). A
+    program that reads its config only at start (etcd) sees a change at its next start."""
+
+    directory: pulumi.Output[str]
+
+    def __init__(self, name: str, directory: Path, files: pulumi.Input[dict[str, str]],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(ConfigDirProvider(), name,
+                         {"directory": str(directory), "files": pulumi.Output.secret(files),
+                          "provider_version": PROVIDER_VERSION},
+                         keep_urn(opts, secret=["files"]))

@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra import render
-from infra.backends import docker_bundle
+from infra.backends import docker_bundle, docker_ha
 from infra.backends.aws_bundle import CloudPasswords, bootstrap_spec
 from infra.backends.base import slot_name
 from infra.backends.cloud_files import inventory_entry
-from infra.backends.host_bundle import PGBOUNCER_UNIT, POSTGRES_UNIT, reload_postgres
+from infra.backends.host_bundle import (
+    PATRONI_UNIT,
+    PGBOUNCER_UNIT,
+    POSTGRES_UNIT,
+    reload_postgres,
+)
 from infra.config import DockerSettings, PlatformConfig
+from infra.render.ha_hosts import HostLayout
 from infra.render.passfile import pgpass
 from infra.render.pooler import pooler_users, userlist_txt
 from infra.render.roles_sql import bootstrap_script
@@ -89,6 +95,13 @@ def pooler_files(cfg: PlatformConfig, layout: Layout) -> dict[str, str]:
         listen_address="*", primary_host=PRIMARY_HOST, primary_port=cfg.postgres.port,
         replica_hosts=tuple(layout.replica_host(i) for i in range(1, layout.replicas + 1)),
         replica_port=cfg.postgres.port)
+    if docker_ha.enabled(cfg):
+        # HAProxy sends the read-write pool to Patroni's leader and the read-only one to
+        # the replicas, so PgBouncer follows a failover without a file change.
+        port = cfg.ha.haproxy_port
+        targets = render.PoolerTargets(listen_address="*", primary_host=docker_ha.HAPROXY_HOST,
+                                       primary_port=port, replica_hosts=(docker_ha.HAPROXY_HOST,),
+                                       replica_port=port + 1)
     return {POOLER_INI: render.pgbouncer_ini(cfg, paths, targets, POOLER_TLS),
             PGBOUNCER_CTL: render.render("docker-pgbouncer-ctl.sh.j2", pid_file=POOLER_PID,
                                          ini=POOLER_INI)}
@@ -96,7 +109,15 @@ def pooler_files(cfg: PlatformConfig, layout: Layout) -> dict[str, str]:
 
 def server_files(cfg: PlatformConfig, settings: DockerSettings,
                  replica: int = 0) -> dict[str, str]:
-    """The non-secret files of one PostgreSQL container (replica 0 is the primary)."""
+    """The non-secret files of one PostgreSQL container (replica 0 is the primary). With
+    Patroni there is no start script (Patroni is the container's command) and every
+    container has pgBackRest's config: whichever leads archives WAL to the backup volume."""
+    if docker_ha.enabled(cfg):
+        return {f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
+                    cfg, host_paths(), timescaledb=True, listen="*", tls=SERVER_TLS),
+                f"{CONF_DIR}/pg_hba.conf": render.pg_hba_conf(
+                    cfg, (settings.network_subnet,), ident_map=False, tls=True),
+                PGBACKREST_CONF: render.pgbackrest_conf(cfg, host_paths(), backup_paths())}
     sb = standby(cfg, replica) if replica else None
     files = {
         f"{CONF_DIR}/postgresql.conf": render.postgresql_conf(
@@ -122,6 +143,8 @@ def bin_dir(cfg: PlatformConfig) -> str:
 def server_bundle(cfg: PlatformConfig, name: str, replica: int, files: dict[str, str],
                   pw: CloudPasswords) -> str:
     """Container `name`'s bundle (`files`: every file but the passfile, secrets included)."""
+    if docker_ha.enabled(cfg):
+        return patroni_bundle(cfg, name, files, pw)
     pg = cfg.postgres
     files = dict(files)
     sql, slots = "", [slot_name(i) for i in range(1, cfg.replicas + 1)]
@@ -142,6 +165,33 @@ def server_bundle(cfg: PlatformConfig, name: str, replica: int, files: dict[str,
         postgres={"unit": POSTGRES_UNIT, "socket_dir": SOCKET_DIR, "port": pg.port,
                   "os_user": docker_bundle.OS_USER},
         sql=sql, slots=slots)
+
+
+def patroni_bundle(cfg: PlatformConfig, name: str, files: dict[str, str],
+                   pw: CloudPasswords) -> str:
+    """A Patroni container's bundle: the roles SQL on every node (it runs where the node
+    leads), no slots (Patroni's) and no service commands: Patroni is the container's main
+    process, and the applier reloads it through its REST API (`supervisor: container`)."""
+    lay = patroni_layout(cfg)
+    reload = (f"reload:{PATRONI_UNIT}",)
+    then = {path: reload for path in (lay.patroni_yml, *TLS_FILES)}
+    return docker_bundle.container_bundle(
+        name, files, private=SECRET_FILES, then=then, services={},
+        postgres={"unit": POSTGRES_UNIT, "socket_dir": SOCKET_DIR, "port": cfg.postgres.port,
+                  "os_user": docker_bundle.OS_USER},
+        sql=bootstrap_script(bootstrap_spec(cfg, pw)),
+        patroni={**docker_ha.applier_spec(cfg, lay), "first_backup": {
+            # infra/hostagent/first_backup.py, on whichever container leads first; marked
+            # on the shared backup volume, so the cluster does it once.
+            "config": PGBACKREST_CONF, "stanza": cfg.backup.stanza,
+            "marks": f"{BACKUP_DIR}/.pg-platform", "os_user": docker_bundle.OS_USER}})
+
+
+def patroni_layout(cfg: PlatformConfig) -> HostLayout:
+    """Where each Patroni container keeps Patroni's files (the same in every one)."""
+    return docker_ha.ha_layout(cfg, cfg.docker or DockerSettings(), conf_dir=CONF_DIR,
+                               data_dir=PGDATA, socket_dir=SOCKET_DIR,
+                               pgbackrest_config=PGBACKREST_CONF, home=PGHOME, tls=SERVER_TLS)
 
 
 def pooler_bundle(cfg: PlatformConfig, files: dict[str, str], pw: CloudPasswords) -> str:

@@ -18,6 +18,11 @@ section (infra/backends/aws_ha.py, `applier_spec`):
    replicas first (infra/hostagent/patroni_api.py, the code the local stack's
    PatroniConfig runs too).
 
+Who runs the units is the bundle's `supervisor`: systemd on prod (`Systemd`), and in a
+dev container, where Patroni is the container's main process and there is no systemd,
+`ContainerMain`: nothing is started or restarted from here, and a changed patroni.yml is
+a reload through Patroni's own REST API (POST /reload).
+
 Stdlib only, like the applier; cloud-init installs it beside pgp-apply.
 """
 
@@ -40,28 +45,76 @@ class Result:
     actions: list[str] = field(default_factory=list)
 
 
-def _unit(run: Run, unit: str, actions: Sequence[str], active: bool,
+class Systemd:
+    """Prod: the units through systemctl."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def active(self, unit: str) -> bool:
+        try:
+            self.run(["systemctl", "is-active", "--quiet", unit], None)
+        except Exception:
+            return False
+        return True
+
+    def act(self, verb: str, unit: str, block: bool = True) -> None:
+        nb = [] if block or verb == "reload" else ["--no-block"]
+        self.run(["systemctl", verb, *nb, unit], None)
+
+
+class ContainerMain:
+    """Dev: Patroni is the container's main process (infra/hostagent/container_entry.sh),
+    so the container's lifetime is Patroni's: `start` is a no-op (the entry script starts
+    it; `wait_running` waits for it), a reload is POST /reload on its REST API (which
+    answers only once Patroni has its signal handlers, unlike an early SIGHUP, which would
+    end it), and a restart is refused: that would be a container restart."""
+
+    def __init__(self, api: ModuleType, config: str, ca_file: str) -> None:
+        self.api, self.config, self.ca_file = api, config, ca_file
+
+    def _url(self) -> str:
+        return str(self.api.rest_url(self.api.load_config(self.config)))
+
+    def active(self, unit: str) -> bool:
+        return int(self.api.get(self._url(), "/patroni", self.ca_file)[0]) != 0
+
+    def act(self, verb: str, unit: str, block: bool = True) -> None:
+        if verb == "start":
+            return
+        if verb == "reload":
+            status, text = self.api.send(self._url(), "/reload", {}, self.config, self.ca_file)
+            if status not in (200, 202):
+                raise self.api.PatroniApiError(f"{unit}: POST /reload: HTTP {status} {text}")
+            return
+        raise self.api.PatroniApiError(f"{unit}: cannot {verb} Patroni in place here: it is "
+                                       "the container's main process (restart the container)")
+
+
+def services(api: ModuleType, spec: dict[str, Any], run: Run) -> Systemd | ContainerMain:
+    """The bundle's `supervisor`: "container" on dev, systemd otherwise."""
+    if spec.get("supervisor") == "container":
+        return ContainerMain(api, spec["config"], spec["ca_file"])
+    return Systemd(run)
+
+
+def _unit(svc: Systemd | ContainerMain, unit: str, actions: Sequence[str],
           block: bool = True) -> str:
     """What a unit's changed files need, as pgp-apply's `then` words say; the action done."""
-    nb = [] if block else ["--no-block"]
-    if not active:
-        run(["systemctl", "start", *nb, unit], None)
+    if not svc.active(unit):
+        svc.act("start", unit, block)
         return f"start {unit}"
     if f"restart:{unit}" in actions:
-        run(["systemctl", "restart", *nb, unit], None)
+        svc.act("restart", unit, block)
         return f"restart {unit}"
     if f"reload:{unit}" in actions:
-        run(["systemctl", "reload", unit], None)
+        svc.act("reload", unit)
         return f"reload {unit}"
     return ""
 
 
 def is_active(run: Run, unit: str) -> bool:
-    try:
-        run(["systemctl", "is-active", "--quiet", unit], None)
-    except Exception:
-        return False
-    return True
+    return Systemd(run).active(unit)
 
 
 def wait_running(api: ModuleType, url: str, ca_file: str, sleep: Callable[[float], None],
@@ -75,7 +128,8 @@ def wait_running(api: ModuleType, url: str, ca_file: str, sleep: Callable[[float
             return dict(status)
         if waited >= timeout:
             raise api.PatroniApiError(f"{unit}: Patroni at {url} is {state!r}, not running, "
-                                      f"after {timeout:.0f} s; see journalctl -u {unit}")
+                                      f"after {timeout:.0f} s; see its log (journalctl -u "
+                                      f"{unit}, or the container's)")
         sleep(2)
         waited += 2
 
@@ -110,11 +164,12 @@ def converge(api: ModuleType, spec: dict[str, Any], run: Run, actions: Sequence[
              sleep: Callable[[float], None]) -> Result:
     """Steps 1-4 above; `actions` are the `then` words of the files this run wrote."""
     done: list[str] = []
+    svc = services(api, spec, run)
     etcd = spec.get("etcd_unit") or ""
     if etcd:
-        done.append(_unit(run, etcd, actions, is_active(run, etcd), block=False))
+        done.append(_unit(svc, etcd, actions, block=False))
     unit = spec["unit"]
-    done.append(_unit(run, unit, actions, is_active(run, unit)))
+    done.append(_unit(svc, unit, actions))
     doc = api.load_config(spec["config"])
     url = api.rest_url(doc)
     status = wait_running(api, url, spec["ca_file"], sleep, unit)

@@ -84,8 +84,10 @@ def nodes(cfg: PlatformConfig, addresses: Sequence[str], lay: HostLayout) -> lis
         listen_host=lay.listen_host) for i, address in enumerate(addresses)]
 
 
-def etcd_members(cfg: PlatformConfig, addresses: Sequence[str],
-                 lay: HostLayout) -> list[EtcdMember]:
+def etcd_members(cfg: PlatformConfig, addresses: Sequence[str], lay: HostLayout,
+                 etcd_hosts: Sequence[str] = ()) -> list[EtcdMember]:
+    """etcd on the first three database hosts, or on `etcd_hosts` of its own (dev's etcd
+    containers); either way a cluster needs three database hosts (the caller's check)."""
     if len(addresses) < ETCD_MEMBERS:
         raise ConfigError(
             f"pg-platform:replicas={cfg.replicas}: pg-platform:ha.manager='patroni' on the "
@@ -93,7 +95,7 @@ def etcd_members(cfg: PlatformConfig, addresses: Sequence[str],
             f"replicas >= {ETCD_MEMBERS - 1}; raise replicas or keep ha.manager 'none'")
     return [EtcdMember(f"etcd-{i}", address, cfg.ha.etcd_client_port, cfg.ha.etcd_peer_port,
                        listen_host=lay.listen_host)
-            for i, address in enumerate(addresses[:ETCD_MEMBERS], start=1)]
+            for i, address in enumerate((etcd_hosts or addresses)[:ETCD_MEMBERS], start=1)]
 
 
 def plain_files(cfg: PlatformConfig, index: int, addresses: Sequence[str],
@@ -106,9 +108,10 @@ def plain_files(cfg: PlatformConfig, index: int, addresses: Sequence[str],
 
 
 def secret_files(cfg: PlatformConfig, index: int, addresses: Sequence[str], lay: HostLayout,
-                 secrets: HaSecrets) -> dict[str, str]:
+                 secrets: HaSecrets, etcd_hosts: Sequence[str] = ()) -> dict[str, str]:
     """Host `index`'s patroni.yml (passwords inside: deliver it as a secret, 0600)."""
     node = nodes(cfg, addresses, lay)[index]
     return {lay.patroni_yml: patroni_yml(
-        cfg, node, etcd_members(cfg, addresses, lay), secrets, timescaledb=True, tls=lay.tls,
-        hba_networks=lay.hba_networks, ident_users=(SERVICE_USER,), bin_dir=lay.bin_dir)}
+        cfg, node, etcd_members(cfg, addresses, lay, etcd_hosts), secrets, timescaledb=True,
+        tls=lay.tls, hba_networks=lay.hba_networks, ident_users=(SERVICE_USER,),
+        bin_dir=lay.bin_dir)}

@@ -17,14 +17,17 @@ from typing import Any
 import pytest
 import yaml
 
+from infra import tls
 from tests.support import scratch_dir
 from tests.unit import cloud_mocks as cm
 from tests.unit.test_ha_dev_prod import NODES, dev_files, dev_raw, prod_files, prod_raw
 
 ROOT = Path(__file__).resolve().parents[2]
-# Stand-in addresses for the dev containers' names (Docker assigns them at run time).
-DEV_ADDRESSES = {"primary": "172.28.16.10", "replica-1": "172.28.16.11",
-                 "replica-2": "172.28.16.12"}
+# The dev containers' fixed addresses (infra/backends/docker_ha.py): the database
+# containers by name, and the etcd containers, which patroni.yml names by address.
+DEV_ADDRESSES = {"primary": "172.28.16.20", "replica-1": "172.28.16.21",
+                 "replica-2": "172.28.16.22", **{f"172.28.16.{10 + i}": f"172.28.16.{10 + i}"
+                                                 for i in (1, 2, 3)}}
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,46 @@ def test_validate_config_does_refuse_a_broken_file(scratch: Path) -> None:
                           capture_output=True, text=True, timeout=300, check=False)
     rc, output = json.loads(proc.stdout.strip().splitlines()[-1])[str(path)]
     assert rc != 0 and "is not reachable" in output
+
+
+def haproxy_check(scratch: Path, name: str, cfg_text: str, ca_text: str) -> tuple[int, str]:
+    """`haproxy -c -f` on the HAProxy container's config, at the container's own paths: a
+    private mount namespace with a tmpfs over /usr/local/etc, holding its two uploads."""
+    work = scratch / name
+    work.mkdir(exist_ok=True)
+    (work / "haproxy.cfg").write_text(cfg_text)
+    (work / "ca.crt").write_text(ca_text)
+    script = ("mount --make-rprivate / && mount -t tmpfs tmpfs /usr/local/etc && "
+              "mkdir -p /usr/local/etc/haproxy && "
+              f"cp {work}/haproxy.cfg {work}/ca.crt /usr/local/etc/haproxy/ && "
+              "/usr/sbin/haproxy -c -f /usr/local/etc/haproxy/haproxy.cfg")
+    proc = subprocess.run(["unshare", "--mount", "--fork", "--", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def dev_haproxy_uploads() -> dict[str, str]:
+    run = cm.run(dev_raw(), "dev")
+    proxy = run.mocks.one("docker:index/container:Container", "haproxy")
+    return {u["file"]: u["content"] for u in proxy.get("uploads")}
+
+
+def real_ca() -> str:
+    """A real CA certificate (the mocks' is a placeholder): haproxy -c loads the file."""
+    return tls.make_ca("pg-platform-test").cert_pem
+
+
+def test_dev_haproxy_cfg_passes_haproxy_check(scratch: Path) -> None:
+    uploads = dev_haproxy_uploads()
+    cfg_text = uploads["/usr/local/etc/haproxy/haproxy.cfg"]
+    rc, out = haproxy_check(scratch, "dev-haproxy", cfg_text, real_ca())
+    assert rc == 0, out
+    assert "Configuration file is valid" in out
+
+
+def test_haproxy_check_does_refuse_a_broken_cfg(scratch: Path) -> None:
+    """The check can fail: a health check naming a CA file that is not there."""
+    cfg_text = dev_haproxy_uploads()["/usr/local/etc/haproxy/haproxy.cfg"].replace(
+        "/usr/local/etc/haproxy/ca.crt", "/usr/local/etc/haproxy/missing.crt")
+    rc, out = haproxy_check(scratch, "dev-haproxy-broken", cfg_text, real_ca())
+    assert rc != 0 and "missing.crt" in out

@@ -231,7 +231,9 @@ def test_the_dev_stack_file_builds() -> None:
     raw = cm.stack_file("dev")
     run = cm.run(raw, "dev")
     containers = {r.name for r in run.mocks.of_type(CONTAINER)}
-    assert containers == {"primary", "pooler",
+    # The committed dev stack runs Patroni: etcd and HAProxy containers too.
+    assert raw["ha"]["manager"] == "patroni" and int(raw["replicas"]) == 2
+    assert containers == {"primary", "pooler", "etcd-1", "etcd-2", "etcd-3", "haproxy",
                           *[f"replica-{i}" for i in range(1, int(raw["replicas"]) + 1)]}
 
 

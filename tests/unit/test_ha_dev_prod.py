@@ -56,16 +56,19 @@ def files() -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def dev_files(run: cm.Run) -> dict[str, dict[str, Any]]:
+    """Dev's etcd runs in three containers of its own: database container i's `etcd_text`
+    is etcd-(i+1)'s config, read from that container's config directory."""
     out = {}
-    for name in NODES:
+    for i, name in enumerate(NODES):
         bundle = run.mocks.one("pulumi-python:dynamic/docker:Bundle", f"{name}-bundle")
         by_path = {f["path"]: f for f in json.loads(cm.plain(bundle.inputs["bundle"]))["files"]}
-        etcd = by_path.get(f"{CONF}/etcd.conf")
+        assert f"{CONF}/etcd.conf" not in by_path, name
+        etcd = run.mocks.one("pulumi-python:dynamic/docker:ConfigDir", f"etcd-{i + 1}-config")
         # The container's bundle is one secret, as a prod host's is.
         out[name] = {"patroni_text": by_path[f"{CONF}/patroni.yml"]["content"],
                      "mode": by_path[f"{CONF}/patroni.yml"]["mode"],
                      "owner": by_path[f"{CONF}/patroni.yml"]["owner"],
-                     "etcd_text": etcd["content"] if etcd else None,
+                     "etcd_text": cm.plain(etcd.inputs["files"])["etcd.conf"],
                      "secret": cm.is_secret(bundle.inputs["bundle"])}
     return out
 
