@@ -71,7 +71,16 @@ def member_props(cfg: PlatformConfig, node: render_ha.PatroniNode, secrets: Any,
             "config_file": str(ha_layout(cfg).config_file(node.name)),
             "data_dir": node.paths.data_dir, "socket_dir": node.paths.socket_dir,
             "patroni_yml": pulumi.Output.secret(text) if isinstance(text, pulumi.Output)
-            else text, **_tls_props(tls)}
+            else text, "backup_files": member_backup_files(cfg), **_tls_props(tls)}
+
+
+def member_backup_files(cfg: PlatformConfig) -> dict[str, Any]:
+    """What a member writes before its first start (local_ha._write_backup_files): each
+    node's archive_command, and the bootstrap's stanza-create, need pgbackrest.conf (the
+    Backup resource, which keeps it afterwards, waits for the leader)."""
+    backup_in = backup_props(cfg)
+    return {k: backup_in[k] for k in ("config_path", "pgbackrest_conf", "stanza", "repo_path",
+                                      "log_path", "lock_path", "spool_path")}
 
 
 def fence_props(cfg: PlatformConfig, members: list[dict[str, Any]],
@@ -183,12 +192,7 @@ def build(cfg: PlatformConfig, parent: pulumi.Resource, timescaledb: bool,
     secrets = pulumi.Output.all(super_pw, repl_pw, rest_pw).apply(
         lambda s: render_ha.HaSecrets(s[0], s[1], s[2]))
     first, *others = nodes(cfg)
-    # Each node's archive_command, and the bootstrap's stanza-create, need pgbackrest.conf
-    # before the node first starts (the Backup resource waits for the leader).
-    files = {k: backup_in[k] for k in ("config_path", "pgbackrest_conf", "stanza", "repo_path",
-                                       "log_path", "lock_path", "spool_path")}
-    props = [{**member_props(cfg, n, secrets, tls, timescaledb), "backup_files": files}
-             for n in (first, *others)]
+    props = [member_props(cfg, n, secrets, tls, timescaledb) for n in (first, *others)]
     on_etcd = pulumi.ResourceOptions(parent=parent, depends_on=[dcs])
     leader = Member(first.name, props[0], on_etcd)
     # The others start beside it, each once the first holds the cluster's initialize key

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from infra.hostctl import proc
 
 SKIP = "--skip-preview"
 # What the engine records even for an `up` whose program stopped before it registered
@@ -49,11 +50,11 @@ def up_flags(stack: str, cwd: Path, env: Mapping[str, str] | None = None) -> lis
     The export carries secrets only as ciphertext (no --show-secrets) and never leaves
     this function."""
     try:
-        proc = subprocess.run(["pulumi", "stack", "export", "--stack", stack,
-                               "--non-interactive"], cwd=cwd, env=dict(env) if env else None,
-                              capture_output=True, text=True, timeout=120, check=False)
-        exported = json.loads(proc.stdout) if proc.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError):
+        exported = json.loads(proc.run(
+            ["pulumi", "--cwd", str(cwd), "stack", "export", "--stack", stack,
+             "--non-interactive"], what=f"pulumi stack export --stack {stack}",
+            env=dict(env) if env else None, switch_user=False))
+    except Exception:   # unreadable state, a timeout, bad JSON: keep the preview
         exported = None
     if not isinstance(exported, dict) or holds_resources(exported):
         return []
