@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -123,6 +124,18 @@ def test_whole_node_kill_is_fenced_and_a_replica_promoted_at_once(
     _healthy(ha)
 
 
+def _key_stays(ha: ha_support.HaStack, key: tuple[str, int, int], polls: int,
+               seconds: float = 6.0) -> dict[str, Any]:
+    """The leader key is unchanged for `seconds`, over at least six of the fence's polls;
+    the fence's status then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert _leader_key(ha) == key
+        time.sleep(0.25)
+    assert _polls(ha) >= polls + 6, ha.fence_status()
+    return ha.fence_status()
+
+
 def test_patroni_killed_alone_is_never_fenced(ha: ha_support.HaStack) -> None:
     """Its PostgreSQL still runs (and could still take writes): the key must stay until
     its lease runs out, over many of the fence's polls."""
@@ -138,12 +151,7 @@ def test_patroni_killed_alone_is_never_fenced(ha: ha_support.HaStack) -> None:
     os.kill(patroni, signal.SIGKILL)
     try:
         # ttl 20, loop_wait 5: the lease lives at least 15 s after the kill; look for 6.
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
-            assert _leader_key(ha) == key
-            time.sleep(0.25)
-        assert _polls(ha) >= polls + 6, ha.fence_status()
-        status = ha.fence_status()
+        status = _key_stays(ha, key, polls)
         assert status["leader"] == old and "PostgreSQL pid" in status["decision"]
         assert "not acting" in status["decision"]
         assert len(ha.fence_records()) == before
@@ -171,12 +179,7 @@ def test_a_stopped_leader_is_never_fenced(ha: ha_support.HaStack) -> None:
     os.kill(patroni, signal.SIGSTOP)
     os.kill(postmaster, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
-            assert _leader_key(ha) == key
-            time.sleep(0.25)
-        assert _polls(ha) >= polls + 6, ha.fence_status()
-        status = ha.fence_status()
+        status = _key_stays(ha, key, polls)
         assert status["leader"] == old and "Patroni pid" in status["decision"], status
         assert len(ha.fence_records()) == before
     finally:
