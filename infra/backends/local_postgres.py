@@ -10,6 +10,7 @@ PROVIDER_VERSION as an input; bump it when behaviour changes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,18 @@ class DatabaseProvider(ResourceProvider):
     """The platform database, owned by the owner role, and the app role that owns nothing."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        self._apply(props)
+        # With Patroni the first session goes through HAProxy moments after the leader was
+        # elected, and a session cut then (a health check flapping) is not an error in the
+        # bootstrap, which is idempotent: it is run again, three tries in all.
+        for attempt in range(3):
+            try:
+                self._apply(props)
+                break
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    raise
+                logger.warning("database bootstrap: %s; trying again", exc)
+                time.sleep(1.0)
         return CreateResult(id_=props["database"], outs=props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
