@@ -11,9 +11,12 @@ import json
 import os
 import secrets
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from infra import config, dsn, hostctl, render, roles, tls
 from infra.backends import local, local_fence, local_patroni, tenant_users
@@ -27,7 +30,7 @@ from infra.hostctl.patroni import PatroniProcess
 from infra.ops import cluster as oc
 from infra.render import patroni as render_ha
 from tests import ports
-from tests.ha_load import WriteLoad
+from tests.ha_load import DDL, WriteLoad
 from tests.support import scratch_dir
 
 ETCD_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -312,3 +315,18 @@ def ha_stack(count: int = 3, *, synchronous: str = "off", ttl: int = 20, loop_wa
         stack.stop()
         raise
     return stack
+
+
+@contextlib.contextmanager
+def ledger_stack() -> Iterator[HaStack]:
+    """3 nodes, `synchronous: on`, the write load's ledger table made and granted to the
+    app role, every replica streaming: the cluster the failover tests share."""
+    stack = ha_stack(3, synchronous="on")
+    try:
+        with psycopg.connect(stack.owner_dsn("pg-1")) as conn:
+            conn.execute(DDL)
+            conn.execute("GRANT SELECT, INSERT ON ha_ledger TO app")
+        stack.wait_replicating()
+        yield stack
+    finally:
+        stack.stop()

@@ -21,22 +21,15 @@ from infra.hostctl.foreground import wait_for
 from infra.hostctl.patroni import restart_pending
 from infra.ops import cluster as oc
 from tests import ha_support
-from tests.ha_load import DDL, WriteLoad
+from tests.ha_load import WriteLoad
 
 pytestmark = pytest.mark.ha
 
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[ha_support.HaStack]:
-    stack = ha_support.ha_stack(3, synchronous="on")
-    try:
-        with psycopg.connect(stack.owner_dsn("pg-1")) as conn:
-            conn.execute(DDL)
-            conn.execute("GRANT SELECT, INSERT ON ha_ledger TO app")
-        stack.wait_replicating()
+    with ha_support.ledger_stack() as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def _healthy(ha: ha_support.HaStack) -> None:

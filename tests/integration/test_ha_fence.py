@@ -24,22 +24,15 @@ from infra.hostctl.fence import Spec, decide
 from infra.hostctl.fence_evidence import Evidence
 from infra.hostctl.foreground import wait_for
 from tests import ha_support, ports
-from tests.ha_load import DDL, WriteLoad
+from tests.ha_load import WriteLoad
 
 pytestmark = pytest.mark.ha
 
 
 @pytest.fixture(scope="module")
 def ha() -> Iterator[ha_support.HaStack]:
-    stack = ha_support.ha_stack(3, synchronous="on", ttl=20, loop_wait=5, retry_timeout=5)
-    try:
-        with psycopg.connect(stack.owner_dsn("pg-1")) as conn:
-            conn.execute(DDL)
-            conn.execute("GRANT SELECT, INSERT ON ha_ledger TO app")
-        stack.wait_replicating()
+    with ha_support.ledger_stack() as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def _kv(ha: ha_support.HaStack) -> EtcdKV:
